@@ -1,0 +1,44 @@
+"""EASGD: elastic averaging SGD (Zhang, Choromanska & LeCun 2015), synchronous symmetric form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from grawa_sim.algorithms.base import Algorithm, Params, RoundInfo, uniform_average
+from grawa_sim.collectives import StackedAxis
+
+
+@dataclass
+class EASGDState:
+    center: Params  # x~ ([1, ...]), starts at the common initial point
+
+
+def easgd_round(params: Params, center: Params, beta: float, axis: StackedAxis) -> tuple[Params, Params]:
+    """With alpha = beta / M and the workers' pre-round values:
+
+        x_i <- x_i - alpha (x_i - x~)
+        x~  <- (1 - beta) x~ + beta (1/M) sum_j x_j
+
+    Returns (new params, new x~).
+    """
+    alpha = beta / axis.workers
+    mean = uniform_average(params, axis)
+    new_params = {n: x - alpha * (x - center[n]) for n, x in params.items()}
+    new_center = {n: (1 - beta) * c + beta * mean[n] for n, c in center.items()}
+    return new_params, new_center
+
+
+class EASGD(Algorithm):
+    """Every tau steps the elastic update above with beta = pull. Evaluated on x~."""
+
+    name = "easgd"
+
+    def init(self, params: Params, axis: StackedAxis) -> EASGDState:
+        return EASGDState(center={n: x.clone() for n, x in params.items()})
+
+    def round(self, params, state, axis, probe_grads):
+        params, center = easgd_round(params, state.center, self.hyper.pull, axis)
+        return params, EASGDState(center=center), RoundInfo()
+
+    def evaluated(self, params: Params, state: EASGDState, axis: StackedAxis) -> Params:
+        return state.center

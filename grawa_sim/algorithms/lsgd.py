@@ -1,0 +1,61 @@
+"""LSGD: leader SGD (Teng et al. 2019)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from grawa_sim.algorithms.base import Algorithm, Params, RoundInfo, lerp
+from grawa_sim.collectives import StackedAxis
+
+LOSS_WINDOW = 4
+
+
+@dataclass
+class LSGDState:
+    center: Params  # the last leader's parameters ([1, ...]); the initial point before round 1
+    recent_losses: torch.Tensor  # [M_local, 4] ring buffer of minibatch losses
+    seen: int = 0  # minibatches recorded so far
+
+
+def running_loss(state: LSGDState) -> torch.Tensor:
+    """Mean of each worker's last min(seen, 4) minibatch losses, [M_local]."""
+    filled = min(state.seen, LOSS_WINDOW)
+    return state.recent_losses[:, :filled].mean(dim=1)
+
+
+def lsgd_round(params: Params, running: torch.Tensor, pull: float, axis: StackedAxis) -> tuple[Params, Params, int]:
+    """leader = argmin_j running_loss_j (lowest index on ties; all-gather of M scalars);
+    x_i <- (1 - lambda) x_i + lambda x_leader (broadcast from the leader).
+
+    Returns (new params, leader params, leader index).
+    """
+    leader = int(torch.argmin(axis.all_gather(running)))
+    leader_params = {n: axis.broadcast(x, leader) for n, x in params.items()}
+    return lerp(params, leader_params, pull), leader_params, leader
+
+
+class LSGD(Algorithm):
+    """Every tau steps pull toward the worker with the lowest 4-batch running loss.
+
+    The per-step proximal pull (p = 0.1 by default) goes toward the last leader.
+    Evaluated on the uniform average.
+    """
+
+    name = "lsgd"
+
+    def init(self, params: Params, axis: StackedAxis) -> LSGDState:
+        m = axis.local_workers
+        return LSGDState(center={n: x.clone() for n, x in params.items()},
+                         recent_losses=torch.zeros(m, LOSS_WINDOW, dtype=torch.float64))
+
+    def observe_losses(self, state: LSGDState, losses: torch.Tensor) -> LSGDState:
+        state.recent_losses[:, state.seen % LOSS_WINDOW] = losses.detach().to(torch.float64)
+        state.seen += 1
+        return state
+
+    def round(self, params, state, axis, probe_grads):
+        params, leader_params, leader = lsgd_round(params, running_loss(state), self.hyper.pull, axis)
+        state.center = leader_params
+        return params, state, RoundInfo(leader=leader)

@@ -1,0 +1,135 @@
+"""Data sets (all generated or shipped offline), IID shards and per-worker batch sampling.
+
+Every sampler draws from its own seeded ``torch.Generator`` so that both
+backends see exactly the same minibatches and probe batches.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Tensors of one data set; ``classes == 0`` marks a regression objective."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: int
+    optimum_loss: float | None = None  # known minimum of the training loss (convex objectives)
+
+    @property
+    def features(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def outputs(self) -> int:
+        return self.classes if self.classes else 1
+
+
+@functools.lru_cache(maxsize=4)
+def _mnist1d_arrays() -> tuple[np.ndarray, ...]:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    state = np.random.get_state()  # mnist1d reseeds numpy's global RNG; keep the caller's
+    try:
+        d = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(state)
+    return d["x"], d["y"], d["x_test"], d["y_test"]
+
+
+def _mnist1d() -> Dataset:
+    """MNIST-1D (Greydanus 2020) generated offline: 4000 train / 1000 test, 40 features, 10 classes."""
+    x, y, xt, yt = _mnist1d_arrays()
+    return Dataset("mnist1d", torch.tensor(x), torch.tensor(y), torch.tensor(xt), torch.tensor(yt), 10)
+
+
+def _digits() -> Dataset:
+    """sklearn's 8x8 digits, pixels scaled to [0, 1]; a fixed seeded 80/20 split (1437 / 360)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    order = np.random.default_rng(0).permutation(len(d.target))
+    x, y = d.data[order] / 16.0, d.target[order]
+    cut = int(0.8 * len(y))
+    return Dataset("digits", torch.tensor(x[:cut]), torch.tensor(y[:cut]),
+                   torch.tensor(x[cut:]), torch.tensor(y[cut:]), 10)
+
+
+def _lstsq(n_train: int = 1024, n_test: int = 256, dim: int = 16, noise: float = 0.01) -> Dataset:
+    """Least squares 0.5 * mean((x.w + b - y)^2), y = x.w* + b* + noise; optimum by lstsq.
+
+    Convex with a unique minimiser; ``optimum_loss`` is the exact minimum of the
+    training objective (computed in float64).
+    """
+    g = np.random.default_rng(1234)
+    w_star, b_star = g.normal(size=dim), 0.5
+    x = g.normal(size=(n_train + n_test, dim))
+    y = x @ w_star + b_star + noise * g.normal(size=n_train + n_test)
+    design = np.hstack([x[:n_train], np.ones((n_train, 1))])
+    coef, *_ = np.linalg.lstsq(design, y[:n_train], rcond=None)
+    optimum = 0.5 * float(np.mean((design @ coef - y[:n_train]) ** 2))
+    return Dataset("lstsq", torch.tensor(x[:n_train]), torch.tensor(y[:n_train]),
+                   torch.tensor(x[n_train:]), torch.tensor(y[n_train:]), 0, optimum)
+
+
+_LOADERS = {"mnist1d": _mnist1d, "digits": _digits, "lstsq": _lstsq}
+
+
+def load(name: str, dtype: torch.dtype = torch.float32) -> Dataset:
+    """Load a data set by name, features in ``dtype``; labels int64 (targets in ``dtype`` for regression)."""
+    if name not in _LOADERS:
+        raise ValueError(f"dataset: must be one of {', '.join(_LOADERS)} (got {name!r})")
+    d = _LOADERS[name]()
+    ytype = dtype if d.classes == 0 else torch.long
+    return Dataset(d.name, d.x_train.to(dtype), d.y_train.to(ytype), d.x_test.to(dtype),
+                   d.y_test.to(ytype), d.classes, d.optimum_loss)
+
+
+def iid_shards(n: int, workers: int, generator: torch.Generator) -> torch.Tensor:
+    """A random permutation cut into ``workers`` equal shards: indices of shape [M, n // M]."""
+    size = n // workers
+    return torch.randperm(n, generator=generator)[: size * workers].view(workers, size)
+
+
+class BatchSampler:
+    """Per-worker minibatch indices (from each worker's shard) and probe indices (whole set).
+
+    ``next_batch`` -> [M, B] indices into the training set: each worker walks a
+    fresh random permutation of its own shard (sampling without replacement,
+    reshuffled every shard epoch, the last partial batch dropped).
+    ``next_probe`` -> [M, B] indices drawn uniformly from the whole training set
+    (GRAWA's probe batch). Two generators keep the training stream identical
+    whether or not probes are drawn.
+    """
+
+    def __init__(self, shards: torch.Tensor, train_size: int, batch_size: int, seed: int):
+        self.shards = shards
+        self.train_size = train_size
+        self.batch_size = batch_size
+        self._batches = torch.Generator().manual_seed(seed * 1_000_003 + 1)
+        self._probes = torch.Generator().manual_seed(seed * 1_000_003 + 2)
+        self._order = shards[:, :0]
+        self._cursor = 0
+
+    def next_batch(self) -> torch.Tensor:
+        m, size = self.shards.shape
+        if self._cursor + self.batch_size > self._order.shape[1]:
+            perm = torch.argsort(torch.rand(m, size, generator=self._batches), dim=1)
+            self._order = torch.gather(self.shards, 1, perm)
+            self._cursor = 0
+        batch = self._order[:, self._cursor : self._cursor + self.batch_size]
+        self._cursor += self.batch_size
+        return batch
+
+    def next_probe(self) -> torch.Tensor:
+        m = self.shards.shape[0]
+        return torch.randint(self.train_size, (m, self.batch_size), generator=self._probes)

@@ -1,0 +1,177 @@
+"""run(config) -> Result: data shards -> local steps -> rounds -> metrics -> a tidy DataFrame."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from grawa_sim import algorithms, models
+from grawa_sim.algorithms import Hyper, RoundInfo
+from grawa_sim.collectives import StackedAxis
+from grawa_sim.config import Config, check_shard_size, resolve
+from grawa_sim.data import BatchSampler, Dataset, iid_shards, load
+from grawa_sim.ensemble import VmapEngine, per_sample_loss
+from grawa_sim.reference_loop import LoopEngine
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass
+class Result:
+    """A finished run.
+
+    - ``history``: one row per evaluation (see README for the columns);
+    - ``workers``: final stacked worker parameters, leading dim M;
+    - ``buffers``: final stacked worker buffers (batch-norm statistics);
+    - ``evaluated``: parameters of the model the algorithm is evaluated on;
+    - ``center``: the algorithm's last center (GRAWA's x_C, LSGD's leader, EASGD's x~);
+    - ``weights``: GRAWA weights per round, long format (round, worker, layer, weight).
+    """
+
+    config: Config
+    history: pd.DataFrame
+    workers: Params
+    buffers: Params
+    evaluated: Params
+    center: Params
+    weights: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def final(self) -> pd.Series:
+        return self.history.iloc[-1]
+
+
+class Evaluator:
+    """Loss and accuracy of one parameter set on the full train and test sets (eval mode)."""
+
+    def __init__(self, model: nn.Module, data: Dataset):
+        self.model = model.eval()
+        self.data = data
+        self.loss = per_sample_loss(data.classes)
+
+    @torch.no_grad()
+    def __call__(self, params: Params, buffers: Params, split: str) -> tuple[float, float]:
+        x, y = (self.data.x_train, self.data.y_train) if split == "train" else (self.data.x_test, self.data.y_test)
+        out = functional_call(self.model, (params, buffers), (x,))
+        loss = float(self.loss(out, y).mean())
+        acc = float((out.argmax(-1) == y).double().mean()) if self.data.classes else float("nan")
+        return loss, acc
+
+
+def average_buffers(buffers: Params) -> Params:
+    """Evaluation statistics of a merged model: the mean of the workers' float buffers."""
+    return {n: b.mean(0) if b.is_floating_point() else b[0] for n, b in buffers.items()}
+
+
+def spread(params: Params) -> float:
+    """Mean over workers of ||x_i - mean_j x_j||_2 (all parameters as one vector)."""
+    sq = sum((p - p.mean(0, keepdim=True)).flatten(1).square().sum(1) for p in params.values())
+    return float(sq.sqrt().mean())
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
+def build_engine(cfg: Config, model: nn.Module, data: Dataset):
+    hyper = Hyper(pull=cfg.pull, prox=cfg.prox, tau=cfg.tau,
+                  grawa_norm=cfg.grawa_norm, grawa_smoothing=cfg.grawa_smoothing)
+    loss = per_sample_loss(data.classes)
+    sam_rho = cfg.sam_rho if cfg.sam else None
+    if cfg.backend == "loop":
+        return LoopEngine(model, cfg.algorithm, cfg.workers, hyper, loss, cfg.lr, cfg.momentum,
+                          cfg.weight_decay, sam_rho)
+    algorithm = algorithms.build(cfg.algorithm, hyper)
+    return VmapEngine(model, algorithm, StackedAxis(cfg.workers), loss, cfg.lr, cfg.momentum,
+                      cfg.weight_decay, cfg.prox, cfg.tau, sam_rho, cfg.execution)
+
+
+def _weight_rows(round_index: int, info: RoundInfo, layers: list[str]) -> list[dict]:
+    if info.weights is None:
+        return []
+    w = info.weights
+    rows = []
+    for worker in range(w.shape[0]):
+        if w.ndim == 1:
+            rows.append({"round": round_index, "worker": worker, "layer": "model", "weight": float(w[worker])})
+        else:
+            rows += [{"round": round_index, "worker": worker, "layer": layer, "weight": float(w[worker, l])}
+                     for l, layer in enumerate(layers)]
+    return rows
+
+
+def run(config: Config, progress: bool | None = None) -> Result:
+    """Train ``config.workers`` workers with ``config.algorithm``; evaluate every ``eval_every`` steps.
+
+    ``progress=None`` shows a tqdm bar only when stderr is a terminal.
+    Raises ``ValueError("<field>: <why> (got <value>)")`` on invalid input.
+    """
+    cfg = resolve(config)
+    dtype = _dtype(cfg.dtype)
+    data = load(cfg.dataset, dtype)
+    check_shard_size(cfg, len(data.y_train))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = models.build(cfg.model, data.features, data.outputs).to(dtype)
+    engine = build_engine(cfg, model, data)
+    evaluator = Evaluator(model, data)
+    shards = iid_shards(len(data.y_train), cfg.workers, torch.Generator().manual_seed(cfg.seed))
+    sampler = BatchSampler(shards, len(data.y_train), cfg.batch_size, cfg.seed)
+    every_step = algorithms.REGISTRY[cfg.algorithm].communicates_every_step
+    needs_probe = algorithms.REGISTRY[cfg.algorithm].needs_probe
+    layers = [n for n, _ in model.named_parameters()]
+
+    rows, weight_rows = [], []
+    rounds, recent = 0, []
+    start = time.perf_counter()
+
+    def evaluate(step: int) -> None:
+        buffers = average_buffers(engine.stacked_buffers())
+        train_loss, train_acc = evaluator(engine.evaluated(), buffers, "train")
+        test_loss, test_acc = evaluator(engine.evaluated(), buffers, "test")
+        center_loss, center_acc = (float("nan"), float("nan")) if every_step else evaluator(engine.center(), buffers, "test")
+        rows.append({
+            "step": step, "round": rounds, "wall_time": time.perf_counter() - start,
+            "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
+            "worker_loss": float(torch.stack(recent).mean()) if recent else float("nan"),
+            "center_test_loss": center_loss, "center_test_acc": center_acc,
+            "spread": spread(engine.stacked_params()),
+        })
+        recent.clear()
+
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = _progress(cfg, show)
+    evaluate(0)
+    for step in range(1, cfg.steps + 1):
+        idx = sampler.next_batch()
+        recent.append(engine.local_step(data.x_train[idx], data.y_train[idx]).to(torch.float64))
+        if every_step:
+            rounds += 1
+        elif step % cfg.tau == 0:
+            probe = None
+            if needs_probe:
+                p = sampler.next_probe()
+                probe = (data.x_train[p], data.y_train[p])
+            info = engine.communicate(probe)
+            rounds += 1
+            weight_rows += _weight_rows(rounds, info, layers)
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            evaluate(step)
+            bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.3f}", refresh=False)
+        bar.update(1)
+    bar.close()
+    return Result(cfg, pd.DataFrame(rows), {n: p.detach().clone() for n, p in engine.stacked_params().items()},
+                  {n: b.clone() for n, b in engine.stacked_buffers().items()},
+                  engine.evaluated(), engine.center(), pd.DataFrame(weight_rows, columns=["round", "worker", "layer", "weight"]))
+
+
+def _progress(cfg: Config, show: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.steps, desc=f"{cfg.algorithm} M={cfg.workers}", disable=not show, leave=False)
