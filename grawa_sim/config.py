@@ -54,8 +54,12 @@ class Config:
     execution: str = "auto"
 
 
+class ConfigError(ValueError):
+    """Invalid user input; the message reads '<field>: <why> (got <value>)'."""
+
+
 def _fail(field: str, why: str, value: object) -> None:
-    raise ValueError(f"{field}: {why} (got {value!r})")
+    raise ConfigError(f"{field}: {why} (got {value!r})")
 
 
 def _choice(field: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -146,5 +150,5 @@ def from_dict(values: dict) -> Config:
     names = {f.name for f in dataclasses.fields(Config)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"{unknown[0]}: unknown config field (got {values[unknown[0]]!r})")
+        raise ConfigError(f"{unknown[0]}: unknown config field (got {values[unknown[0]]!r})")
     return Config(**values)

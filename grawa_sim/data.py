@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from grawa_sim.config import ConfigError
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -87,7 +89,7 @@ _LOADERS = {"mnist1d": _mnist1d, "digits": _digits, "lstsq": _lstsq}
 def load(name: str, dtype: torch.dtype = torch.float32) -> Dataset:
     """Load a data set by name, features in ``dtype``; labels int64 (targets in ``dtype`` for regression)."""
     if name not in _LOADERS:
-        raise ValueError(f"dataset: must be one of {', '.join(_LOADERS)} (got {name!r})")
+        raise ConfigError(f"dataset: must be one of {', '.join(_LOADERS)} (got {name!r})")
     d = _LOADERS[name]()
     ytype = dtype if d.classes == 0 else torch.long
     return Dataset(d.name, d.x_train.to(dtype), d.y_train.to(ytype), d.x_test.to(dtype),

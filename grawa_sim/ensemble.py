@@ -2,7 +2,7 @@
 
 Forward passes run all workers at once with ``torch.vmap`` over
 ``torch.func.functional_call`` on a 'meta' copy of the model (or, for
-convolutions on CPU where vmap's grouped convolutions are slow, one call per
+2-D convolutions on CPU where vmap's grouped convolutions are slow, one call per
 worker slice: ``execution="unrolled"``). Gradients come from one backward of
 the summed per-worker losses: worker i's loss depends only on slice i of the
 stacked leaves, so the slices of the gradient are the per-worker gradients.
@@ -19,7 +19,7 @@ from torch.func import functional_call
 
 from grawa_sim.algorithms import Algorithm, Params, RoundInfo
 from grawa_sim.collectives import StackedAxis
-from grawa_sim.models import has_convolutions
+from grawa_sim.models import has_conv2d
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs [B, ...], targets [B]) -> mean loss
 
@@ -27,15 +27,20 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs [B, ..
 def per_sample_loss(classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Loss of every sample: cross-entropy for classes, 0.5 * squared error for regression."""
     if classes:
-        return lambda out, y: nn.functional.cross_entropy(out.flatten(0, -2), y.flatten(), reduction="none").view(y.shape)
+        def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return nn.functional.cross_entropy(out.flatten(0, -2), y.flatten(), reduction="none").view(y.shape)
+
+        return cross_entropy
     return lambda out, y: 0.5 * (out.squeeze(-1) - y) ** 2
 
 
 def choose_execution(model: nn.Module, execution: str, device: torch.device) -> str:
-    """"auto": vmap, except convolutional models on CPU (vmap's grouped convs lose there)."""
+    """"auto": vmap, except 2-D convolutions on CPU, where vmap's grouped convolutions lose to a
+    per-worker loop (0.29x at M = 64, shared/DESIGN.md). 1-D convs and MLPs win under vmap
+    here (`python -m grawa_sim bench`)."""
     if execution != "auto":
         return execution
-    return "unrolled" if has_convolutions(model) and device.type == "cpu" else "vmap"
+    return "unrolled" if has_conv2d(model) and device.type == "cpu" else "vmap"
 
 
 class StackedModel:

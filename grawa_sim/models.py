@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from grawa_sim.config import ConfigError
+
 
 class LogisticRegression(nn.Module):
     """One affine map: logistic regression for classes, linear regression for one output."""
@@ -70,8 +72,8 @@ def build(name: str, features: int, outputs: int) -> nn.Module:
         return CNN1d(features, outputs)
     if name == "cnn_bn":
         return CNN1d(features, outputs, batch_norm=True)
-    raise ValueError(f"model: must be one of logistic, mlp, cnn, cnn_bn (got {name!r})")
+    raise ConfigError(f"model: must be one of logistic, mlp, cnn, cnn_bn (got {name!r})")
 
 
-def has_convolutions(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+def has_conv2d(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())

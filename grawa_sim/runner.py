@@ -135,7 +135,9 @@ def run(config: Config, progress: bool | None = None) -> Result:
         buffers = average_buffers(engine.stacked_buffers())
         train_loss, train_acc = evaluator(engine.evaluated(), buffers, "train")
         test_loss, test_acc = evaluator(engine.evaluated(), buffers, "test")
-        center_loss, center_acc = (float("nan"), float("nan")) if every_step else evaluator(engine.center(), buffers, "test")
+        center_loss, center_acc = float("nan"), float("nan")
+        if not every_step:
+            center_loss, center_acc = evaluator(engine.center(), buffers, "test")
         rows.append({
             "step": step, "round": rounds, "wall_time": time.perf_counter() - start,
             "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
@@ -166,9 +168,13 @@ def run(config: Config, progress: bool | None = None) -> Result:
             bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.3f}", refresh=False)
         bar.update(1)
     bar.close()
-    return Result(cfg, pd.DataFrame(rows), {n: p.detach().clone() for n, p in engine.stacked_params().items()},
-                  {n: b.clone() for n, b in engine.stacked_buffers().items()},
-                  engine.evaluated(), engine.center(), pd.DataFrame(weight_rows, columns=["round", "worker", "layer", "weight"]))
+    return Result(
+        config=cfg, history=pd.DataFrame(rows),
+        workers={n: p.detach().clone() for n, p in engine.stacked_params().items()},
+        buffers={n: b.clone() for n, b in engine.stacked_buffers().items()},
+        evaluated=engine.evaluated(), center=engine.center(),
+        weights=pd.DataFrame(weight_rows, columns=["round", "worker", "layer", "weight"]),
+    )
 
 
 def _progress(cfg: Config, show: bool):

@@ -6,6 +6,7 @@ from grawa_sim.algorithms.easgd import EASGD
 from grawa_sim.algorithms.grawa import LGRAWA, MGRAWA, grawa_weights
 from grawa_sim.algorithms.localsgd import LocalSGD
 from grawa_sim.algorithms.lsgd import LSGD
+from grawa_sim.config import ConfigError
 
 REGISTRY: dict[str, type[Algorithm]] = {
     cls.name: cls for cls in (DP, LocalSGD, EASGD, LSGD, MGRAWA, LGRAWA)
@@ -14,7 +15,7 @@ REGISTRY: dict[str, type[Algorithm]] = {
 
 def build(name: str, hyper: Hyper) -> Algorithm:
     if name not in REGISTRY:
-        raise ValueError(f"algorithm: must be one of {', '.join(REGISTRY)} (got {name!r})")
+        raise ConfigError(f"algorithm: must be one of {', '.join(REGISTRY)} (got {name!r})")
     return REGISTRY[name](hyper)
 
 

@@ -1,0 +1,210 @@
+"""Command line: python -m grawa_sim {run, sweep, reproduce, bench}.
+
+Bad input prints one line ``error: <field>: <why> (got <value>)`` and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+import types
+import typing
+from pathlib import Path
+
+from grawa_sim.config import Config, ConfigError, check_shard_size, resolve
+
+USAGE_ERROR = 2
+
+
+class CLIError(Exception):
+    """A one-line user error; the message is 'field: why (got value)'."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:
+        match = re.match(r"argument --([\w-]+)(?:/--[\w-]+)?: (.*)", message)
+        if match:
+            message = f"{match.group(1).replace('-', '_')}: {match.group(2)}"
+        raise CLIError(message)
+
+
+def _converter(kind: type, field: str):
+    def convert(text: str):
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise argparse.ArgumentTypeError(f"must be true or false (got {text!r})")
+        try:
+            return kind(text)
+        except ValueError:
+            noun = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
+            raise argparse.ArgumentTypeError(f"must be {noun} (got {text!r})") from None
+
+    convert.__name__ = field
+    return convert
+
+
+def _field_kind(annotation) -> type:
+    hint = eval(annotation, vars(typing)) if isinstance(annotation, str) else annotation
+    if isinstance(hint, types.UnionType):
+        hint = next(a for a in hint.__args__ if a is not type(None))
+    return hint
+
+
+def add_config_flags(parser: argparse.ArgumentParser, lists: bool = False) -> None:
+    """One flag per Config field (underscores as dashes); ``lists`` accepts comma-separated values."""
+    for f in dataclasses.fields(Config):
+        kind = _field_kind(f.type)
+        flag = "--" + f.name.replace("_", "-")
+        convert = _converter(kind, f.name)
+        if lists:
+            parser.add_argument(flag, type=lambda s, c=convert: [c(v) for v in s.split(",")], default=None,
+                                metavar=f.name.upper() + "[,...]")
+        elif kind is bool:
+            parser.add_argument(flag, type=convert, default=None, metavar="true|false")
+        else:
+            parser.add_argument(flag, type=convert, default=None)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
+    return Config(**values)
+
+
+def validate(config: Config) -> Config:
+    """Everything run() checks, before any file is written (loads the data set for the shard size)."""
+    from grawa_sim.data import load
+
+    cfg = resolve(config)
+    check_shard_size(cfg, len(load(cfg.dataset).y_train))
+    return cfg
+
+
+def _progress(args) -> bool | None:
+    return False if args.no_progress else None
+
+
+def cmd_run(args) -> None:
+    from grawa_sim.runner import run
+    from grawa_sim.storage import save_result
+
+    cfg = validate(config_from_args(args))
+    _check_out(args.out)
+    result = run(cfg, progress=_progress(args))
+    if args.out:
+        save_result(result, args.out)
+    final = result.final
+    print(f"{cfg.algorithm} M={cfg.workers} tau={cfg.tau} steps={int(final['step'])} rounds={int(final['round'])} "
+          f"test_acc={final['test_acc']:.4f} test_loss={final['test_loss']:.4f} "
+          f"train_loss={final['train_loss']:.4f} spread={final['spread']:.4f} wall={final['wall_time']:.1f}s")
+    if args.out:
+        print(f"wrote {Path(args.out) / 'history.csv'} and {Path(args.out) / 'config.json'}")
+
+
+def cmd_sweep(args) -> None:
+    from grawa_sim.sweep import grid, sweep
+
+    axes = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
+    configs = grid(Config(), **axes)
+    for c in configs:
+        validate(c)
+    _check_out(args.out)
+    histories = sweep(configs, args.out, progress=_progress(args))
+    finals = histories.groupby("run", sort=False).tail(1)
+    cols = ["run", "test_acc", "test_loss", "train_loss", "spread"]
+    print(finals[cols].to_string(index=False))
+    print(f"wrote {Path(args.out) / 'results.csv'}")
+
+
+def cmd_reproduce(args) -> None:
+    from grawa_sim import experiments, plots
+    from grawa_sim.sweep import sweep
+
+    quick = args.quick or experiments.quick_mode()
+    configs = experiments.comparison_configs(quick, seeds=args.seeds)
+    histories = sweep(configs, args.out, progress=_progress(args))
+    table = experiments.summary(histories)
+    figures = Path(args.figures) if args.figures else experiments.figures_dir()
+    fig = plots.comparison_figure(histories, figures / "comparison_mnist1d.png",
+                                  f"MNIST-1D, 1-D CNN, M={configs[0].workers}, tau={configs[0].tau}")
+    table_path = Path(args.out) / "summary.csv"
+    table.to_csv(table_path)
+    print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    print(f"wrote {fig}, {table_path} and {Path(args.out) / 'results.csv'}")
+
+
+def cmd_bench(args) -> None:
+    from grawa_sim import bench
+
+    workers = tuple(int(v) for v in args.workers.split(","))
+    bench.backends(tuple(args.models.split(",")), workers, budget=args.budget, repeats=args.repeats)
+
+
+def cmd_notebooks(args) -> None:
+    from grawa_sim import notebook_runner
+
+    notebook_runner.main([*args.paths, *(["--quick"] if args.quick else [])])
+
+
+def _check_out(out: str | None) -> None:
+    if out and Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"out: exists and is not a directory (got '{out}')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m grawa_sim", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("run", help="train once; writes DIR/history.csv and DIR/config.json with --out DIR")
+    add_config_flags(p)
+    p.add_argument("--out", help="directory for history.csv, weights.csv and config.json")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sweep", help="a resumable grid: comma-separated values, e.g. --algorithm dp,mgrawa --seed 0,1")
+    add_config_flags(p, lists=True)
+    p.add_argument("--out", required=True, help="sweep directory (runs/ and results.csv)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("reproduce", help="the main job: all six algorithms on MNIST-1D, figures and a table")
+    p.add_argument("--quick", action="store_true", help="a few steps and one seed (also GRAWA_QUICK=1)")
+    p.add_argument("--seeds", type=_converter(int, "seeds"), default=3)
+    p.add_argument("--out", default="results/reproduce", help="sweep directory (resumable)")
+    p.add_argument("--figures", default=None, help="figure folder (default: figures/ of the project)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("bench", help="steps/s of the vmap and loop backends, measured side by side")
+    p.add_argument("--models", default="mlp,cnn")
+    p.add_argument("--workers", default="4,16,64")
+    p.add_argument("--budget", type=float, default=0.5, help="seconds per loop-backend repeat")
+    p.add_argument("--repeats", type=int, default=3)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("notebooks", help="execute notebooks/*.ipynb headless (regenerates their figures)")
+    p.add_argument("paths", nargs="*")
+    p.add_argument("--quick", action="store_true")
+    p.set_defaults(func=cmd_notebooks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        args.func(args)
+    except (CLIError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The named experiments behind `make reproduce` and the notebooks (logic here, plots in plots.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from grawa_sim.config import ALGORITHMS, Config
+from grawa_sim.sweep import grid
+
+QUICK_ENV = "GRAWA_QUICK"
+FIGURES_ENV = "GRAWA_FIGURES"
+RESULTS_ENV = "GRAWA_RESULTS"
+
+
+def quick_mode() -> bool:
+    """True when GRAWA_QUICK is set to a non-empty value other than 0 (tests, CI)."""
+    return os.environ.get(QUICK_ENV, "") not in ("", "0")
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding grawa-sim's pyproject.toml."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        pyproject = folder / "pyproject.toml"
+        if pyproject.exists() and 'name = "grawa-sim"' in pyproject.read_text():
+            return folder
+    return here
+
+
+def figures_dir() -> Path:
+    """Where figures go: $GRAWA_FIGURES, else <project root>/figures."""
+    path = Path(os.environ.get(FIGURES_ENV) or project_root() / "figures")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def results_dir() -> Path:
+    """Where sweeps of the notebooks cache their runs: $GRAWA_RESULTS, else <project root>/results."""
+    return Path(os.environ.get(RESULTS_ENV) or project_root() / "results")
+
+
+def comparison_configs(quick: bool, seeds: int = 3, algorithms: tuple[str, ...] = ALGORITHMS) -> list[Config]:
+    """All algorithms on MNIST-1D with the 1-D CNN, M = 8 workers, tau = 32 (reference GRAWA sample).
+
+    Full: 2000 local steps per worker, ``seeds`` seeds. Quick: 64 steps, one seed.
+    """
+    base = Config(dataset="mnist1d", model="cnn", workers=8, tau=32, lr=0.05, momentum=0.9,
+                  weight_decay=1e-4, batch_size=32, steps=64 if quick else 2000,
+                  eval_every=32 if quick else 100)
+    return grid(base, algorithm=list(algorithms), seed=list(range(1 if quick else seeds)))
+
+
+def quickstart_configs(quick: bool) -> list[Config]:
+    """MGRAWA, LGRAWA, LocalSGD and DP on MNIST-1D (MLP, M = 8): about a minute in full mode."""
+    base = Config(dataset="mnist1d", model="mlp", workers=8, tau=32, lr=0.05, momentum=0.9,
+                  batch_size=32, steps=64 if quick else 3000, eval_every=32 if quick else 100)
+    return grid(base, algorithm=["mgrawa", "lgrawa", "localsgd", "dp"])
+
+
+def summary(histories: pd.DataFrame) -> pd.DataFrame:
+    """Final test accuracy / loss per algorithm: mean, std and count over seeds, best first."""
+    finals = histories.groupby("run", sort=False).tail(1)
+    table = finals.groupby("algorithm").agg(
+        test_acc_mean=("test_acc", "mean"), test_acc_std=("test_acc", "std"),
+        test_loss_mean=("test_loss", "mean"), spread=("spread", "mean"),
+        seeds=("seed", "count"), steps=("step", "max"))
+    return table.sort_values("test_acc_mean", ascending=False)

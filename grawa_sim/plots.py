@@ -1,0 +1,52 @@
+"""Figure helpers shared by the notebooks and `python -m grawa_sim reproduce`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+COLORS = {"dp": "tab:gray", "localsgd": "tab:blue", "easgd": "tab:green",
+          "lsgd": "tab:purple", "mgrawa": "tab:red", "lgrawa": "tab:orange"}
+LABELS = {"dp": "DP", "localsgd": "LocalSGD", "easgd": "EASGD", "lsgd": "LSGD",
+          "mgrawa": "MGRAWA", "lgrawa": "LGRAWA"}
+
+
+def curves(histories: pd.DataFrame, metric: str = "test_acc", x: str = "step", ax=None, title: str | None = None):
+    """One line per algorithm: the mean over seeds, shaded between the seeds' min and max."""
+    ax = ax or plt.subplots(figsize=(6, 4))[1]
+    for algorithm, group in histories.groupby("algorithm", sort=False):
+        stats = group.groupby(x)[metric].agg(["mean", "min", "max"])
+        color = COLORS.get(algorithm)
+        ax.plot(stats.index, stats["mean"], label=LABELS.get(algorithm, algorithm), color=color)
+        if group["seed"].nunique() > 1:
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2)
+    ax.set_xlabel({"step": "local steps per worker"}.get(x, x))
+    ax.set_ylabel(metric.replace("_", " "))
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax
+
+
+def save(fig, path: str | Path) -> Path:
+    """Save a figure as PNG (writes to a temporary name, then renames)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    tmp.replace(path)
+    return path
+
+
+def comparison_figure(histories: pd.DataFrame, path: str | Path, title: str) -> Path:
+    """Test accuracy and train loss of the evaluated model against local steps, side by side."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    curves(histories, "test_acc", ax=left, title=title)
+    curves(histories, "train_loss", ax=right, title="train loss (evaluated model)")
+    right.set_yscale("log")
+    out = save(fig, path)
+    plt.close(fig)
+    return out

@@ -1,0 +1,59 @@
+"""Writing run results atomically: a run directory is complete or absent, never half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from grawa_sim.config import Config, ConfigError, from_dict, to_dict
+from grawa_sim.runner import Result
+
+HISTORY, CONFIG, WEIGHTS = "history.csv", "config.json", "weights.csv"
+
+
+def save_result(result: Result, out: str | os.PathLike) -> Path:
+    """Write history.csv, config.json and weights.csv into ``out`` (replacing those files).
+
+    The files are first written to a temporary directory beside ``out`` and
+    then moved in; config.json is moved last, so its presence marks a complete run.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out: exists and is not a directory (got '{out}')")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        result.history.to_csv(tmp / HISTORY, index=False)
+        result.weights.to_csv(tmp / WEIGHTS, index=False)
+        (tmp / CONFIG).write_text(json.dumps(to_dict(result.config), indent=2) + "\n")
+        out.mkdir(exist_ok=True)
+        (out / CONFIG).unlink(missing_ok=True)
+        for name in (HISTORY, WEIGHTS, CONFIG):
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def load_config(run_dir: str | os.PathLike) -> Config:
+    return from_dict(json.loads((Path(run_dir) / CONFIG).read_text()))
+
+
+def load_history(run_dir: str | os.PathLike) -> pd.DataFrame:
+    return pd.read_csv(Path(run_dir) / HISTORY)
+
+
+def is_complete(run_dir: str | os.PathLike, config: Config) -> bool:
+    """True when ``run_dir`` holds a finished run of exactly ``config`` (resolved)."""
+    path = Path(run_dir)
+    if not (path / CONFIG).exists() or not (path / HISTORY).exists():
+        return False
+    try:
+        return load_config(path) == config
+    except (ValueError, TypeError, json.JSONDecodeError):
+        return False
