@@ -1,7 +1,7 @@
 """The worker axis: collectives over the global worker dimension of stacked tensors.
 
 Every per-worker tensor has a leading dimension of the workers held locally.
-Algorithms talk to the other workers only through these three calls, so the
+Algorithms talk to the other workers only through these calls, so the
 same round code runs on one device (``StackedAxis``) or on several
 torch.distributed ranks (a subclass that adds ``dist.all_reduce`` etc.).
 """
@@ -25,6 +25,10 @@ class StackedAxis:
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
         """sum_j t_j, shape [1, ...]: broadcasts against every local worker."""
         return t.sum(dim=0, keepdim=True)
+
+    def all_reduce_min(self, t: torch.Tensor) -> torch.Tensor:
+        """min_j t_j, shape [1, ...]."""
+        return t.min(dim=0, keepdim=True).values
 
     def all_reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
         return self.all_reduce_sum(t) / self.workers

@@ -15,26 +15,26 @@ SMOOTHING = 0.9**8  # b of the bias-corrected moving average of the scores (abou
 def grawa_weights(scores: torch.Tensor, axis: StackedAxis | None = None) -> torch.Tensor:
     """w_i = (1/n_i) / sum_j (1/n_j), over the worker dimension 0 ([M] or [M, L]).
 
-    A worker whose 1/n_i is infinite (a zero, or sub-normal, norm) takes all the
-    weight, shared equally among such workers, so no NaN or inf can appear.
-    Uses two sum all-reduces (the count of such workers and the normaliser).
+    Computed as w_i = r_i / sum_j r_j with r_i = m / n_i and m = min_j n_j, which is
+    the same number but cannot overflow (r_i lies in [0, 1]). When some n_i are
+    exactly zero (m = 0) those workers take all the weight, shared equally, so no
+    NaN or inf can appear. Collectives: one min and two sum all-reduces of M scalars.
     """
     if scores.ndim not in (1, 2):
         raise ValueError(f"scores: must have shape [M] or [M, L] (got shape {tuple(scores.shape)})")
-    if bool((scores < 0).any()) or bool(torch.isnan(scores).any()):
-        raise ValueError("scores: must be non-negative numbers (gradient norms)")
+    if not bool(torch.isfinite(scores).all()) or bool((scores < 0).any()):
+        raise ValueError("scores: must be finite and non-negative (gradient norms); "
+                         "a NaN or inf score means the run diverged")
     axis = axis or StackedAxis(scores.shape[0])
-    inverse = 1.0 / scores
-    degenerate = torch.isinf(inverse).to(scores.dtype)
-    count = axis.all_reduce_sum(degenerate)
-    finite = torch.where(degenerate > 0, torch.zeros_like(inverse), inverse)
-    normaliser = axis.all_reduce_sum(finite)
-    return torch.where(count > 0, degenerate / count.clamp(min=1), finite / normaliser)
+    smallest = axis.all_reduce_min(scores)
+    zero = (scores == 0).to(scores.dtype)
+    ratio = torch.where(smallest > 0, smallest / scores.clamp(min=torch.finfo(scores.dtype).tiny), zero)
+    return ratio / axis.all_reduce_sum(ratio)
 
 
 def layer_norms(grads: Params) -> torch.Tensor:
     """||g_i^l||_2 for every worker i and layer l (one layer = one parameter tensor): [M, L]."""
-    return torch.stack([g.flatten(1).norm(dim=1) for g in grads.values()], dim=1)
+    return torch.stack([g.reshape(g.shape[0], -1).norm(dim=1) for g in grads.values()], dim=1)
 
 
 def model_scores(norms: torch.Tensor, norm: str) -> torch.Tensor:
@@ -54,7 +54,7 @@ def smooth_scores(average: torch.Tensor, scores: torch.Tensor, k: int) -> tuple[
 
 
 def weighted_center(params: Params, weights: torch.Tensor, axis: StackedAxis) -> Params:
-    """x_C = sum_i w_i x_i; weights [M] (one per worker) or [M, L] (one per worker and layer)."""
+    """x_C = sum_i w_i x_i; weights [M] (one per worker) or [M, L] (column l for the l-th tensor of params)."""
     center = {}
     for l, (n, x) in enumerate(params.items()):
         w = weights if weights.ndim == 1 else weights[:, l]
@@ -91,7 +91,7 @@ class GRAWA(Algorithm):
                           average=torch.zeros(shape, dtype=dtype))
 
     def round(self, params, state, axis, probe_grads):
-        norms = layer_norms(probe_grads)
+        norms = layer_norms({n: probe_grads[n] for n in params})  # columns in params order
         scores = norms if self.per_layer else model_scores(norms, self.hyper.grawa_norm)
         k = state.rounds + 1
         if self.hyper.grawa_smoothing:
