@@ -48,7 +48,7 @@ class CNN1d(nn.Module):
         layers: list[nn.Module] = []
         length, in_ch = features, 1
         for kernel in (5, 3, 3):
-            layers.append(nn.Conv1d(in_ch, channels, kernel, stride=2, padding=1))
+            layers.append(nn.Conv1d(in_ch, channels, kernel, stride=2, padding=1, bias=not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(channels))
             layers.append(nn.ReLU())

@@ -30,7 +30,7 @@ class Result:
     - ``workers``: final stacked worker parameters, leading dim M;
     - ``buffers``: final stacked worker buffers (batch-norm statistics);
     - ``evaluated``: parameters of the model the algorithm is evaluated on;
-    - ``center``: the algorithm's last center (GRAWA's x_C, LSGD's leader, EASGD's x~);
+    - ``center``: the algorithm's last center (GRAWA's x_C, LSGD's leader, EASGD's x~; DP: its model);
     - ``weights``: GRAWA weights per round, long format (round, worker, layer, weight).
     """
 
@@ -172,7 +172,7 @@ def run(config: Config, progress: bool | None = None) -> Result:
         config=cfg, history=pd.DataFrame(rows),
         workers={n: p.detach().clone() for n, p in engine.stacked_params().items()},
         buffers={n: b.clone() for n, b in engine.stacked_buffers().items()},
-        evaluated=engine.evaluated(), center=engine.center(),
+        evaluated=engine.evaluated(), center=engine.evaluated() if every_step else engine.center(),
         weights=pd.DataFrame(weight_rows, columns=["round", "worker", "layer", "weight"]),
     )
 

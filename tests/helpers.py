@@ -1,0 +1,37 @@
+"""Independent references for the tests: plain nn.Module + torch.optim.SGD on a given batch stream."""
+
+from __future__ import annotations
+
+import torch
+
+from grawa_sim import models
+from grawa_sim.config import Config, resolve
+from grawa_sim.data import BatchSampler, iid_shards, load
+
+
+def batch_stream(config: Config) -> tuple[list[torch.Tensor], object]:
+    """The [M, B] index batches the runner draws for ``config``, and the data set."""
+    cfg = resolve(config)
+    data = load(cfg.dataset, getattr(torch, cfg.dtype))
+    shards = iid_shards(len(data.y_train), cfg.workers, torch.Generator().manual_seed(cfg.seed))
+    sampler = BatchSampler(shards, len(data.y_train), cfg.batch_size, cfg.seed)
+    return [sampler.next_batch() for _ in range(cfg.steps)], data
+
+
+def train_single(config: Config, batches: list[torch.Tensor], data) -> dict[str, torch.Tensor]:
+    """One model, torch.optim.SGD (Nesterov when momentum > 0), trained on the given index batches."""
+    cfg = resolve(config)
+    torch.manual_seed(cfg.seed)
+    model = models.build(cfg.model, data.features, data.outputs).to(getattr(torch, cfg.dtype))
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                          nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    for idx in batches:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).backward()
+        opt.step()
+    return {n: p.detach() for n, p in model.named_parameters()}
+
+
+def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((float((a[n] - b[n]).abs().max()) for n in a), default=0.0)

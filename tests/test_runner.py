@@ -1,0 +1,86 @@
+"""run(config) -> Result: its contract, determinism and validation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+
+import grawa_sim
+from grawa_sim import Config, run
+
+TINY = Config(algorithm="lgrawa", workers=3, steps=24, tau=8, dataset="digits", model="mlp", batch_size=8, eval_every=8)
+COLUMNS = {"step", "round", "wall_time", "train_loss", "test_loss", "test_acc", "spread",
+           "worker_loss", "center_test_loss", "center_test_acc", "train_acc"}
+
+
+def test_result_contract():
+    r = run(TINY, progress=False)
+    assert COLUMNS <= set(r.history.columns)
+    assert list(r.history["step"]) == [0, 8, 16, 24]
+    assert list(r.history["round"]) == [0, 1, 2, 3]
+    assert r.history["wall_time"].is_monotonic_increasing
+    assert all(v.shape[0] == 3 for v in r.workers.values())
+    assert set(r.evaluated) == set(r.workers)
+    for name, stacked in r.workers.items():  # LGRAWA is evaluated on the uniform average
+        torch.testing.assert_close(r.evaluated[name], stacked.mean(0))
+    layers = len(r.workers)
+    assert len(r.weights) == 3 * 3 * layers
+    sums = r.weights.groupby(["round", "layer"])["weight"].sum()
+    assert ((sums - 1).abs() < 1e-6).all()
+
+
+def test_dp_counts_a_round_every_step_and_has_zero_spread():
+    r = run(dataclasses.replace(TINY, algorithm="dp"), progress=False)
+    assert list(r.history["round"]) == [0, 8, 16, 24]
+    assert r.history["spread"].max() < 1e-6
+    assert r.weights.empty
+
+
+def test_easgd_is_evaluated_on_its_center():
+    r = run(dataclasses.replace(TINY, algorithm="easgd"), progress=False)
+    for name in r.workers:
+        torch.testing.assert_close(r.evaluated[name], r.center[name])
+        assert not torch.allclose(r.evaluated[name], r.workers[name].mean(0))
+
+
+@pytest.mark.parametrize("algorithm", ["mgrawa", "easgd", "dp"])
+def test_same_seed_same_history_bitwise(algorithm):
+    cfg = dataclasses.replace(TINY, algorithm=algorithm, sam=algorithm == "dp")
+    a, b = run(cfg, progress=False), run(cfg, progress=False)
+    cols = [c for c in a.history.columns if c != "wall_time"]
+    pd.testing.assert_frame_equal(a.history[cols], b.history[cols], check_exact=True)
+    for name in a.workers:
+        assert torch.equal(a.workers[name], b.workers[name])
+
+
+def test_different_seeds_differ():
+    a = run(TINY, progress=False)
+    b = run(dataclasses.replace(TINY, seed=1), progress=False)
+    assert not a.history["train_loss"].equals(b.history["train_loss"])
+
+
+def test_run_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    run(TINY, progress=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"workers": 0}, "workers"), ({"tau": 0}, "tau"), ({"pull": 1.5}, "pull"), ({"prox": -0.1}, "prox"),
+    ({"lr": -1.0}, "lr"), ({"algorithm": "adam"}, "algorithm"), ({"dataset": "cifar"}, "dataset"),
+    ({"batch_size": 1000, "workers": 2}, "batch_size"), ({"model": "resnet"}, "model"),
+])
+def test_api_validation_raises_value_error_naming_the_field(change, field):
+    with pytest.raises(ValueError, match=rf"^{field}: .*\(got "):
+        run(dataclasses.replace(TINY, **change), progress=False)
+
+
+def test_public_api_names():
+    assert {"Config", "run", "grawa_weights", "Result"} <= set(grawa_sim.__all__)
+    w = grawa_sim.grawa_weights(torch.tensor([1.0, 3.0]))
+    torch.testing.assert_close(w, torch.tensor([0.75, 0.25]))
