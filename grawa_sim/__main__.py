@@ -130,7 +130,7 @@ def cmd_reproduce(args) -> None:
     table = experiments.summary(histories)
     figures = Path(args.figures) if args.figures else experiments.figures_dir()
     fig = plots.comparison_figure(histories, figures / "comparison_mnist1d.png",
-                                  f"MNIST-1D, 1-D CNN, M={configs[0].workers}, tau={configs[0].tau}")
+                                  f"MNIST-1D, 1-D CNN, M={configs[0].workers}, reference tau per algorithm")
     table_path = Path(args.out) / "summary.csv"
     table.to_csv(table_path)
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))

@@ -18,8 +18,10 @@ DTYPES = ("float32", "float64")
 GRAWA_NORMS = ("layer_sum", "global")
 EXECUTIONS = ("auto", "vmap", "unrolled")
 
-# Reference-code samples (spec): EASGD c2 = 0.1; LSGD p = 0.1; GRAWA tau 32, c2 0.5, p 0.01.
-DEFAULT_PULL = {"dp": 0.0, "localsgd": 1.0, "easgd": 0.1, "lsgd": 0.5, "mgrawa": 0.5, "lgrawa": 0.5}
+# The reference code's sample.sh: EASGD tau 4, c2 0.1, p2 0; LSGD tau 4, c2 0.1, p2 0.1;
+# GRAWA tau 32, c2 0.5, p2 0.01. LocalSGD (no sample) takes GRAWA's tau with plain averaging.
+DEFAULT_TAU = {"dp": 1, "localsgd": 32, "easgd": 4, "lsgd": 4, "mgrawa": 32, "lgrawa": 32}
+DEFAULT_PULL = {"dp": 0.0, "localsgd": 1.0, "easgd": 0.1, "lsgd": 0.1, "mgrawa": 0.5, "lgrawa": 0.5}
 DEFAULT_PROX = {"dp": 0.0, "localsgd": 0.0, "easgd": 0.0, "lsgd": 0.1, "mgrawa": 0.01, "lgrawa": 0.01}
 
 
@@ -27,13 +29,14 @@ DEFAULT_PROX = {"dp": 0.0, "localsgd": 0.0, "easgd": 0.0, "lsgd": 0.1, "mgrawa":
 class Config:
     """Everything that defines a run; same config and seed give the same numbers on CPU.
 
-    ``pull`` (lambda, reference c2) and ``prox`` (p, reference p2) default to the
-    reference samples of the chosen algorithm when left as ``None``.
+    ``tau``, ``pull`` (lambda, reference c2) and ``prox`` (p, reference p2) default to
+    the reference samples of the chosen algorithm when left as ``None`` (DEFAULT_*).
+    DP communicates every step and ignores ``tau``.
     """
 
     algorithm: str = "mgrawa"
     workers: int = 4
-    tau: int = 32
+    tau: int | None = None
     pull: float | None = None
     prox: float | None = None
     lr: float = 0.05
@@ -91,12 +94,14 @@ def resolve(config: Config) -> Config:
     _choice("dtype", c.dtype, DTYPES)
     _choice("grawa_norm", c.grawa_norm, GRAWA_NORMS)
     _choice("execution", c.execution, EXECUTIONS)
-    for field in ("workers", "tau", "batch_size", "steps", "seed"):
-        _number(field, getattr(c, field), integer=True)
+    tau = DEFAULT_TAU[c.algorithm] if c.tau is None else c.tau
+    for field, value in (("workers", c.workers), ("tau", tau), ("batch_size", c.batch_size),
+                         ("steps", c.steps), ("seed", c.seed)):
+        _number(field, value, integer=True)
     if c.workers < 1:
         _fail("workers", "must be >= 1", c.workers)
-    if c.tau < 1:
-        _fail("tau", "must be >= 1", c.tau)
+    if tau < 1:
+        _fail("tau", "must be >= 1", tau)
     if c.batch_size < 1:
         _fail("batch_size", "must be >= 1", c.batch_size)
     if c.steps < 1:
@@ -129,7 +134,7 @@ def resolve(config: Config) -> Config:
     _number("eval_every", eval_every, integer=True)
     if eval_every < 1:
         _fail("eval_every", "must be >= 1", eval_every)
-    return dataclasses.replace(c, pull=float(pull), prox=float(prox), eval_every=eval_every)
+    return dataclasses.replace(c, tau=tau, pull=float(pull), prox=float(prox), eval_every=eval_every)
 
 
 def check_shard_size(config: Config, train_size: int) -> None:

@@ -43,11 +43,11 @@ def results_dir() -> Path:
 
 
 def comparison_configs(quick: bool, seeds: int = 3, algorithms: tuple[str, ...] = ALGORITHMS) -> list[Config]:
-    """All algorithms on MNIST-1D with the 1-D CNN, M = 8 workers, tau = 32 (reference GRAWA sample).
+    """All algorithms on MNIST-1D with the 1-D CNN, M = 8 workers, each with its reference tau/pull/prox.
 
     Full: 2000 local steps per worker, ``seeds`` seeds. Quick: 64 steps, one seed.
     """
-    base = Config(dataset="mnist1d", model="cnn", workers=8, tau=32, lr=0.05, momentum=0.9,
+    base = Config(dataset="mnist1d", model="cnn", workers=8, lr=0.05, momentum=0.9,
                   weight_decay=1e-4, batch_size=32, steps=64 if quick else 2000,
                   eval_every=32 if quick else 100)
     return grid(base, algorithm=list(algorithms), seed=list(range(1 if quick else seeds)))
