@@ -13,7 +13,7 @@ import types
 import typing
 from pathlib import Path
 
-from grawa_sim.config import Config, ConfigError, check_shard_size, resolve
+from grawa_sim.config import Config, ConfigError
 
 USAGE_ERROR = 2
 
@@ -75,21 +75,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(**values)
 
 
-def validate(config: Config) -> Config:
-    """Everything run() checks, before any file is written (loads the data set for the shard size)."""
-    from grawa_sim.data import load
-
-    cfg = resolve(config)
-    check_shard_size(cfg, len(load(cfg.dataset).y_train))
-    return cfg
-
-
 def _progress(args) -> bool | None:
     return False if args.no_progress else None
 
 
 def cmd_run(args) -> None:
-    from grawa_sim.runner import run
+    from grawa_sim.runner import run, validate
     from grawa_sim.storage import save_result
 
     cfg = validate(config_from_args(args))
@@ -106,6 +97,7 @@ def cmd_run(args) -> None:
 
 
 def cmd_sweep(args) -> None:
+    from grawa_sim.runner import validate
     from grawa_sim.sweep import grid, sweep
 
     axes = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
@@ -124,6 +116,9 @@ def cmd_reproduce(args) -> None:
     from grawa_sim import experiments, plots
     from grawa_sim.sweep import sweep
 
+    if args.seeds < 1:
+        raise ConfigError(f"seeds: must be >= 1 (got {args.seeds})")
+    _check_out(args.out)
     quick = args.quick or experiments.quick_mode()
     configs = experiments.comparison_configs(quick, seeds=args.seeds)
     histories = sweep(configs, args.out, progress=_progress(args))
@@ -151,8 +146,14 @@ def cmd_notebooks(args) -> None:
 
 
 def _check_out(out: str | None) -> None:
-    if out and Path(out).exists() and not Path(out).is_dir():
-        raise ConfigError(f"out: exists and is not a directory (got '{out}')")
+    """--out must be a directory or creatable as one: no regular file at it or above it."""
+    if not out:
+        return
+    for folder in (Path(out), *Path(out).absolute().parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"out: {folder} exists and is not a directory (got '{out}')")
+            return
 
 
 def build_parser() -> argparse.ArgumentParser:

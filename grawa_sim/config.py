@@ -8,6 +8,7 @@ validates every field, raising ``ValueError("<field>: <why> (got <value>)")``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 ALGORITHMS = ("dp", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa")
@@ -74,6 +75,8 @@ def _number(field: str, value: object, *, integer: bool = False) -> None:
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         _fail(field, "must be an integer" if integer else "must be a number", value)
+    if not math.isfinite(value):
+        _fail(field, "must be a finite number", value)
 
 
 def _unit_interval(field: str, value: float) -> None:

@@ -106,19 +106,24 @@ def _weight_rows(round_index: int, info: RoundInfo, layers: list[str]) -> list[d
     return rows
 
 
+def validate(config: Config) -> Config:
+    """Every check run() makes before training (loads the data set for the shard size); the resolved config."""
+    cfg = resolve(config)
+    check_shard_size(cfg, len(load(cfg.dataset).y_train))
+    return cfg
+
+
 def run(config: Config, progress: bool | None = None) -> Result:
     """Train ``config.workers`` workers with ``config.algorithm``; evaluate every ``eval_every`` steps.
 
-    ``progress=None`` shows a tqdm bar only when stderr is a terminal.
+    ``progress=None`` shows a tqdm bar only in a terminal or a notebook.
     Raises ``ValueError("<field>: <why> (got <value>)")`` on invalid input.
     """
-    cfg = resolve(config)
-    dtype = _dtype(cfg.dtype)
-    data = load(cfg.dataset, dtype)
-    check_shard_size(cfg, len(data.y_train))
+    cfg = validate(config)
+    data = load(cfg.dataset, _dtype(cfg.dtype))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = models.build(cfg.model, data.features, data.outputs).to(dtype)
+        model = models.build(cfg.model, data.features, data.outputs).to(_dtype(cfg.dtype))
     engine = build_engine(cfg, model, data)
     evaluator = Evaluator(model, data)
     shards = iid_shards(len(data.y_train), cfg.workers, torch.Generator().manual_seed(cfg.seed))
@@ -147,8 +152,7 @@ def run(config: Config, progress: bool | None = None) -> Result:
         })
         recent.clear()
 
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = _progress(cfg, show)
+    bar = _progress(cfg, _interactive() if progress is None else progress)
     evaluate(0)
     for step in range(1, cfg.steps + 1):
         idx = sampler.next_batch()
@@ -175,6 +179,11 @@ def run(config: Config, progress: bool | None = None) -> Result:
         evaluated=engine.evaluated(), center=engine.evaluated() if every_step else engine.center(),
         weights=pd.DataFrame(weight_rows, columns=["round", "worker", "layer", "weight"]),
     )
+
+
+def _interactive() -> bool:
+    """A terminal or a Jupyter kernel is watching."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
 def _progress(cfg: Config, show: bool):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from grawa_sim.config import Config, resolve, to_dict
-from grawa_sim.runner import run
+from grawa_sim.config import Config, to_dict
+from grawa_sim.runner import run, validate
 from grawa_sim.storage import is_complete, load_history, save_result
 
 
@@ -35,15 +35,19 @@ def run_key(config: Config) -> str:
 
 
 def sweep(configs: Iterable[Config], out: str | os.PathLike, progress: bool | None = None,
-          log=sys.stderr) -> pd.DataFrame:
+          log=None) -> pd.DataFrame:
     """Run every config not already finished under ``out/runs/``; return all histories, tagged.
 
     The returned frame stacks each run's history with its config fields as
     extra columns (``algorithm``, ``seed``, ...) and a ``run`` column (the key).
-    ``out/results.csv`` holds the final row of every run.
+    ``out/results.csv`` holds the final row of every run. Progress lines go to ``log``
+    (default: the current sys.stderr). An empty sweep returns an empty frame.
     """
     out = Path(out)
-    resolved = [resolve(c) for c in configs]  # validate everything before running anything
+    log = log or sys.stderr
+    resolved = [validate(c) for c in configs]  # validate everything before running anything
+    if not resolved:
+        return pd.DataFrame()
     frames = []
     for i, cfg in enumerate(resolved, 1):
         key = run_key(cfg)

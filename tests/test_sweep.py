@@ -1,0 +1,323 @@
+"""Resumable sweeps and atomic result files: grid, run_key, sweep (resume, interruption), save_result."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import grawa_sim.storage
+import grawa_sim.sweep
+from grawa_sim.config import Config, ConfigError, resolve
+from grawa_sim.runner import run
+from grawa_sim.storage import is_complete, load_config, load_history, save_result
+from grawa_sim.sweep import grid, run_key, sweep
+
+BASE = Config(dataset="digits", model="logistic", workers=2, steps=8, tau=4, batch_size=8, eval_every=4)
+CONFIGS = [BASE, dataclasses.replace(BASE, algorithm="dp"), dataclasses.replace(BASE, seed=1)]
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Every config that grawa_sim.sweep.run is called with (the real run still runs)."""
+    seen: list[Config] = []
+
+    def counting(config, *args, **kwargs):
+        seen.append(config)
+        return run(config, *args, **kwargs)
+
+    monkeypatch.setattr(grawa_sim.sweep, "run", counting)
+    return seen
+
+
+def run_dir(out: Path, config: Config) -> Path:
+    return out / "runs" / run_key(resolve(config))
+
+
+def hidden_files(root: Path) -> list[Path]:
+    """Anything left behind whose name starts with '.' (temporary directories and files)."""
+    return [p for p in root.rglob("*") if any(part.startswith(".") for part in p.relative_to(root).parts)]
+
+
+def quiet_sweep(configs, out):
+    log = io.StringIO()
+    return sweep(configs, out, progress=False, log=log), log.getvalue()
+
+
+# ---------------------------------------------------------------- grid
+
+
+def test_grid_is_the_cartesian_product():
+    configs = grid(BASE, algorithm=["dp", "mgrawa", "lsgd"], seed=[0, 1], tau=[2, 4])
+    assert len(configs) == 3 * 2 * 2
+    combos = [(c.algorithm, c.seed, c.tau) for c in configs]
+    assert len(set(combos)) == 12
+    assert set(combos) == {(a, s, t) for a in ("dp", "mgrawa", "lsgd") for s in (0, 1) for t in (2, 4)}
+    assert combos[:3] == [("dp", 0, 2), ("dp", 0, 4), ("dp", 1, 2)]  # first axis varies slowest
+    for c in configs:  # everything else comes from the base
+        assert dataclasses.replace(c, algorithm=BASE.algorithm, seed=BASE.seed, tau=BASE.tau) == BASE
+
+
+def test_grid_edge_cases():
+    assert grid(BASE) == [BASE]
+    assert grid(BASE, seed=[]) == []
+    assert grid(BASE, seed=[5]) == [dataclasses.replace(BASE, seed=5)]
+
+
+# ---------------------------------------------------------------- run_key
+
+
+def test_run_key_is_stable_and_readable():
+    a = resolve(dataclasses.replace(BASE, algorithm="lgrawa", workers=3, seed=7))
+    b = resolve(Config(seed=7, workers=3, algorithm="lgrawa", dataset="digits", model="logistic", steps=8,
+                       tau=4, batch_size=8, eval_every=4))
+    assert a == b and a is not b
+    assert run_key(a) == run_key(b) == run_key(a)
+    assert re.fullmatch(r"lgrawa-M3-s7-[0-9a-f]{10}", run_key(a)), run_key(a)
+    # the per-algorithm defaults resolve to the same run as spelling them out
+    assert run_key(resolve(BASE)) == run_key(resolve(dataclasses.replace(BASE, pull=0.5, prox=0.01)))
+
+
+@pytest.mark.parametrize("change", [
+    {"algorithm": "dp"}, {"seed": 1}, {"workers": 3}, {"tau": 2}, {"lr": 0.1}, {"pull": 0.25},
+    {"weight_decay": 1e-4}, {"steps": 9}, {"backend": "loop"}, {"dtype": "float64"}, {"grawa_norm": "global"},
+    {"grawa_smoothing": False}, {"eval_every": 2}, {"batch_size": 16}, {"momentum": 0.0},
+], ids=lambda change: next(iter(change)))
+def test_run_key_differs_between_configs(change):
+    assert run_key(resolve(BASE)) != run_key(resolve(dataclasses.replace(BASE, **change)))
+
+
+# ---------------------------------------------------------------- sweep
+
+
+def test_sweep_writes_one_directory_per_run_and_results(tmp_path, calls):
+    out = tmp_path / "sweep"
+    histories, log = quiet_sweep(CONFIGS, out)
+
+    assert calls == [resolve(c) for c in CONFIGS]
+    keys = [run_key(resolve(c)) for c in CONFIGS]
+    assert len(set(keys)) == 3
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(keys)
+    for config, key in zip(CONFIGS, keys):
+        d = out / "runs" / key
+        assert (d / "history.csv").is_file() and (d / "config.json").is_file()
+        assert load_config(d) == resolve(config)
+        assert is_complete(d, resolve(config))
+        assert key in log
+
+    assert list(histories["run"].unique()) == keys
+    assert set(histories["algorithm"]) == {"mgrawa", "dp"}
+    assert {"step", "test_acc", "seed", "tau", "run"} <= set(histories.columns)
+
+    results = pd.read_csv(out / "results.csv")
+    assert list(results["run"]) == keys  # one final row per run, in config order
+    assert (results["step"] == BASE.steps).all()
+    for key, row in zip(keys, results.itertuples()):
+        last = load_history(out / "runs" / key).iloc[-1]
+        assert row.test_acc == pytest.approx(last["test_acc"])
+        assert row.train_loss == pytest.approx(last["train_loss"])
+    assert hidden_files(out) == []
+
+
+def test_sweep_resumes_without_running_again(tmp_path, calls):
+    out = tmp_path / "sweep"
+    first, _ = quiet_sweep(CONFIGS[:2], out)
+    results = pd.read_csv(out / "results.csv")
+    assert len(calls) == 2
+
+    calls.clear()
+    again, log = quiet_sweep(CONFIGS[:2], out)
+    assert calls == []
+    assert log.count("reused") == 2
+    pd.testing.assert_frame_equal(first, again)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), results)
+
+    # a new config runs alone; the finished ones are read back
+    more, log = quiet_sweep(CONFIGS, out)
+    assert calls == [resolve(CONFIGS[2])]
+    assert log.count("reused") == 2
+    pd.testing.assert_frame_equal(more.iloc[: len(first)], first)
+    assert len(pd.read_csv(out / "results.csv")) == 3
+
+
+def test_sweep_reruns_a_directory_holding_another_config(tmp_path, calls):
+    """A run directory whose config.json does not match is not complete: the run is redone."""
+    out = tmp_path / "sweep"
+    quiet_sweep(CONFIGS[:1], out)
+    d = run_dir(out, CONFIGS[0])
+    stored = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**stored, "lr": 0.123}))
+    assert not is_complete(d, resolve(CONFIGS[0]))
+
+    calls.clear()
+    quiet_sweep(CONFIGS[:1], out)
+    assert calls == [resolve(CONFIGS[0])]
+    assert is_complete(d, resolve(CONFIGS[0]))
+
+
+def test_sweep_validates_every_config_before_running(tmp_path, calls):
+    bad = dataclasses.replace(BASE, momentum=1.0)
+    with pytest.raises(ValueError, match=r"^momentum: "):
+        quiet_sweep([BASE, bad], tmp_path / "sweep")
+    assert calls == []
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_sweep_checks_shard_size_before_running(tmp_path, calls):
+    bad = dataclasses.replace(BASE, batch_size=1000)  # digits: 1437 samples, 718 per worker
+    with pytest.raises(ValueError, match=r"^batch_size: "):
+        quiet_sweep([BASE, bad], tmp_path / "sweep")
+    assert calls == []
+
+
+def test_sweep_logs_to_the_current_stderr(tmp_path):
+    buffer = io.StringIO()
+    with contextlib.redirect_stderr(buffer):
+        sweep(CONFIGS[:1], tmp_path / "sweep", progress=False)
+    assert run_key(resolve(CONFIGS[0])) in buffer.getvalue()
+
+
+# ---------------------------------------------------------------- interruption
+
+
+def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path, monkeypatch):
+    out = tmp_path / "sweep"
+    seen: list[Config] = []
+    total = [0]
+
+    def interrupt_second(config, *args, **kwargs):
+        seen.append(config)
+        total[0] += 1
+        if total[0] == 2:  # the second call ever
+            raise KeyboardInterrupt
+        return run(config, *args, **kwargs)
+
+    monkeypatch.setattr(grawa_sim.sweep, "run", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        quiet_sweep(CONFIGS, out)
+    assert seen == [resolve(c) for c in CONFIGS[:2]]
+
+    assert is_complete(run_dir(out, CONFIGS[0]), resolve(CONFIGS[0]))
+    assert [p.name for p in (out / "runs").iterdir()] == [run_dir(out, CONFIGS[0]).name]
+    assert not run_dir(out, CONFIGS[1]).exists()
+    assert hidden_files(out) == []
+
+    seen.clear()
+    histories, log = quiet_sweep(CONFIGS, out)
+    assert seen == [resolve(c) for c in CONFIGS[1:]]
+    assert log.count("reused") == 1
+    assert list(histories["run"].unique()) == [run_key(resolve(c)) for c in CONFIGS]
+    assert all(is_complete(run_dir(out, c), resolve(c)) for c in CONFIGS)
+    assert len(pd.read_csv(out / "results.csv")) == 3
+    assert hidden_files(out) == []
+
+
+def test_interruption_while_saving_leaves_no_config_and_no_temp_files(tmp_path, calls, monkeypatch):
+    """Interrupted between moving history.csv and config.json: the run is not complete and is redone."""
+    out = tmp_path / "sweep"
+    real_replace = grawa_sim.storage.os.replace
+    moves: list[str] = []
+
+    def interrupt_second_move(src, dst):
+        moves.append(Path(dst).name)
+        if len(moves) == 2:
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(grawa_sim.storage.os, "replace", interrupt_second_move)
+    with pytest.raises(KeyboardInterrupt):
+        quiet_sweep(CONFIGS[:1], out)
+    monkeypatch.setattr(grawa_sim.storage.os, "replace", real_replace)
+
+    d = run_dir(out, CONFIGS[0])
+    assert moves[0] == "history.csv"
+    assert not (d / "config.json").exists()
+    assert not is_complete(d, resolve(CONFIGS[0]))
+    assert hidden_files(out) == []
+
+    calls.clear()
+    quiet_sweep(CONFIGS[:1], out)
+    assert calls == [resolve(CONFIGS[0])]
+    assert is_complete(d, resolve(CONFIGS[0]))
+    assert hidden_files(out) == []
+
+
+# ---------------------------------------------------------------- save_result
+
+
+@pytest.fixture(scope="module")
+def two_results():
+    return run(BASE, progress=False), run(dataclasses.replace(BASE, algorithm="dp", steps=4), progress=False)
+
+
+def test_save_result_replaces_files_in_an_existing_directory(tmp_path, two_results):
+    first, second = two_results
+    out = tmp_path / "run"
+    assert save_result(first, out) == out
+    assert load_config(out) == resolve(BASE)
+    (out / "notes.txt").write_text("mine")
+
+    save_result(second, out)
+    assert load_config(out) == second.config
+    assert is_complete(out, second.config)
+    assert not is_complete(out, first.config)
+    pd.testing.assert_frame_equal(load_history(out), pd.read_csv(io.StringIO(second.history.to_csv(index=False))))
+    assert load_history(out)["step"].iloc[-1] == 4
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.csv", "notes.txt", "weights.csv"]
+    assert hidden_files(tmp_path) == []
+
+
+def test_save_result_creates_parents(tmp_path, two_results):
+    out = tmp_path / "a" / "b" / "run"
+    save_result(two_results[0], out)
+    assert is_complete(out, two_results[0].config)
+
+
+def test_config_json_only_for_complete_runs(tmp_path, two_results, monkeypatch):
+    first, second = two_results
+    out = tmp_path / "run"
+    save_result(first, out)
+    real_replace = grawa_sim.storage.os.replace
+
+    def fail_on_config(src, dst):
+        if Path(dst).name == "config.json":
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(grawa_sim.storage.os, "replace", fail_on_config)
+    with pytest.raises(OSError, match="disk full"):
+        save_result(second, out)
+    # the old run's config.json is gone with its history: neither run counts as complete
+    assert not (out / "config.json").exists()
+    assert not is_complete(out, first.config)
+    assert not is_complete(out, second.config)
+    assert hidden_files(tmp_path) == []
+
+
+def test_save_result_refuses_a_regular_file(tmp_path, two_results):
+    target = tmp_path / "taken"
+    target.write_text("x")
+    with pytest.raises(ConfigError, match=r"^out: exists and is not a directory"):
+        save_result(two_results[0], target)
+    assert target.read_text() == "x"
+    assert hidden_files(tmp_path) == []
+
+
+def test_is_complete_needs_both_files_and_the_same_config(tmp_path, two_results):
+    first, _ = two_results
+    out = tmp_path / "run"
+    assert not is_complete(out, first.config)
+    save_result(first, out)
+    assert is_complete(out, first.config)
+    assert not is_complete(out, dataclasses.replace(first.config, seed=1))
+    (out / "history.csv").unlink()
+    assert not is_complete(out, first.config)
+    save_result(first, out)
+    (out / "config.json").write_text("{not json")
+    assert not is_complete(out, first.config)
