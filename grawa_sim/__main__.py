@@ -135,6 +135,9 @@ def cmd_reproduce(args) -> None:
 def cmd_bench(args) -> None:
     from grawa_sim import bench
 
+    if args.float32_gap:
+        bench.float32_gap()
+        return
     workers = tuple(int(v) for v in args.workers.split(","))
     bench.backends(tuple(args.models.split(",")), workers, budget=args.budget, repeats=args.repeats)
 
@@ -185,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", default="4,16,64")
     p.add_argument("--budget", type=float, default=0.5, help="seconds per loop-backend repeat")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--float32-gap", action="store_true", help="vmap-vs-loop gap in float32 and float64 instead")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("notebooks", help="execute notebooks/*.ipynb headless (regenerates their figures)")

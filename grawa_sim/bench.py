@@ -85,6 +85,33 @@ def backends(models_: tuple[str, ...] = ("mlp", "cnn"), workers: tuple[int, ...]
     return rows
 
 
+def float32_gap(steps: int = 100, out=sys.stdout) -> list[dict]:
+    """Max |vmap - loop| over final worker parameters and history, float32 vs float64, every algorithm.
+
+    Same settings as the parity tests (M = 3, tau = 8, momentum 0.9, weight decay 1e-3).
+    """
+    from grawa_sim.config import ALGORITHMS
+    from grawa_sim.runner import run
+
+    rows = []
+    cases = [(m, a, a == "dp" and sam) for m in ("mlp", "cnn_bn") for a in ALGORITHMS for sam in (False, True)
+             if a == "dp" or not sam]
+    for model, algorithm, sam in cases:
+        row = {"model": model, "algorithm": algorithm + ("+sam" if sam else "")}
+        for dtype in ("float32", "float64"):
+            cfg = Config(algorithm=algorithm, sam=sam, model=model, dtype=dtype, workers=3, steps=steps, tau=8,
+                         lr=0.05, momentum=0.9, weight_decay=1e-3, batch_size=16, eval_every=steps)
+            fast = run(cfg, progress=False)
+            ref = run(Config(**{**cfg.__dict__, "backend": "loop"}), progress=False)
+            gap = max(float((fast.workers[n] - ref.workers[n]).abs().max()) for n in fast.workers)
+            row[f"{dtype}_param_gap"] = float(f"{gap:.2e}")
+            cols = ["train_loss", "test_loss"]
+            row[f"{dtype}_loss_gap"] = float(f"{(fast.history[cols] - ref.history[cols]).abs().max().max():.2e}")
+        print(json.dumps(row), file=out, flush=True)
+        rows.append(row)
+    return rows
+
+
 def resolve_execution(model: str) -> str:
     from grawa_sim.ensemble import choose_execution
 

@@ -71,7 +71,7 @@ def average_buffers(buffers: Params) -> Params:
 
 def spread(params: Params) -> float:
     """Mean over workers of ||x_i - mean_j x_j||_2 (all parameters as one vector)."""
-    sq = sum((p - p.mean(0, keepdim=True)).flatten(1).square().sum(1) for p in params.values())
+    sq = sum((p.double() - p.double().mean(0, keepdim=True)).flatten(1).square().sum(1) for p in params.values())
     return float(sq.sqrt().mean())
 
 
