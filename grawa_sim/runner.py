@@ -113,6 +113,16 @@ def validate(config: Config) -> Config:
     return cfg
 
 
+def build_problem(config: Config) -> tuple[nn.Module, Dataset]:
+    """The freshly initialised model (seeded by config.seed, in config.dtype) and the data set of a config."""
+    cfg = validate(config)
+    data = load(cfg.dataset, _dtype(cfg.dtype))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = models.build(cfg.model, data.features, data.outputs).to(_dtype(cfg.dtype))
+    return model, data
+
+
 def run(config: Config, progress: bool | None = None) -> Result:
     """Train ``config.workers`` workers with ``config.algorithm``; evaluate every ``eval_every`` steps.
 
@@ -120,10 +130,7 @@ def run(config: Config, progress: bool | None = None) -> Result:
     Raises ``ValueError("<field>: <why> (got <value>)")`` on invalid input.
     """
     cfg = validate(config)
-    data = load(cfg.dataset, _dtype(cfg.dtype))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = models.build(cfg.model, data.features, data.outputs).to(_dtype(cfg.dtype))
+    model, data = build_problem(cfg)
     engine = build_engine(cfg, model, data)
     evaluator = Evaluator(model, data)
     shards = iid_shards(len(data.y_train), cfg.workers, torch.Generator().manual_seed(cfg.seed))

@@ -9,15 +9,18 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from grawa_sim.config import Config, ConfigError, from_dict, to_dict
 from grawa_sim.runner import Result
 
-HISTORY, CONFIG, WEIGHTS = "history.csv", "config.json", "weights.csv"
+HISTORY, CONFIG, WEIGHTS, PARAMS = "history.csv", "config.json", "weights.csv", "params.pt"
 
 
 def save_result(result: Result, out: str | os.PathLike) -> Path:
-    """Write history.csv, config.json and weights.csv into ``out`` (replacing those files).
+    """Write history.csv, weights.csv, params.pt and config.json into ``out`` (replacing those files).
+
+    params.pt holds the final tensors: {"workers", "buffers", "evaluated", "center"}.
 
     The files are first written to a temporary directory beside ``out`` and
     then moved in; config.json is moved last, so its presence marks a complete run.
@@ -30,10 +33,12 @@ def save_result(result: Result, out: str | os.PathLike) -> Path:
     try:
         result.history.to_csv(tmp / HISTORY, index=False)
         result.weights.to_csv(tmp / WEIGHTS, index=False)
+        torch.save({"workers": result.workers, "buffers": result.buffers,
+                    "evaluated": result.evaluated, "center": result.center}, tmp / PARAMS)
         (tmp / CONFIG).write_text(json.dumps(to_dict(result.config), indent=2) + "\n")
         out.mkdir(exist_ok=True)
         (out / CONFIG).unlink(missing_ok=True)
-        for name in (HISTORY, WEIGHTS, CONFIG):
+        for name in (HISTORY, WEIGHTS, PARAMS, CONFIG):
             os.replace(tmp / name, out / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -46,6 +51,11 @@ def load_config(run_dir: str | os.PathLike) -> Config:
 
 def load_history(run_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(Path(run_dir) / HISTORY)
+
+
+def load_params(run_dir: str | os.PathLike) -> dict[str, dict[str, torch.Tensor]]:
+    """The final tensors of a saved run: {"workers", "buffers", "evaluated", "center"} -> name -> tensor."""
+    return torch.load(Path(run_dir) / PARAMS, weights_only=True)
 
 
 def is_complete(run_dir: str | os.PathLike, config: Config) -> bool:

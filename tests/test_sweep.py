@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 import grawa_sim.storage
 import grawa_sim.sweep
@@ -269,7 +270,7 @@ def test_save_result_replaces_files_in_an_existing_directory(tmp_path, two_resul
     assert not is_complete(out, first.config)
     pd.testing.assert_frame_equal(load_history(out), pd.read_csv(io.StringIO(second.history.to_csv(index=False))))
     assert load_history(out)["step"].iloc[-1] == 4
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.csv", "notes.txt", "weights.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.csv", "notes.txt", "params.pt", "weights.csv"]
     assert hidden_files(tmp_path) == []
 
 
@@ -321,3 +322,16 @@ def test_is_complete_needs_both_files_and_the_same_config(tmp_path, two_results)
     save_result(first, out)
     (out / "config.json").write_text("{not json")
     assert not is_complete(out, first.config)
+
+
+def test_saved_params_round_trip(tmp_path):
+    from grawa_sim.runner import run
+    from grawa_sim.storage import load_params
+
+    result = run(BASE, progress=False)
+    save_result(result, tmp_path / "r")
+    params = load_params(tmp_path / "r")
+    for part in ("workers", "buffers", "evaluated", "center"):
+        expected = getattr(result, part)
+        assert params[part].keys() == expected.keys()
+        assert all(torch.equal(params[part][n], expected[n]) for n in expected)
