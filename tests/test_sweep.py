@@ -270,7 +270,8 @@ def test_save_result_replaces_files_in_an_existing_directory(tmp_path, two_resul
     assert not is_complete(out, first.config)
     pd.testing.assert_frame_equal(load_history(out), pd.read_csv(io.StringIO(second.history.to_csv(index=False))))
     assert load_history(out)["step"].iloc[-1] == 4
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.csv", "notes.txt", "params.pt", "weights.csv"]
+    expected = ["config.json", "history.csv", "notes.txt", "params.pt", "weights.csv"]
+    assert sorted(p.name for p in out.iterdir()) == expected
     assert hidden_files(tmp_path) == []
 
 
