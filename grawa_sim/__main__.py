@@ -85,6 +85,9 @@ def cmd_run(args) -> None:
 
     cfg = validate(config_from_args(args))
     _check_out(args.out)
+    if args.ranks is not None:
+        _launch_ranks(args, cfg)
+        return
     result = run(cfg, progress=_progress(args))
     if args.out:
         save_result(result, args.out)
@@ -94,6 +97,34 @@ def cmd_run(args) -> None:
           f"train_loss={final['train_loss']:.4f} spread={final['spread']:.4f} wall={final['wall_time']:.1f}s")
     if args.out:
         print(f"wrote {Path(args.out) / 'history.csv'} and {Path(args.out) / 'config.json'}")
+
+
+def _launch_ranks(args, cfg: Config) -> None:
+    """`run --ranks R`: the same flags, handed to torchrun on this machine."""
+    from grawa_sim import distributed
+
+    if args.ranks < 1 or cfg.workers % args.ranks:
+        raise ConfigError(f"ranks: must be >= 1 and divide workers={cfg.workers} (got {args.ranks})")
+    if cfg.backend != "vmap":
+        raise ConfigError(f"backend: distributed runs use the stacked engine 'vmap' (got {cfg.backend!r})")
+    argv, skip = [], False
+    for token in args.argv[1:]:  # drop the subcommand and the launcher's own flags
+        if skip:
+            skip = False
+            continue
+        name = token.split("=")[0]
+        if name in ("--ranks", "--port", "--timeout"):
+            skip = "=" not in token
+            continue
+        argv.append(token)
+    code = distributed.launch(args.ranks, argv, port=args.port, timeout=args.timeout)
+    if code == 2:  # a rank rejected the input and said why
+        raise SystemExit(2)
+    if code:
+        print(f"error: distributed job failed (torchrun exit code {code}): a rank died or a collective timed out "
+              f"after {args.timeout:g} s; the first failure is reported above. Nothing was written.",
+              file=sys.stderr)
+        raise SystemExit(1)
 
 
 def cmd_sweep(args) -> None:
@@ -167,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
     p.add_argument("--out", help="directory for history.csv, weights.csv and config.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ranks", type=_converter(int, "ranks"), default=None,
+                   help="run on R torch.distributed processes on this machine (starts torchrun)")
+    p.add_argument("--port", type=_converter(int, "port"), default=None, help="rendezvous port (default: a free one)")
+    p.add_argument("--timeout", type=_converter(float, "timeout"), default=60.0,
+                   help="seconds a rank waits for the others in a collective before the job fails")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sweep", help="a resumable grid: comma-separated values, e.g. --algorithm dp,mgrawa --seed 0,1")
@@ -200,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser().parse_args(argv)
+        args.argv = argv
         args.func(args)
     except (CLIError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)

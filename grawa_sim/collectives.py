@@ -9,6 +9,7 @@ torch.distributed ranks (a subclass that adds ``dist.all_reduce`` etc.).
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 
 class StackedAxis:
@@ -21,6 +22,11 @@ class StackedAxis:
     @property
     def local_workers(self) -> int:
         return self.workers
+
+    @property
+    def local_slice(self) -> slice:
+        """The global worker indices held here."""
+        return slice(self.offset, self.offset + self.local_workers)
 
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
         """sum_j t_j, shape [1, ...]: broadcasts against every local worker."""
@@ -40,3 +46,50 @@ class StackedAxis:
     def all_gather(self, t: torch.Tensor) -> torch.Tensor:
         """Every worker's value, shape [M, ...] in global worker order."""
         return t
+
+
+class DistributedAxis(StackedAxis):
+    """R torch.distributed ranks, each holding M/R consecutive workers (rank r: workers r*M/R ...).
+
+    Each collective reduces the local slice first, then calls the matching
+    torch.distributed collective; only ops gloo supports are used (SUM, MIN,
+    broadcast, all_gather: no ReduceOp.AVG). Every rank must call the same
+    collectives in the same order, which the deterministic schedule guarantees.
+    """
+
+    def __init__(self, workers: int, rank: int, world_size: int, device: torch.device | None = None):
+        if workers % world_size:
+            raise ValueError(f"workers: must be divisible by the number of ranks {world_size} (got {workers})")
+        super().__init__(workers)
+        self.rank, self.world_size = rank, world_size
+        self.per_rank = workers // world_size
+        self.offset = rank * self.per_rank
+        self.device = device
+
+    @property
+    def local_workers(self) -> int:
+        return self.per_rank
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        out = t.sum(dim=0, keepdim=True).contiguous()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    def all_reduce_min(self, t: torch.Tensor) -> torch.Tensor:
+        out = t.min(dim=0, keepdim=True).values.contiguous()
+        dist.all_reduce(out, op=dist.ReduceOp.MIN)
+        return out
+
+    def broadcast(self, t: torch.Tensor, src: int) -> torch.Tensor:
+        owner, local = divmod(src, self.per_rank)
+        if owner == self.rank:
+            out = t[local : local + 1].clone(memory_format=torch.contiguous_format)
+        else:
+            out = torch.empty_like(t[:1], memory_format=torch.contiguous_format)
+        dist.broadcast(out, src=owner)
+        return out
+
+    def all_gather(self, t: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(t) for _ in range(self.world_size)]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -12,9 +14,9 @@ from torch import nn
 from torch.func import functional_call
 
 from grawa_sim import algorithms, models
-from grawa_sim.algorithms import Hyper, RoundInfo
+from grawa_sim.algorithms import Hyper
 from grawa_sim.collectives import StackedAxis
-from grawa_sim.config import Config, check_shard_size, resolve
+from grawa_sim.config import Config, ConfigError, check_shard_size, resolve
 from grawa_sim.data import BatchSampler, Dataset, iid_shards, load
 from grawa_sim.ensemble import VmapEngine, per_sample_loss
 from grawa_sim.reference_loop import LoopEngine
@@ -64,38 +66,40 @@ class Evaluator:
         return loss, acc
 
 
-def average_buffers(buffers: Params) -> Params:
+def average_buffers(buffers: Params, axis: StackedAxis) -> Params:
     """Evaluation statistics of a merged model: the mean of the workers' float buffers."""
-    return {n: b.mean(0) if b.is_floating_point() else b[0] for n, b in buffers.items()}
+    return {n: (axis.all_reduce_mean(b) if b.is_floating_point() else axis.broadcast(b, 0)).squeeze(0)
+            for n, b in buffers.items()}
 
 
-def spread(params: Params) -> float:
-    """Mean over workers of ||x_i - mean_j x_j||_2 (all parameters as one vector)."""
-    sq = sum((p.double() - p.double().mean(0, keepdim=True)).flatten(1).square().sum(1) for p in params.values())
-    return float(sq.sqrt().mean())
+def spread(params: Params, axis: StackedAxis) -> float:
+    """Mean over workers of ||x_i - mean_j x_j||_2 (all parameters as one vector), in float64."""
+    sq = sum((p.double() - axis.all_reduce_mean(p.double())).flatten(1).square().sum(1) for p in params.values())
+    return float(axis.all_reduce_sum(sq.sqrt())) / axis.workers
 
 
 def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "float64": torch.float64}[name]
 
 
-def build_engine(cfg: Config, model: nn.Module, data: Dataset):
+def build_engine(cfg: Config, model: nn.Module, data: Dataset, axis: StackedAxis | None = None):
     hyper = Hyper(pull=cfg.pull, prox=cfg.prox, tau=cfg.tau,
                   grawa_norm=cfg.grawa_norm, grawa_smoothing=cfg.grawa_smoothing)
     loss = per_sample_loss(data.classes)
     sam_rho = cfg.sam_rho if cfg.sam else None
+    axis = axis or StackedAxis(cfg.workers)
     if cfg.backend == "loop":
+        if axis.local_workers != cfg.workers:
+            raise ConfigError(f"backend: the loop backend runs in one process only (got {cfg.backend!r})")
         return LoopEngine(model, cfg.algorithm, cfg.workers, hyper, loss, cfg.lr, cfg.momentum,
                           cfg.weight_decay, sam_rho)
     algorithm = algorithms.build(cfg.algorithm, hyper)
-    return VmapEngine(model, algorithm, StackedAxis(cfg.workers), loss, cfg.lr, cfg.momentum,
+    return VmapEngine(model, algorithm, axis, loss, cfg.lr, cfg.momentum,
                       cfg.weight_decay, cfg.prox, cfg.tau, sam_rho, cfg.execution)
 
 
-def _weight_rows(round_index: int, info: RoundInfo, layers: list[str]) -> list[dict]:
-    if info.weights is None:
-        return []
-    w = info.weights
+def _weight_rows(round_index: int, w: torch.Tensor, layers: list[str]) -> list[dict]:
+    """Long-format rows of one round's weights, [M] (model level) or [M, L] (layer level)."""
     rows = []
     for worker in range(w.shape[0]):
         if w.ndim == 1:
@@ -113,28 +117,39 @@ def validate(config: Config) -> Config:
     return cfg
 
 
-def build_problem(config: Config) -> tuple[nn.Module, Dataset]:
-    """The freshly initialised model (seeded by config.seed, in config.dtype) and the data set of a config."""
-    cfg = validate(config)
+def build_problem(config: Config, device: torch.device | str = "cpu") -> tuple[nn.Module, Dataset]:
+    """The freshly initialised model (seeded by config.seed, in config.dtype) and the data set, on ``device``."""
+    cfg = resolve(config)
     data = load(cfg.dataset, _dtype(cfg.dtype))
+    if torch.device(device).type != "cpu":
+        data = dataclasses.replace(data, **{f: getattr(data, f).to(device)
+                                            for f in ("x_train", "y_train", "x_test", "y_test")})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = models.build(cfg.model, data.features, data.outputs).to(_dtype(cfg.dtype))
-    return model, data
+    return model.to(device), data
 
 
-def run(config: Config, progress: bool | None = None) -> Result:
+def run(config: Config, progress: bool | None = None, axis: StackedAxis | None = None,
+        device: torch.device | str = "cpu", on_step: Callable[[int], None] | None = None) -> Result:
     """Train ``config.workers`` workers with ``config.algorithm``; evaluate every ``eval_every`` steps.
 
     ``progress=None`` shows a tqdm bar only in a terminal or a notebook.
+    ``axis`` places the workers: by default all M on this process (``StackedAxis``); a
+    ``DistributedAxis`` runs this process's M/R workers and talks to the other ranks (see
+    grawa_sim.distributed). Every rank draws the same shards, batches and probes for all M
+    workers and keeps its own slice, so any placement computes the same numbers.
+    ``on_step(step)`` is called before every local step.
     Raises ``ValueError("<field>: <why> (got <value>)")`` on invalid input.
     """
     cfg = validate(config)
-    model, data = build_problem(cfg)
-    engine = build_engine(cfg, model, data)
+    axis = axis or StackedAxis(cfg.workers)
+    model, data = build_problem(cfg, device)
+    engine = build_engine(cfg, model, data, axis)
     evaluator = Evaluator(model, data)
     shards = iid_shards(len(data.y_train), cfg.workers, torch.Generator().manual_seed(cfg.seed))
     sampler = BatchSampler(shards, len(data.y_train), cfg.batch_size, cfg.seed)
+    mine = axis.local_slice
     every_step = algorithms.REGISTRY[cfg.algorithm].communicates_every_step
     needs_probe = algorithms.REGISTRY[cfg.algorithm].needs_probe
     layers = [n for n, _ in model.named_parameters()]
@@ -143,47 +158,54 @@ def run(config: Config, progress: bool | None = None) -> Result:
     rounds, recent = 0, []
     start = time.perf_counter()
 
+    def batch(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = indices[mine].to(data.x_train.device)
+        return data.x_train[indices], data.y_train[indices]
+
     def evaluate(step: int) -> None:
-        buffers = average_buffers(engine.stacked_buffers())
-        train_loss, train_acc = evaluator(engine.evaluated(), buffers, "train")
-        test_loss, test_acc = evaluator(engine.evaluated(), buffers, "test")
+        buffers = average_buffers(engine.stacked_buffers(), axis)
+        evaluated = engine.evaluated()
+        train_loss, train_acc = evaluator(evaluated, buffers, "train")
+        test_loss, test_acc = evaluator(evaluated, buffers, "test")
         center_loss, center_acc = float("nan"), float("nan")
         if not every_step:
             center_loss, center_acc = evaluator(engine.center(), buffers, "test")
+        worker_loss = float("nan")
+        if recent:  # [steps, M_local] -> mean over steps and all workers
+            worker_loss = float(axis.all_reduce_sum(torch.stack(recent).T).mean()) / axis.workers
         rows.append({
             "step": step, "round": rounds, "wall_time": time.perf_counter() - start,
             "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
-            "worker_loss": float(torch.stack(recent).mean()) if recent else float("nan"),
-            "center_test_loss": center_loss, "center_test_acc": center_acc,
-            "spread": spread(engine.stacked_params()),
+            "worker_loss": worker_loss, "center_test_loss": center_loss, "center_test_acc": center_acc,
+            "spread": spread(engine.stacked_params(), axis),
         })
         recent.clear()
 
     bar = _progress(cfg, _interactive() if progress is None else progress)
     evaluate(0)
     for step in range(1, cfg.steps + 1):
-        idx = sampler.next_batch()
-        recent.append(engine.local_step(data.x_train[idx], data.y_train[idx]).to(torch.float64))
+        if on_step is not None:
+            on_step(step)
+        recent.append(engine.local_step(*batch(sampler.next_batch())).to(torch.float64))
         if every_step:
             rounds += 1
         elif step % cfg.tau == 0:
-            probe = None
-            if needs_probe:
-                p = sampler.next_probe()
-                probe = (data.x_train[p], data.y_train[p])
+            probe = batch(sampler.next_probe()) if needs_probe else None
             info = engine.communicate(probe)
             rounds += 1
-            weight_rows += _weight_rows(rounds, info, layers)
+            if info.weights is not None:
+                weight_rows += _weight_rows(rounds, axis.all_gather(info.weights), layers)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             evaluate(step)
             bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.3f}", refresh=False)
         bar.update(1)
     bar.close()
+    evaluated = engine.evaluated()
     return Result(
         config=cfg, history=pd.DataFrame(rows),
-        workers={n: p.detach().clone() for n, p in engine.stacked_params().items()},
-        buffers={n: b.clone() for n, b in engine.stacked_buffers().items()},
-        evaluated=engine.evaluated(), center=engine.evaluated() if every_step else engine.center(),
+        workers={n: axis.all_gather(p.detach()).clone() for n, p in engine.stacked_params().items()},
+        buffers={n: axis.all_gather(b).clone() for n, b in engine.stacked_buffers().items()},
+        evaluated=evaluated, center=evaluated if every_step else engine.center(),
         weights=pd.DataFrame(weight_rows, columns=["round", "worker", "layer", "weight"]),
     )
 

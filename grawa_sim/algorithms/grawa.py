@@ -88,7 +88,7 @@ class GRAWA(Algorithm):
         shape = (axis.local_workers, len(params)) if self.per_layer else (axis.local_workers,)
         dtype = next(iter(params.values())).dtype
         return GrawaState(center={n: x.clone() for n, x in params.items()},
-                          average=torch.zeros(shape, dtype=dtype))
+                          average=torch.zeros(shape, dtype=dtype, device=next(iter(params.values())).device))
 
     def round(self, params, state, axis, probe_grads):
         norms = layer_norms({n: probe_grads[n] for n in params})  # columns in params order

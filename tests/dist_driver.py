@@ -1,0 +1,26 @@
+"""Run under torchrun by tests/test_distributed.py: every algorithm on this process group.
+
+    torchrun --nproc_per_node=R tests/dist_driver.py OUT CONFIG_JSON
+
+CONFIG_JSON holds the Config fields shared by all runs; rank 0 saves OUT/<algorithm>/.
+"""
+
+import json
+import sys
+
+import torch.distributed as dist
+
+from grawa_sim.collectives import DistributedAxis
+from grawa_sim.config import ALGORITHMS, Config
+from grawa_sim.runner import run
+from grawa_sim.storage import save_result
+
+out, base = sys.argv[1], json.loads(sys.argv[2])
+dist.init_process_group("gloo")
+for algorithm in (*ALGORITHMS, "dp+sam"):
+    cfg = Config(**{**base, "algorithm": algorithm.split("+")[0], "sam": algorithm == "dp+sam"})
+    axis = DistributedAxis(cfg.workers, dist.get_rank(), dist.get_world_size())
+    result = run(cfg, progress=False, axis=axis)
+    if dist.get_rank() == 0:
+        save_result(result, f"{out}/{algorithm}")
+dist.destroy_process_group()
