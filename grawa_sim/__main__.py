@@ -169,6 +169,9 @@ def cmd_bench(args) -> None:
     if args.float32_gap:
         bench.float32_gap()
         return
+    if args.distributed:
+        bench.distributed()
+        return
     workers = tuple(int(v) for v in args.workers.split(","))
     bench.backends(tuple(args.models.split(",")), workers, budget=args.budget, repeats=args.repeats)
 
@@ -225,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=0.5, help="seconds per loop-backend repeat")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--float32-gap", action="store_true", help="vmap-vs-loop gap in float32 and float64 instead")
+    p.add_argument("--distributed", action="store_true",
+                   help="the simulator (M = 8, one process) against 8 gloo processes instead")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("notebooks", help="execute notebooks/*.ipynb headless (regenerates their figures)")

@@ -7,6 +7,7 @@ The machine is noisy, so every comparison interleaves its contenders
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -15,28 +16,35 @@ from collections.abc import Callable
 import torch
 
 from grawa_sim import models
+from grawa_sim.algorithms import REGISTRY
+from grawa_sim.collectives import StackedAxis
 from grawa_sim.config import Config, resolve
 from grawa_sim.data import BatchSampler, iid_shards, load
 from grawa_sim.runner import build_engine
 
 
-def _stepper(cfg: Config) -> Callable[[int], None]:
+def _stepper(cfg: Config, axis: StackedAxis | None = None) -> Callable[[int], None]:
     """A closure doing n training steps (sampling, local step, rounds) of an engine built from cfg."""
     cfg = resolve(cfg)
     data = load(cfg.dataset)
     torch.manual_seed(cfg.seed)
     model = models.build(cfg.model, data.features, data.outputs)
-    engine = build_engine(cfg, model, data)
+    axis = axis or StackedAxis(cfg.workers)
+    engine = build_engine(cfg, model, data, axis)
     sampler = BatchSampler(iid_shards(len(data.y_train), cfg.workers, torch.Generator().manual_seed(0)),
                            len(data.y_train), cfg.batch_size, cfg.seed)
     count = [0]
+    needs_probe = REGISTRY[cfg.algorithm].needs_probe
 
     def steps(n: int) -> None:
         for _ in range(n):
-            idx = sampler.next_batch()
+            idx = sampler.next_batch()[axis.local_slice]
             engine.local_step(data.x_train[idx], data.y_train[idx])
             count[0] += 1
-            if count[0] % cfg.tau == 0:
+            if needs_probe and count[0] % cfg.tau == 0:
+                p = sampler.next_probe()[axis.local_slice]
+                engine.communicate((data.x_train[p], data.y_train[p]))
+            elif count[0] % cfg.tau == 0:
                 engine.communicate(None)
 
     return steps
@@ -117,3 +125,66 @@ def resolve_execution(model: str) -> str:
 
     data = load("mnist1d")
     return choose_execution(models.build(model, data.features, data.outputs), "auto", torch.device("cpu"))
+
+
+DISTRIBUTED_BENCH = Config(algorithm="mgrawa", workers=8, tau=32, model="mlp", dataset="mnist1d", batch_size=32)
+
+
+def distributed(steps: int = 200, repeats: int = 3, out=sys.stdout) -> dict:
+    """steps/s of the one-process simulator (M = 8) against 8 gloo processes with one worker each.
+
+    Same config (MGRAWA, tau 32, MLP, B 32). The simulator is timed in this process; the
+    distributed run is started with torchrun and times itself on rank 0 after a warm-up and
+    a barrier (process start-up excluded). Repeats alternate simulator / distributed.
+    """
+    import subprocess
+    import tempfile
+
+    from grawa_sim.distributed import free_port
+
+    sim = _stepper(DISTRIBUTED_BENCH)
+    sim(20)
+    sim_rates, dist_rates = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sim(steps)
+        sim_rates.append(steps / (time.perf_counter() - t0))
+        with tempfile.TemporaryDirectory() as tmp:
+            rate_file = f"{tmp}/rate"
+            subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={DISTRIBUTED_BENCH.workers}",
+                            "--max_restarts=0", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
+                            "-m", "grawa_sim.bench", rate_file, str(steps)], check=True, timeout=600,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+            with open(rate_file) as f:
+                dist_rates.append(float(f.read()))
+    row = {"config": "mgrawa M=8 tau=32 mlp B=32", "steps": steps,
+           "simulator_steps_per_s": round(statistics.median(sim_rates), 1),
+           "gloo_8_processes_steps_per_s": round(statistics.median(dist_rates), 1),
+           "simulator_over_distributed": round(statistics.median(sim_rates) / statistics.median(dist_rates), 2)}
+    print(json.dumps(row), file=out, flush=True)
+    return row
+
+
+def _distributed_rank_main(rate_file: str, steps: int) -> None:
+    """Under torchrun: time ``steps`` training steps of this rank's share of DISTRIBUTED_BENCH."""
+    import torch.distributed as dist
+
+    from grawa_sim.collectives import DistributedAxis
+
+    dist.init_process_group("gloo")
+    axis = DistributedAxis(DISTRIBUTED_BENCH.workers, dist.get_rank(), dist.get_world_size())
+    step = _stepper(DISTRIBUTED_BENCH, axis)
+    step(20)
+    dist.barrier()
+    t0 = time.perf_counter()
+    step(steps)
+    dist.barrier()
+    rate = steps / (time.perf_counter() - t0)
+    if dist.get_rank() == 0:
+        with open(rate_file, "w") as f:
+            f.write(str(rate))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    _distributed_rank_main(sys.argv[1], int(sys.argv[2]))
