@@ -13,6 +13,7 @@ import types
 import typing
 from pathlib import Path
 
+from grawa_sim.algorithms.grawa import DivergenceError
 from grawa_sim.config import Config, ConfigError
 
 USAGE_ERROR = 2
@@ -248,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return USAGE_ERROR
+    except DivergenceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
         return 130

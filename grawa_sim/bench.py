@@ -151,10 +151,11 @@ def distributed(steps: int = 200, repeats: int = 3, out=sys.stdout) -> dict:
         sim_rates.append(steps / (time.perf_counter() - t0))
         with tempfile.TemporaryDirectory() as tmp:
             rate_file = f"{tmp}/rate"
-            subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={DISTRIBUTED_BENCH.workers}",
-                            "--max_restarts=0", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
-                            "-m", "grawa_sim.bench", rate_file, str(steps)], check=True, timeout=600,
-                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+            ranks = DISTRIBUTED_BENCH.workers
+            command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}",
+                       "--max_restarts=0", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
+                       "-m", "grawa_sim.bench", rate_file, str(steps)]
+            subprocess.run(command, check=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
             with open(rate_file) as f:
                 dist_rates.append(float(f.read()))
     row = {"config": "mgrawa M=8 tau=32 mlp B=32", "steps": steps,

@@ -42,7 +42,7 @@ class Config:
     prox: float | None = None
     lr: float = 0.05
     momentum: float = 0.9
-    weight_decay: float = 0.0
+    weight_decay: float = 1e-4
     batch_size: int = 32
     steps: int = 1000
     dataset: str = "mnist1d"
@@ -56,6 +56,7 @@ class Config:
     dtype: str = "float32"
     eval_every: int | None = None
     execution: str = "auto"
+    bn_recalibration: int = 10
 
 
 class ConfigError(ValueError):
@@ -99,8 +100,10 @@ def resolve(config: Config) -> Config:
     _choice("execution", c.execution, EXECUTIONS)
     tau = DEFAULT_TAU[c.algorithm] if c.tau is None else c.tau
     for field, value in (("workers", c.workers), ("tau", tau), ("batch_size", c.batch_size),
-                         ("steps", c.steps), ("seed", c.seed)):
+                         ("steps", c.steps), ("seed", c.seed), ("bn_recalibration", c.bn_recalibration)):
         _number(field, value, integer=True)
+    if c.bn_recalibration < 0:
+        _fail("bn_recalibration", "must be >= 0 (batches; 0 averages the workers' statistics)", c.bn_recalibration)
     if c.workers < 1:
         _fail("workers", "must be >= 1", c.workers)
     if tau < 1:
@@ -132,8 +135,9 @@ def resolve(config: Config) -> Config:
     if c.algorithm == "dp" and prox != 0:
         _fail("prox", "DP keeps all workers identical; the proximal pull must be 0", prox)
     eval_every = c.eval_every
-    if eval_every is None:
-        eval_every = max(1, c.steps // 20)
+    if eval_every is None:  # about 20 evaluations, right after a round (a multiple of tau)
+        period = 1 if c.algorithm == "dp" else tau
+        eval_every = max(1, round(c.steps / 20 / period)) * period
     _number("eval_every", eval_every, integer=True)
     if eval_every < 1:
         _fail("eval_every", "must be >= 1", eval_every)

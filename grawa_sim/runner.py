@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import sys
 import time
@@ -15,6 +16,7 @@ from torch.func import functional_call
 
 from grawa_sim import algorithms, models
 from grawa_sim.algorithms import Hyper
+from grawa_sim.batchnorm import Recalibrator, has_batchnorm
 from grawa_sim.collectives import StackedAxis
 from grawa_sim.config import Config, ConfigError, check_shard_size, resolve
 from grawa_sim.data import BatchSampler, Dataset, iid_shards, load
@@ -50,12 +52,23 @@ class Result:
 
 
 class Evaluator:
-    """Loss and accuracy of one parameter set on the full train and test sets (eval mode)."""
+    """Loss and accuracy of one parameter set on the full train and test sets (eval mode).
 
-    def __init__(self, model: nn.Module, data: Dataset):
-        self.model = model.eval()
+    For batch-norm models, ``statistics(params, worker_buffers)`` gives the running
+    statistics to test with: re-estimated on ``recalibration`` training batches, or (0)
+    the mean of the workers' statistics.
+    """
+
+    def __init__(self, model: nn.Module, data: Dataset, recalibration: int = 0):
         self.data = data
         self.loss = per_sample_loss(data.classes)
+        self.recalibrate = None
+        if recalibration and has_batchnorm(model):
+            self.recalibrate = Recalibrator(model, data.x_train, recalibration)
+        self.model = copy.deepcopy(model).eval()
+
+    def statistics(self, params: Params, averaged: Params) -> Params:
+        return self.recalibrate(params) if self.recalibrate is not None else averaged
 
     @torch.no_grad()
     def __call__(self, params: Params, buffers: Params, split: str) -> tuple[float, float]:
@@ -146,7 +159,7 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     axis = axis or StackedAxis(cfg.workers)
     model, data = build_problem(cfg, device)
     engine = build_engine(cfg, model, data, axis)
-    evaluator = Evaluator(model, data)
+    evaluator = Evaluator(model, data, cfg.bn_recalibration)
     shards = iid_shards(len(data.y_train), cfg.workers, torch.Generator().manual_seed(cfg.seed))
     sampler = BatchSampler(shards, len(data.y_train), cfg.batch_size, cfg.seed)
     mine = axis.local_slice
@@ -163,13 +176,15 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
         return data.x_train[indices], data.y_train[indices]
 
     def evaluate(step: int) -> None:
-        buffers = average_buffers(engine.stacked_buffers(), axis)
+        averaged = average_buffers(engine.stacked_buffers(), axis)
         evaluated = engine.evaluated()
+        buffers = evaluator.statistics(evaluated, averaged)
         train_loss, train_acc = evaluator(evaluated, buffers, "train")
         test_loss, test_acc = evaluator(evaluated, buffers, "test")
         center_loss, center_acc = float("nan"), float("nan")
         if not every_step:
-            center_loss, center_acc = evaluator(engine.center(), buffers, "test")
+            center = engine.center()
+            center_loss, center_acc = evaluator(center, evaluator.statistics(center, averaged), "test")
         worker_loss = float("nan")
         if recent:  # [steps, M_local] -> mean over steps and all workers
             worker_loss = float(axis.all_reduce_sum(torch.stack(recent).T).mean()) / axis.workers

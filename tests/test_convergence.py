@@ -18,8 +18,8 @@ def test_optimum_is_the_minimum():
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_reaches_optimum_within_1e3(algorithm):
-    cfg = Config(algorithm=algorithm, workers=4, steps=600, tau=8, lr=0.05, momentum=0.9, batch_size=16,
-                 dataset="lstsq", model="logistic", eval_every=300)
+    cfg = Config(algorithm=algorithm, workers=4, steps=600, tau=8, lr=0.05, momentum=0.9, weight_decay=0.0,
+                 batch_size=16, dataset="lstsq", model="logistic", eval_every=300)
     history = run(cfg, progress=False).history
     gap = history["train_loss"].iloc[-1] - load("lstsq").optimum_loss
     assert -1e-9 <= gap <= 1e-3

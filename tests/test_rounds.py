@@ -517,3 +517,21 @@ def test_localsgd_class_round_and_evaluated():
 def test_build_unknown_name_raises():
     with pytest.raises(ValueError):
         build("nope", hyper(0.5))
+
+
+def test_weights_float32_subnormal_scores_keep_their_ratio():
+    # 1e-40 and 2e-40 are sub-normal in float32 (stored to ~1e-5 relative): the weights still follow 1/n
+    scores = torch.tensor([1e-40, 2e-40, 1.0], dtype=torch.float32)
+    w = grawa_weights(scores)
+    assert w.dtype == torch.float32
+    stored = scores.double()
+    expected = (1 / stored) / (1 / stored).sum()
+    assert_close(w, expected.float(), atol=1e-7, rtol=1e-6)
+    assert_close(w, torch.tensor([2 / 3, 1 / 3, 0.0]), atol=1e-4, rtol=1e-4)
+
+
+def test_weights_infinite_score_is_a_divergence_error():
+    from grawa_sim.algorithms.grawa import DivergenceError
+
+    with pytest.raises(DivergenceError, match="diverged"):
+        grawa_weights(t([1.0, float("inf")]))

@@ -87,7 +87,7 @@ def test_run_key_is_stable_and_readable():
 
 @pytest.mark.parametrize("change", [
     {"algorithm": "dp"}, {"seed": 1}, {"workers": 3}, {"tau": 2}, {"lr": 0.1}, {"pull": 0.25},
-    {"weight_decay": 1e-4}, {"steps": 9}, {"backend": "loop"}, {"dtype": "float64"}, {"grawa_norm": "global"},
+    {"weight_decay": 1e-3}, {"steps": 9}, {"backend": "loop"}, {"dtype": "float64"}, {"grawa_norm": "global"},
     {"grawa_smoothing": False}, {"eval_every": 2}, {"batch_size": 16}, {"momentum": 0.0},
 ], ids=lambda change: next(iter(change)))
 def test_run_key_differs_between_configs(change):

@@ -12,24 +12,30 @@ from grawa_sim.collectives import StackedAxis
 SMOOTHING = 0.9**8  # b of the bias-corrected moving average of the scores (about 0.43)
 
 
+class DivergenceError(ValueError):
+    """GRAWA met a NaN or infinite gradient norm: the run diverged."""
+
+
 def grawa_weights(scores: torch.Tensor, axis: StackedAxis | None = None) -> torch.Tensor:
     """w_i = (1/n_i) / sum_j (1/n_j), over the worker dimension 0 ([M] or [M, L]).
 
     Computed as w_i = r_i / sum_j r_j with r_i = m / n_i and m = min_j n_j, which is
     the same number but cannot overflow (r_i lies in [0, 1]). When some n_i are
     exactly zero (m = 0) those workers take all the weight, shared equally, so no
-    NaN or inf can appear. Collectives: one min and two sum all-reduces of M scalars.
+    NaN or inf can appear. Computed in float64, returned in the scores' dtype.
+    Collectives: one min and two sum all-reduces of M scalars.
     """
     if scores.ndim not in (1, 2):
         raise ValueError(f"scores: must have shape [M] or [M, L] (got shape {tuple(scores.shape)})")
-    if not bool(torch.isfinite(scores).all()) or bool((scores < 0).any()):
-        raise ValueError("scores: must be finite and non-negative (gradient norms); "
-                         "a NaN or inf score means the run diverged")
+    if bool((scores < 0).any()):
+        raise ValueError("scores: must be non-negative (gradient norms)")
+    if not bool(torch.isfinite(scores).all()):
+        raise DivergenceError("scores: a gradient norm is NaN or infinite; the run diverged (lower the lr?)")
     axis = axis or StackedAxis(scores.shape[0])
-    smallest = axis.all_reduce_min(scores)
-    zero = (scores == 0).to(scores.dtype)
-    ratio = torch.where(smallest > 0, smallest / scores.clamp(min=torch.finfo(scores.dtype).tiny), zero)
-    return ratio / axis.all_reduce_sum(ratio)
+    n = scores.double()
+    smallest = axis.all_reduce_min(n)
+    ratio = torch.where(smallest > 0, smallest / n.clamp(min=torch.finfo(n.dtype).tiny), (n == 0).double())
+    return (ratio / axis.all_reduce_sum(ratio)).to(scores.dtype)
 
 
 def layer_norms(grads: Params) -> torch.Tensor:
@@ -65,7 +71,7 @@ def weighted_center(params: Params, weights: torch.Tensor, axis: StackedAxis) ->
 @dataclass
 class GrawaState:
     center: Params  # last weighted center x_C ([1, ...]); the initial point before round 1
-    average: torch.Tensor  # g, the moving average of the scores: [M_local] or [M_local, L]
+    average: torch.Tensor  # g, the moving average of the scores (float64): [M_local] or [M_local, L]
     rounds: int = 0  # k
 
 
@@ -86,12 +92,12 @@ class GRAWA(Algorithm):
 
     def init(self, params: Params, axis: StackedAxis) -> GrawaState:
         shape = (axis.local_workers, len(params)) if self.per_layer else (axis.local_workers,)
-        dtype = next(iter(params.values())).dtype
+        device = next(iter(params.values())).device
         return GrawaState(center={n: x.clone() for n, x in params.items()},
-                          average=torch.zeros(shape, dtype=dtype, device=next(iter(params.values())).device))
+                          average=torch.zeros(shape, dtype=torch.float64, device=device))
 
     def round(self, params, state, axis, probe_grads):
-        norms = layer_norms({n: probe_grads[n] for n in params})  # columns in params order
+        norms = layer_norms({n: probe_grads[n] for n in params}).double()  # columns in params order
         scores = norms if self.per_layer else model_scores(norms, self.hyper.grawa_norm)
         k = state.rounds + 1
         if self.hyper.grawa_smoothing:

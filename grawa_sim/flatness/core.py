@@ -80,7 +80,7 @@ class Batched:
         self.layout = Layout(stacked, lead=1)
         self.x0 = self.layout.flat({n: p.detach() for n, p in stacked.items()}, lead=1)
         self.models, self.size = self.x0.shape
-        self.dtype = self.x0.dtype
+        self.dtype, self.device = self.x0.dtype, self.x0.device
         self._reverse_graph: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --- one model, flat -------------------------------------------------------------------

@@ -25,7 +25,7 @@ def random_direction(params: Params, seed: int = 0, filter_normalize: bool = Tru
     g = torch.Generator().manual_seed(seed)
     out = {}
     for name, w in params.items():
-        d = torch.randn(w.shape, generator=g, dtype=torch.float64)
+        d = torch.randn(w.shape, generator=g, dtype=torch.float64).to(w.device)
         w64 = w.detach().double()
         if filter_normalize:
             if w.ndim <= 1:
@@ -33,7 +33,7 @@ def random_direction(params: Params, seed: int = 0, filter_normalize: bool = Tru
             else:
                 dims = tuple(range(1, w.ndim))
                 d = d / d.norm(dim=dims, keepdim=True).clamp_min(1e-300) * w64.norm(dim=dims, keepdim=True)
-        out[name] = d.to(w.dtype)
+        out[name] = d.to(w)
     return out
 
 
@@ -50,7 +50,7 @@ def _along(params: Params, dirs: list[tuple[Params, torch.Tensor]]) -> Params:
     for name, w in params.items():
         p = w.detach().unsqueeze(0)
         for d, c in dirs:
-            p = p + c.to(w.dtype).view(-1, *[1] * w.ndim) * d[name].unsqueeze(0)
+            p = p + c.to(w).view(-1, *[1] * w.ndim) * d[name].unsqueeze(0)
         points[name] = p
     return points
 

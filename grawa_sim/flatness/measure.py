@@ -166,7 +166,7 @@ def measure_tensors(config, tensors: dict[str, Params], *, mode: str = "train", 
     ``model="worker"`` row per worker; all measured in one vmapped call over M + 1 (+ 1)
     models. Settings and the probe set appear as columns ``mode``, ``probe``.
     """
-    from grawa_sim.runner import average_buffers, build_problem
+    from grawa_sim.runner import build_problem
 
     model, data = build_problem(config)
     loss_fn = model_loss(model, data, mode=mode, probe=probe, seed=probe_seed)
@@ -177,7 +177,7 @@ def measure_tensors(config, tensors: dict[str, Params], *, mode: str = "train", 
         stacked = {n: torch.cat([stacked[n][:1], tensors["center"][n].unsqueeze(0), stacked[n][1:]]) for n in stacked}
     buffers = None
     if mode == "eval" and wbuf:
-        avg = average_buffers(wbuf)
+        avg = {n: b.mean(0) if b.is_floating_point() else b[0] for n, b in wbuf.items()}
         buffers = _stack(avg, wbuf)
         if center:
             buffers = {n: torch.cat([b[:1], b[:1], b[1:]]) for n, b in buffers.items()}

@@ -18,7 +18,7 @@ def stacked_epsilon_sharpness(op: Batched, eps: float = 1e-3, steps: int = 20, r
     best = f0.clone()
     for r in range(restarts):
         g = torch.Generator().manual_seed(seed + 7919 * r)
-        delta = ((torch.rand(op.size, generator=g, dtype=torch.float64) * 2 - 1).to(op.dtype)) * radius
+        delta = (torch.rand(op.size, generator=g, dtype=torch.float64) * 2 - 1).to(x0) * radius
         for t in range(steps):
             f, grad = op.value_and_grad(x0 + delta)
             best = torch.maximum(best, f.double())

@@ -18,9 +18,10 @@ import torch
 from grawa_sim.flatness.core import Batched, LossClosure, Params, single
 
 
-def _gaussian(seed: int, n: int, count: int | None = None) -> torch.Tensor:
+def _gaussian(seed: int, n: int, count: int | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Seeded float64 normal draws [n] or [count, n] (drawn on the CPU, then moved: same numbers everywhere)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n if count is None else (count, n), generator=g, dtype=torch.float64)
+    return torch.randn(n if count is None else (count, n), generator=g, dtype=torch.float64).to(device)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -47,16 +48,16 @@ def stacked_top_eigenvalue(op: Batched, iters: int = 100, tol: float = 1e-4, see
     if iters < 1:
         raise ValueError(f"iters: must be >= 1 (got {iters})")
     m, n = op.models, op.size
-    v = (_gaussian(seed, n) if init is None else init.double()).expand(m, n)
+    v = (_gaussian(seed, n) if init is None else init.double()).to(op.device).expand(m, n)
     v = (v / v.norm(dim=-1, keepdim=True)).to(op.dtype)
-    values = torch.full((m,), float("nan"), dtype=torch.float64)
-    active = torch.ones(m, dtype=torch.bool)
-    done_at = torch.full((m,), iters, dtype=torch.long)
-    converged = torch.zeros(m, dtype=torch.bool)
+    values = torch.full((m,), float("nan"), dtype=torch.float64, device=op.device)
+    active = torch.ones(m, dtype=torch.bool, device=op.device)
+    done_at = torch.full((m,), iters, dtype=torch.long, device=op.device)
+    converged = torch.zeros(m, dtype=torch.bool, device=op.device)
     for k in range(1, iters + 1):
         hv = op.hvp(v)
         lam = _dot(v, hv)
-        stop = active & (lam - values).abs().le(tol * lam.abs())  # NaN at k = 1: never
+        stop = active & (lam - values).abs().lt(tol * lam.abs())  # NaN at k = 1, tol = 0: never
         norm = hv.double().norm(dim=-1)
         null = active & (norm == 0)  # H v = 0: v is an eigenvector of eigenvalue 0
         stop |= null
@@ -100,12 +101,12 @@ def stacked_hessian_trace(op: Batched, samples: int = 100, seed: int = 0,
     estimate = (1/S) sum_s z_s^T H z_s and standard error = std_s(z_s^T H z_s) / sqrt(S)
     (sample std, ddof 1; NaN for S = 1). ``probes`` [S, n] replaces the seeded draw.
     """
-    z = rademacher(seed, samples, op.size) if probes is None else probes.double()
+    z = (rademacher(seed, samples, op.size) if probes is None else probes.double()).to(op.device)
     if z.shape[0] < 1:
         raise ValueError(f"samples: must be >= 1 (got {z.shape[0]})")
     quad = torch.stack([_dot(zs.expand(op.models, -1), op.hvp(zs.expand(op.models, -1))) for zs in z])
-    se = quad.std(0) / math.sqrt(z.shape[0]) if z.shape[0] > 1 else torch.full((op.models,), float("nan"))
-    return quad.mean(0), se.double()
+    se = quad.std(0) / math.sqrt(z.shape[0]) if z.shape[0] > 1 else torch.full_like(quad[0], float("nan"))
+    return quad.mean(0), se
 
 
 def hessian_trace(loss_fn: LossClosure, params: Params, samples: int = 100, seed: int = 0,
@@ -157,11 +158,12 @@ def _lanczos_once(op: Batched, steps: int, start: torch.Tensor, seed: int) -> to
     of H onto an orthonormal basis, so its eigenvalues remain Ritz values of H.
     """
     m, n = op.models, op.size
-    basis = torch.zeros(steps, m, n, dtype=torch.float64)
-    alpha = torch.zeros(m, steps, dtype=torch.float64)
-    beta = torch.zeros(m, max(steps - 1, 0), dtype=torch.float64)
+    kw = {"dtype": torch.float64, "device": op.device}
+    basis = torch.zeros(steps, m, n, **kw)
+    alpha = torch.zeros(m, steps, **kw)
+    beta = torch.zeros(m, max(steps - 1, 0), **kw)
     q = start.expand(m, n) / start.norm()
-    scale = torch.zeros(m, dtype=torch.float64)
+    scale = torch.zeros(m, **kw)
     for j in range(steps):
         basis[j] = q
         w = op.hvp(q.to(op.dtype)).double()
@@ -173,7 +175,8 @@ def _lanczos_once(op: Batched, steps: int, start: torch.Tensor, seed: int) -> to
         b = w.norm(dim=-1)
         broken = b <= 1e-10 * scale.clamp_min(1e-300)
         if broken.any():
-            fresh = _project_out(_gaussian(seed * 1_000_003 + j + 1, n).expand(m, n), basis[: j + 1])
+            fresh = _project_out(_gaussian(seed * 1_000_003 + j + 1, n, device=op.device).expand(m, n),
+                                 basis[: j + 1])
             fresh = fresh / fresh.norm(dim=-1, keepdim=True)
             q = torch.where(broken[:, None], fresh, w / b.clamp_min(1e-300)[:, None])
             beta[:, j] = torch.where(broken, 0.0, b)
@@ -193,7 +196,7 @@ def stacked_lanczos_spectrum(op: Batched, k: int = 10, seed: int = 0, steps: int
     if k < 1 or steps < 1 or starts < 1:
         raise ValueError(f"lanczos: k, steps and starts must be >= 1 (got {k}, {steps}, {starts})")
     steps = min(steps, op.size)
-    inits = _gaussian(seed, op.size, starts)
+    inits = _gaussian(seed, op.size, starts, op.device)
     ritz = torch.stack([_lanczos_once(op, steps, inits[s], seed + 7919 * s) for s in range(starts)]).mean(0)
     return Spectrum(ritz=ritz, top=ritz[:, : min(k, steps)], ritz_sum=ritz.sum(-1))
 
