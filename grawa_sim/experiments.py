@@ -49,14 +49,14 @@ def comparison_configs(quick: bool, seeds: int = 3, algorithms: tuple[str, ...] 
     """
     base = Config(dataset="mnist1d", model="cnn", workers=8, lr=0.05, momentum=0.9,
                   weight_decay=1e-4, batch_size=32, steps=64 if quick else 2000,
-                  eval_every=32 if quick else 100)
+                  eval_every=32 if quick else None)
     return grid(base, algorithm=list(algorithms), seed=list(range(1 if quick else seeds)))
 
 
 def quickstart_configs(quick: bool) -> list[Config]:
     """MGRAWA, LGRAWA, LocalSGD and DP on MNIST-1D (MLP, M = 8): about a minute in full mode."""
     base = Config(dataset="mnist1d", model="mlp", workers=8, tau=32, lr=0.05, momentum=0.9,
-                  batch_size=32, steps=64 if quick else 3000, eval_every=32 if quick else 100)
+                  batch_size=32, steps=64 if quick else 3000, eval_every=32 if quick else None)
     return grid(base, algorithm=["mgrawa", "lgrawa", "localsgd", "dp"])
 
 

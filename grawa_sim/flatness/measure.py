@@ -99,7 +99,7 @@ class Settings:
     eps_steps: int = 20
     eps_restarts: int = 1
     seed: int = 0
-    method: str = "auto"
+    method: str = "reverse"
 
 
 def stacked_measure(op: Batched, metrics: Sequence[str] = METRICS, settings: Settings = Settings()) -> dict:

@@ -73,7 +73,7 @@ def stacked_top_eigenvalue(op: Batched, iters: int = 100, tol: float = 1e-4, see
 
 
 def top_eigenvalue(loss_fn: LossClosure, params: Params, iters: int = 100, tol: float = 1e-4, seed: int = 0,
-                   method: str = "auto") -> tuple[float, bool]:
+                   method: str = "reverse") -> tuple[float, bool]:
     """(lambda, converged): the top Hessian eigenvalue of ``loss_fn`` at ``params`` by power iteration.
 
     lambda = v^T H v with v <- H v / ||H v|| from a seeded Gaussian start, stopped when
@@ -110,7 +110,7 @@ def stacked_hessian_trace(op: Batched, samples: int = 100, seed: int = 0,
 
 
 def hessian_trace(loss_fn: LossClosure, params: Params, samples: int = 100, seed: int = 0,
-                  method: str = "auto") -> tuple[float, float]:
+                  method: str = "reverse") -> tuple[float, float]:
     """(estimate, standard_error) of the Hessian trace by Hutchinson with Rademacher probes.
 
     tr(H) ~ (1/S) sum_s z_s^T H z_s, z_s in {-1, +1}^n; standard error std/sqrt(S).
@@ -202,7 +202,7 @@ def stacked_lanczos_spectrum(op: Batched, k: int = 10, seed: int = 0, steps: int
 
 
 def lanczos_spectrum(loss_fn: LossClosure, params: Params, k: int = 10, seed: int = 0, steps: int = 100,
-                     starts: int = 1, method: str = "auto") -> Spectrum:
+                     starts: int = 1, method: str = "reverse") -> Spectrum:
     """Top-k Hessian eigenvalues (Ritz values) of ``loss_fn`` at ``params`` by Lanczos.
 
     Lanczos with full reorthogonalisation (float64 basis) builds the tridiagonal
