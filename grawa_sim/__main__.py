@@ -32,6 +32,14 @@ class Parser(argparse.ArgumentParser):
 
 
 def _converter(kind: type, field: str):
+    if kind is tuple:
+        number = _converter(float, field)
+
+        def convert_tuple(text: str) -> tuple[float, ...]:
+            return tuple(number(v) for v in text.split(",") if v.strip()) if text.strip() else ()
+
+        return convert_tuple
+
     def convert(text: str):
         if kind is bool:
             if text.lower() in ("1", "true", "yes", "on"):
@@ -53,18 +61,23 @@ def _field_kind(annotation) -> type:
     hint = eval(annotation, vars(typing)) if isinstance(annotation, str) else annotation
     if isinstance(hint, types.UnionType):
         hint = next(a for a in hint.__args__ if a is not type(None))
-    return hint
+    return typing.get_origin(hint) or hint
 
 
 def add_config_flags(parser: argparse.ArgumentParser, lists: bool = False) -> None:
-    """One flag per Config field (underscores as dashes); ``lists`` accepts comma-separated values."""
+    """One flag per Config field (underscores as dashes); ``lists`` accepts comma-separated values.
+
+    Tuple fields (``--speeds 1,1,2,2``) take comma-separated numbers; in ``lists`` mode their
+    alternatives are separated by ';' (``--speeds "1,1;1,2"``).
+    """
     for f in dataclasses.fields(Config):
         kind = _field_kind(f.type)
         flag = "--" + f.name.replace("_", "-")
         convert = _converter(kind, f.name)
         if lists:
-            parser.add_argument(flag, type=lambda s, c=convert: [c(v) for v in s.split(",")], default=None,
-                                metavar=f.name.upper() + "[,...]")
+            sep = ";" if kind is tuple else ","
+            parser.add_argument(flag, type=lambda s, c=convert, sep=sep: [c(v) for v in s.split(sep)], default=None,
+                                metavar=f.name.upper() + f"[{sep}...]")
         elif kind is bool:
             parser.add_argument(flag, type=convert, default=None, metavar="true|false")
         else:

@@ -18,6 +18,8 @@ BACKENDS = ("vmap", "loop")
 DTYPES = ("float32", "float64")
 GRAWA_NORMS = ("layer_sum", "global")
 EXECUTIONS = ("auto", "vmap", "unrolled")
+SCHEDULES = ("sync", "async")
+LR_DECAY_UNITS = ("steps", "seconds")
 
 # The reference code's sample.sh: EASGD tau 4, c2 0.1, p2 0; LSGD tau 4, c2 0.1, p2 0.1;
 # GRAWA tau 32, c2 0.5, p2 0.01. LocalSGD (no sample) takes GRAWA's tau with plain averaging.
@@ -29,6 +31,13 @@ DEFAULT_PROX = {"dp": 0.0, "localsgd": 0.0, "easgd": 0.0, "lsgd": 0.1, "mgrawa":
 @dataclass(frozen=True)
 class Config:
     """Everything that defines a run; same config and seed give the same numbers on CPU.
+
+    Simulated time: a local step of worker i takes ``step_time`` (None: the model's
+    forward-backward FLOPs on B samples / ``device_flops``) x ``speeds[i]`` (None: all 1, or
+    log-normal with sigma ``speed_spread``) x ``straggler_slowdown`` with probability
+    ``straggler_prob``; collectives cost alpha = ``latency`` s, beta = 1/``bandwidth`` s/byte.
+    A run stops at ``steps``, ``time_budget`` simulated or ``wall_budget`` real seconds.
+    The lr is multiplied by 0.1 at each of ``lr_decay_at`` (in ``lr_decay_unit``).
 
     ``tau``, ``pull`` (lambda, reference c2) and ``prox`` (p, reference p2) default to
     the reference samples of the chosen algorithm when left as ``None`` (DEFAULT_*).
@@ -57,6 +66,20 @@ class Config:
     eval_every: int | None = None
     execution: str = "auto"
     bn_recalibration: int = 10
+    # simulated time (grawa_sim/schedule.py)
+    schedule: str = "sync"
+    step_time: float | None = None
+    device_flops: float = 1e12
+    speeds: tuple[float, ...] | None = None
+    speed_spread: float = 0.0
+    straggler_prob: float = 0.0
+    straggler_slowdown: float = 4.0
+    bandwidth: float = 1.25e9
+    latency: float = 1e-5
+    time_budget: float | None = None
+    wall_budget: float | None = None
+    lr_decay_at: tuple[float, ...] = ()
+    lr_decay_unit: str = "steps"
 
 
 class ConfigError(ValueError):
@@ -86,6 +109,39 @@ def _unit_interval(field: str, value: float) -> None:
         _fail(field, "must lie in [0, 1]", value)
 
 
+def _check_time_fields(c: Config) -> None:
+    for field in ("device_flops", "bandwidth", "straggler_slowdown", "latency", "speed_spread", "straggler_prob"):
+        _number(field, getattr(c, field))
+    for field in ("device_flops", "bandwidth"):
+        if getattr(c, field) <= 0:
+            _fail(field, "must be > 0", getattr(c, field))
+    for field in ("latency", "speed_spread"):
+        if getattr(c, field) < 0:
+            _fail(field, "must be >= 0", getattr(c, field))
+    _unit_interval("straggler_prob", c.straggler_prob)
+    if c.straggler_slowdown < 1:
+        _fail("straggler_slowdown", "must be >= 1", c.straggler_slowdown)
+    for field in ("step_time", "time_budget", "wall_budget"):
+        value = getattr(c, field)
+        if value is not None:
+            _number(field, value)
+            if value <= 0:
+                _fail(field, "must be > 0 (or left unset)", value)
+    if c.speeds is not None:
+        if not isinstance(c.speeds, tuple) or len(c.speeds) != c.workers:
+            _fail("speeds", f"must give one factor per worker ({c.workers})", c.speeds)
+        for v in c.speeds:
+            _number("speeds", v)
+            if v <= 0:
+                _fail("speeds", "every factor must be > 0", c.speeds)
+    if not isinstance(c.lr_decay_at, tuple):
+        _fail("lr_decay_at", "must be a tuple of increasing times", c.lr_decay_at)
+    for v in c.lr_decay_at:
+        _number("lr_decay_at", v)
+    if list(c.lr_decay_at) != sorted(c.lr_decay_at) or any(v <= 0 for v in c.lr_decay_at):
+        _fail("lr_decay_at", "must be positive and increasing", c.lr_decay_at)
+
+
 def resolve(config: Config) -> Config:
     """Validate ``config`` and return a copy with the per-algorithm defaults filled in."""
     if not isinstance(config, Config):
@@ -98,6 +154,8 @@ def resolve(config: Config) -> Config:
     _choice("dtype", c.dtype, DTYPES)
     _choice("grawa_norm", c.grawa_norm, GRAWA_NORMS)
     _choice("execution", c.execution, EXECUTIONS)
+    _choice("schedule", c.schedule, SCHEDULES)
+    _choice("lr_decay_unit", c.lr_decay_unit, LR_DECAY_UNITS)
     tau = DEFAULT_TAU[c.algorithm] if c.tau is None else c.tau
     for field, value in (("workers", c.workers), ("tau", tau), ("batch_size", c.batch_size),
                          ("steps", c.steps), ("seed", c.seed), ("bn_recalibration", c.bn_recalibration)):
@@ -128,6 +186,7 @@ def resolve(config: Config) -> Config:
         _fail("sam", "SAM is defined for algorithm 'dp' only", c.sam)
     if c.dataset == "lstsq" and c.model != "logistic":
         _fail("model", "the lstsq objective takes model 'logistic' (a linear map)", c.model)
+    _check_time_fields(c)
     pull = DEFAULT_PULL[c.algorithm] if c.pull is None else c.pull
     prox = DEFAULT_PROX[c.algorithm] if c.prox is None else c.prox
     _unit_interval("pull", pull)
@@ -163,4 +222,5 @@ def from_dict(values: dict) -> Config:
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown config field (got {values[unknown[0]]!r})")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return Config(**values)

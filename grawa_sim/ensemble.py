@@ -77,14 +77,19 @@ class SGDState:
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.buffers = [torch.zeros_like(p) for p in params.values()] if momentum > 0 else []
 
-    def apply(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
-        """g += wd x;  v <- mu v + g;  d = g + mu v (Nesterov) or g;  x <- x - lr d (in place)."""
+    def apply(self, params: list[torch.Tensor], grads: list[torch.Tensor],
+              buffers: list[torch.Tensor] | None = None) -> None:
+        """g += wd x;  v <- mu v + g;  d = g + mu v (Nesterov) or g;  x <- x - lr d (in place).
+
+        ``buffers``: the momentum of a subset of workers (default: all of them).
+        """
+        buffers = self.buffers if buffers is None else buffers
         if self.weight_decay:
             torch._foreach_add_(grads, params, alpha=self.weight_decay)
         if self.momentum:
-            torch._foreach_mul_(self.buffers, self.momentum)
-            torch._foreach_add_(self.buffers, grads)
-            torch._foreach_add_(grads, self.buffers, alpha=self.momentum)
+            torch._foreach_mul_(buffers, self.momentum)
+            torch._foreach_add_(buffers, grads)
+            torch._foreach_add_(grads, buffers, alpha=self.momentum)
         torch._foreach_add_(params, grads, alpha=-self.lr)
 
 
@@ -103,41 +108,61 @@ class VmapEngine:
         self.prox, self.tau, self.sam_rho = prox, tau, sam_rho
         self.state = algorithm.init({n: p[:1].clone() for n, p in self.params.items()}, axis)
 
-    def _losses_and_grads(self, x: torch.Tensor, y: torch.Tensor, buffers: Params,
+    def _losses_and_grads(self, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
                           shift: list[torch.Tensor] | None = None, reduction: str = "mean"):
-        leaves = {n: p.detach().requires_grad_() for n, p in self.params.items()}
-        params = leaves if shift is None else {n: p + s for (n, p), s in zip(leaves.items(), shift)}
-        out = self.model.forward(params, buffers, x)
-        per_sample = self.loss(out, y)
+        leaves = {n: p.detach().requires_grad_() for n, p in params.items()}
+        inputs = leaves if shift is None else {n: p + s for (n, p), s in zip(leaves.items(), shift)}
+        per_sample = self.loss(self.model.forward(inputs, buffers, x), y)
         losses = per_sample.mean(dim=1) if reduction == "mean" else per_sample.sum(dim=1)
         grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
         return losses.detach(), list(grads)
 
-    def local_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One SGD step of every worker on its minibatch x [M, B, ...]; returns losses [M]."""
-        losses, grads = self._losses_and_grads(x, y, self.buffers)
-        if self.sam_rho is not None:
-            grads = self._sam_grads(x, y, grads)
-        names = list(self.params)
-        grads = list(self.algorithm.reduce_grads(dict(zip(names, grads)), self.axis).values())
-        grads = [g.contiguous() for g in grads]
-        self.sgd.apply(list(self.params.values()), grads)
-        if self.prox > 0:
-            self.params = _pull_toward(self.params, self.algorithm.center(self.state), self.prox / self.tau)
-        self.state = self.algorithm.observe_losses(self.state, losses)
+    def local_step(self, x: torch.Tensor, y: torch.Tensor, workers: torch.Tensor | None = None) -> torch.Tensor:
+        """One SGD step of every worker (or of the local ``workers`` indices) on its minibatch x [k, B, ...].
+
+        Returns the minibatch losses [k]. Workers not listed keep their parameters,
+        buffers and momentum (the asynchronous schedule).
+        """
+        if workers is None:
+            losses, self.params = self._step(self.params, self.buffers, None, x, y, None)
+            return losses
+        params = {n: p[workers] for n, p in self.params.items()}
+        buffers = {n: b[workers] for n, b in self.buffers.items()}
+        momentum = [v[workers] for v in self.sgd.buffers]
+        losses, params = self._step(params, buffers, momentum, x, y, workers)
+        for n, p in params.items():
+            self.params[n][workers] = p
+        for n, b in buffers.items():
+            self.buffers[n][workers] = b
+        for v, sub in zip(self.sgd.buffers, momentum):
+            v[workers] = sub
         return losses
 
-    def _sam_grads(self, x, y, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _step(self, params: Params, buffers: Params, momentum: list[torch.Tensor] | None,
+              x: torch.Tensor, y: torch.Tensor, workers: torch.Tensor | None) -> tuple[torch.Tensor, Params]:
+        losses, grads = self._losses_and_grads(params, buffers, x, y)
+        if self.sam_rho is not None:
+            grads = self._sam_grads(params, buffers, x, y, grads)
+        names = list(params)
+        grads = list(self.algorithm.reduce_grads(dict(zip(names, grads)), self.axis).values())
+        grads = [g.contiguous() for g in grads]
+        self.sgd.apply(list(params.values()), grads, momentum)
+        if self.prox > 0:
+            params = _pull_toward(params, self.algorithm.center(self.state), self.prox / self.tau)
+        self.state = self.algorithm.observe_losses(self.state, losses, workers)
+        return losses, params
+
+    def _sam_grads(self, params: Params, buffers: Params, x, y, grads: list[torch.Tensor]) -> list[torch.Tensor]:
         """SAM: e_i = rho g_i / ||g_i||; the gradient at x_i + e_i (buffers left untouched)."""
         norm = torch.stack([g.flatten(1).square().sum(1) for g in grads]).sum(0).sqrt()
         scale = self.sam_rho / (norm + 1e-12)
         shift = [g * scale.view(-1, *[1] * (g.ndim - 1)) for g in grads]
-        _, grads = self._losses_and_grads(x, y, _clone(self.buffers), shift)
+        _, grads = self._losses_and_grads(params, _clone(buffers), x, y, shift)
         return grads
 
     def probe_grads(self, x: torch.Tensor, y: torch.Tensor) -> Params:
         """Gradients of the summed loss on the probe batch (train mode, running stats untouched)."""
-        _, grads = self._losses_and_grads(x, y, _clone(self.buffers), reduction="sum")
+        _, grads = self._losses_and_grads(self.params, _clone(self.buffers), x, y, reduction="sum")
         return dict(zip(self.params, grads))
 
     def communicate(self, probe: tuple[torch.Tensor, torch.Tensor] | None) -> RoundInfo:
@@ -145,6 +170,9 @@ class VmapEngine:
         with torch.no_grad():
             self.params, self.state, info = self.algorithm.round(self.params, self.state, self.axis, grads)
         return info
+
+    def set_lr(self, lr: float) -> None:
+        self.sgd.lr = lr
 
     def stacked_params(self) -> Params:
         return self.params

@@ -43,28 +43,35 @@ class LoopEngine:
         loss.backward()
         return loss.item()
 
-    def local_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def local_step(self, x: torch.Tensor, y: torch.Tensor, workers: torch.Tensor | None = None) -> torch.Tensor:
+        """Workers ``workers`` (default all) each take one step on their row of x; the others wait."""
+        chosen = list(range(len(self.models))) if workers is None else [int(i) for i in workers]
         losses = []
-        for i, model in enumerate(self.models):
-            losses.append(self._backward(model, x[i], y[i]))
+        for row, i in enumerate(chosen):
+            losses.append(self._backward(self.models[i], x[row], y[row]))
             if self.sam_rho is not None:
-                self._sam_gradient(model, x[i], y[i])
+                self._sam_gradient(self.models[i], x[row], y[row])
         if self.name == "dp":
             for params in zip(*(m.parameters() for m in self.models)):
                 mean = sum(p.grad for p in params) / len(params)
                 for p in params:
                     p.grad = mean.clone()
-        for opt in self.optimizers:
-            opt.step()
+        for i in chosen:
+            self.optimizers[i].step()
         if self.hyper.prox > 0:
             w = self.hyper.prox / self.hyper.tau
             with torch.no_grad():
-                for model in self.models:
-                    for n, p in model.named_parameters():
+                for i in chosen:
+                    for n, p in self.models[i].named_parameters():
                         p.copy_((1 - w) * p + w * self.z[n])
-        for i, loss in enumerate(losses):
+        for i, loss in zip(chosen, losses):
             self.recent_losses[i] = (self.recent_losses[i] + [loss])[-4:]
-        return torch.tensor(losses)
+        return torch.tensor(losses, dtype=torch.float64)
+
+    def set_lr(self, lr: float) -> None:
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
 
     def _sam_gradient(self, model: nn.Module, x, y) -> None:
         """Replace .grad by the gradient at w + rho g/||g||; parameters and BN statistics restored."""
@@ -99,7 +106,7 @@ class LoopEngine:
             new = [{n: w[n] - alpha * (w[n] - self.z[n]) for n in names} for w in workers]
             self.z = {n: (1 - lam) * self.z[n] + lam * avg[n] for n in names}
         elif self.name == "lsgd":
-            running = [sum(r) / len(r) for r in self.recent_losses]
+            running = [sum(r) / len(r) if r else float("inf") for r in self.recent_losses]
             leader = min(range(m), key=lambda i: (running[i], i))
             self.z = {n: workers[leader][n].clone() for n in names}
             new = [{n: (1 - lam) * w[n] + lam * self.z[n] for n in names} for w in workers]

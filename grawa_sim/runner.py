@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from grawa_sim.config import Config, ConfigError, check_shard_size, resolve
 from grawa_sim.data import BatchSampler, Dataset, iid_shards, load
 from grawa_sim.ensemble import VmapEngine, per_sample_loss
 from grawa_sim.reference_loop import LoopEngine
+from grawa_sim.schedule import ClockModel, Schedule, round_collectives
 
 Params = dict[str, torch.Tensor]
 
@@ -124,10 +127,33 @@ def _weight_rows(round_index: int, w: torch.Tensor, layers: list[str]) -> list[d
 
 
 def validate(config: Config) -> Config:
-    """Every check run() makes before training (loads the data set for the shard size); the resolved config."""
+    """Every check run() makes before training; the resolved config, ``step_time`` derived when unset.
+
+    Loads the data set (for the shard size) and, without a ``step_time``, counts the FLOPs of one
+    worker's forward-backward pass on B samples: step_time = FLOPs / device_flops.
+    """
     cfg = resolve(config)
-    check_shard_size(cfg, len(load(cfg.dataset).y_train))
+    data = load(cfg.dataset)
+    check_shard_size(cfg, len(data.y_train))
+    if cfg.step_time is None:
+        flops = step_flops(cfg.model, data.features, data.outputs, cfg.batch_size, data.classes)
+        cfg = dataclasses.replace(cfg, step_time=flops / cfg.device_flops)
     return cfg
+
+
+@functools.lru_cache(maxsize=64)
+def step_flops(model: str, features: int, outputs: int, batch_size: int, classes: int) -> int:
+    """FLOPs of one forward-backward pass of ``model`` on ``batch_size`` samples (torch's FLOP counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = models.build(model, features, outputs)
+    x = torch.zeros(batch_size, features)
+    y = torch.zeros(batch_size, dtype=torch.long) if classes else torch.zeros(batch_size)
+    with FlopCounterMode(display=False) as counter:
+        per_sample_loss(classes)(net(x), y).mean().backward()
+    return max(1, counter.get_total_flops())
 
 
 def build_problem(config: Config, device: torch.device | str = "cpu") -> tuple[nn.Module, Dataset]:
@@ -167,15 +193,17 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     needs_probe = algorithms.REGISTRY[cfg.algorithm].needs_probe
     layers = [n for n, _ in model.named_parameters()]
 
+    schedule = build_schedule(cfg, model)
     rows, weight_rows = [], []
     rounds, recent = 0, []
     start = time.perf_counter()
 
-    def batch(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        indices = indices[mine].to(data.x_train.device)
+    def batch(indices: torch.Tensor, stepping: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = indices[mine] if stepping is None else indices[mine][stepping]
+        indices = indices.to(data.x_train.device)
         return data.x_train[indices], data.y_train[indices]
 
-    def evaluate(step: int) -> None:
+    def evaluate(step: float) -> None:
         averaged = average_buffers(engine.stacked_buffers(), axis)
         evaluated = engine.evaluated()
         buffers = evaluator.statistics(evaluated, averaged)
@@ -185,35 +213,68 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
         if not every_step:
             center = engine.center()
             center_loss, center_acc = evaluator(center, evaluator.statistics(center, averaged), "test")
-        worker_loss = float("nan")
-        if recent:  # [steps, M_local] -> mean over steps and all workers
-            worker_loss = float(axis.all_reduce_sum(torch.stack(recent).T).mean()) / axis.workers
+        # mean minibatch loss since the last row over every local step taken (a collective on every rank)
+        local = torch.tensor([[sum(float(s) for s, _ in recent), sum(c for _, c in recent)]], dtype=torch.float64)
+        total, count = axis.all_reduce_sum(local)[0].tolist()
+        worker_loss = total / count if count else float("nan")
+        totals, steps = schedule.totals, schedule.steps
         rows.append({
             "step": step, "round": rounds, "wall_time": time.perf_counter() - start,
+            "sim_time": totals.sim_time, "compute_time": totals.compute_time, "comm_time": totals.comm_time,
+            "comm_bytes": totals.comm_bytes, "steps_min": int(steps.min()), "steps_mean": float(steps.double().mean()),
+            "steps_max": int(steps.max()), "lr": lr_now[0],
             "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
             "worker_loss": worker_loss, "center_test_loss": center_loss, "center_test_acc": center_acc,
             "spread": spread(engine.stacked_params(), axis),
         })
         recent.clear()
 
+    lr_now = [cfg.lr]
+
+    def update_lr(step: float) -> None:
+        clock = step if cfg.lr_decay_unit == "steps" else schedule.totals.sim_time
+        lr = cfg.lr * 0.1 ** sum(clock >= t for t in cfg.lr_decay_at)
+        if lr != lr_now[0]:
+            lr_now[0] = lr
+            engine.set_lr(lr)
+
     bar = _progress(cfg, _interactive() if progress is None else progress)
     evaluate(0)
-    for step in range(1, cfg.steps + 1):
+    next_eval, shown, tick_index = cfg.eval_every, 0, 0
+    for tick in schedule.ticks():
+        tick_index += 1
         if on_step is not None:
-            on_step(step)
-        recent.append(engine.local_step(*batch(sampler.next_batch())).to(torch.float64))
-        if every_step:
-            rounds += 1
-        elif step % cfg.tau == 0:
+            on_step(tick_index)
+        indices = sampler.next_batch()
+        if bool(tick.stepping.all()):
+            losses = engine.local_step(*batch(indices))
+        else:
+            local = tick.stepping[mine]
+            workers = torch.nonzero(local).flatten()
+            losses = engine.local_step(*batch(indices, local), workers=workers) if len(workers) else None
+        if losses is not None:
+            recent.append((losses.to(torch.float64).sum().cpu(), len(losses)))
+        if tick.round:
             probe = batch(sampler.next_probe()) if needs_probe else None
-            info = engine.communicate(probe)
+            info = engine.communicate(probe) if not every_step else None
             rounds += 1
-            if info.weights is not None:
+            if info is not None and info.weights is not None:
                 weight_rows += _weight_rows(rounds, axis.all_gather(info.weights), layers)
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        step = float(schedule.steps.double().mean())
+        step = int(step) if step.is_integer() else round(step, 3)
+        update_lr(step)
+        done = step >= cfg.steps
+        out_of_time = cfg.time_budget is not None and schedule.totals.sim_time >= cfg.time_budget
+        out_of_wall = cfg.wall_budget is not None and time.perf_counter() - start >= cfg.wall_budget
+        if step >= next_eval or done or out_of_time or out_of_wall:
             evaluate(step)
+            while next_eval <= step:
+                next_eval += cfg.eval_every
             bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.3f}", refresh=False)
-        bar.update(1)
+        bar.update(math.floor(step) - shown)
+        shown = math.floor(step)
+        if done or out_of_time or out_of_wall:
+            break
     bar.close()
     evaluated = engine.evaluated()
     return Result(
@@ -223,6 +284,26 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
         evaluated=evaluated, center=evaluated if every_step else engine.center(),
         weights=pd.DataFrame(weight_rows, columns=["round", "worker", "layer", "weight"]),
     )
+
+
+def build_schedule(cfg: Config, model: nn.Module) -> Schedule:
+    """The simulated clock of a run: its step-time model, schedule and per-round collectives."""
+    speeds = cfg.speeds
+    if speeds is None:
+        speeds = (1.0,) * cfg.workers
+        if cfg.speed_spread > 0:
+            generator = torch.Generator().manual_seed(cfg.seed * 31 + 7)
+            draw = torch.randn(cfg.workers, generator=generator, dtype=torch.float64)
+            speeds = tuple(float(v) for v in torch.exp(cfg.speed_spread * draw))
+    clock = ClockModel(workers=cfg.workers, step_time=cfg.step_time, speeds=speeds,
+                       straggler_prob=cfg.straggler_prob, straggler_slowdown=cfg.straggler_slowdown,
+                       bandwidth=cfg.bandwidth, latency=cfg.latency, passes_per_step=2 if cfg.sam else 1,
+                       seed=cfg.seed)
+    parameters = sum(p.numel() for p in model.parameters())
+    collectives = round_collectives(cfg.algorithm, parameters, len(list(model.parameters())))
+    every_step = algorithms.REGISTRY[cfg.algorithm].communicates_every_step
+    return Schedule(clock, cfg.tau, every_step, cfg.schedule == "async", collectives,
+                    probe=algorithms.REGISTRY[cfg.algorithm].needs_probe)
 
 
 def _interactive() -> bool:

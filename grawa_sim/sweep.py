@@ -59,7 +59,7 @@ def sweep(configs: Iterable[Config], out: str | os.PathLike, progress: bool | No
             save_result(run(cfg, progress=progress), run_dir)
         history = load_history(run_dir)
         for field, value in to_dict(cfg).items():
-            history[field] = value
+            history[field] = ",".join(map(str, value)) if isinstance(value, tuple) else value
         history["run"] = key
         frames.append(history)
     histories = pd.concat(frames, ignore_index=True)

@@ -15,7 +15,8 @@ import pytest
 import grawa_sim
 import grawa_sim.sweep
 from grawa_sim.__main__ import main
-from grawa_sim.config import ALGORITHMS, Config, resolve
+from grawa_sim.config import ALGORITHMS, Config
+from grawa_sim.runner import validate
 from grawa_sim.storage import is_complete, load_config, load_history
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ def test_run_writes_history_and_config(tmp_path, capsys):
 
     assert (out / "history.csv").is_file()
     assert (out / "config.json").is_file()
-    expected = resolve(TINY_CONFIG)
+    expected = validate(TINY_CONFIG)
     assert load_config(out) == expected
     assert is_complete(out, expected)
 
@@ -77,7 +78,7 @@ def test_run_into_existing_directory_replaces_results(tmp_path, capsys):
     (out / "notes.txt").write_text("kept")
     assert main(["run", *TINY, "--out", str(out), "--no-progress"]) == 0
     assert main(["run", *TINY, "--steps", "8", "--out", str(out), "--no-progress"]) == 0
-    assert load_config(out) == resolve(dataclasses.replace(TINY_CONFIG, steps=8))
+    assert load_config(out) == validate(dataclasses.replace(TINY_CONFIG, steps=8))
     assert load_history(out)["step"].iloc[-1] == 8
     assert (out / "notes.txt").read_text() == "kept"
     capsys.readouterr()

@@ -15,8 +15,8 @@ import torch
 
 import grawa_sim.storage
 import grawa_sim.sweep
-from grawa_sim.config import Config, ConfigError, resolve
-from grawa_sim.runner import run
+from grawa_sim.config import Config, ConfigError
+from grawa_sim.runner import run, validate
 from grawa_sim.storage import is_complete, load_config, load_history, save_result
 from grawa_sim.sweep import grid, run_key, sweep
 
@@ -38,7 +38,7 @@ def calls(monkeypatch):
 
 
 def run_dir(out: Path, config: Config) -> Path:
-    return out / "runs" / run_key(resolve(config))
+    return out / "runs" / run_key(validate(config))
 
 
 def hidden_files(root: Path) -> list[Path]:
@@ -75,14 +75,14 @@ def test_grid_edge_cases():
 
 
 def test_run_key_is_stable_and_readable():
-    a = resolve(dataclasses.replace(BASE, algorithm="lgrawa", workers=3, seed=7))
-    b = resolve(Config(seed=7, workers=3, algorithm="lgrawa", dataset="digits", model="logistic", steps=8,
+    a = validate(dataclasses.replace(BASE, algorithm="lgrawa", workers=3, seed=7))
+    b = validate(Config(seed=7, workers=3, algorithm="lgrawa", dataset="digits", model="logistic", steps=8,
                        tau=4, batch_size=8, eval_every=4))
     assert a == b and a is not b
     assert run_key(a) == run_key(b) == run_key(a)
     assert re.fullmatch(r"lgrawa-M3-s7-[0-9a-f]{10}", run_key(a)), run_key(a)
     # the per-algorithm defaults resolve to the same run as spelling them out
-    assert run_key(resolve(BASE)) == run_key(resolve(dataclasses.replace(BASE, pull=0.5, prox=0.01)))
+    assert run_key(validate(BASE)) == run_key(validate(dataclasses.replace(BASE, pull=0.5, prox=0.01)))
 
 
 @pytest.mark.parametrize("change", [
@@ -91,7 +91,7 @@ def test_run_key_is_stable_and_readable():
     {"grawa_smoothing": False}, {"eval_every": 2}, {"batch_size": 16}, {"momentum": 0.0},
 ], ids=lambda change: next(iter(change)))
 def test_run_key_differs_between_configs(change):
-    assert run_key(resolve(BASE)) != run_key(resolve(dataclasses.replace(BASE, **change)))
+    assert run_key(validate(BASE)) != run_key(validate(dataclasses.replace(BASE, **change)))
 
 
 # ---------------------------------------------------------------- sweep
@@ -101,15 +101,15 @@ def test_sweep_writes_one_directory_per_run_and_results(tmp_path, calls):
     out = tmp_path / "sweep"
     histories, log = quiet_sweep(CONFIGS, out)
 
-    assert calls == [resolve(c) for c in CONFIGS]
-    keys = [run_key(resolve(c)) for c in CONFIGS]
+    assert calls == [validate(c) for c in CONFIGS]
+    keys = [run_key(validate(c)) for c in CONFIGS]
     assert len(set(keys)) == 3
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(keys)
     for config, key in zip(CONFIGS, keys):
         d = out / "runs" / key
         assert (d / "history.csv").is_file() and (d / "config.json").is_file()
-        assert load_config(d) == resolve(config)
-        assert is_complete(d, resolve(config))
+        assert load_config(d) == validate(config)
+        assert is_complete(d, validate(config))
         assert key in log
 
     assert list(histories["run"].unique()) == keys
@@ -141,7 +141,7 @@ def test_sweep_resumes_without_running_again(tmp_path, calls):
 
     # a new config runs alone; the finished ones are read back
     more, log = quiet_sweep(CONFIGS, out)
-    assert calls == [resolve(CONFIGS[2])]
+    assert calls == [validate(CONFIGS[2])]
     assert log.count("reused") == 2
     pd.testing.assert_frame_equal(more.iloc[: len(first)], first)
     assert len(pd.read_csv(out / "results.csv")) == 3
@@ -154,12 +154,12 @@ def test_sweep_reruns_a_directory_holding_another_config(tmp_path, calls):
     d = run_dir(out, CONFIGS[0])
     stored = json.loads((d / "config.json").read_text())
     (d / "config.json").write_text(json.dumps({**stored, "lr": 0.123}))
-    assert not is_complete(d, resolve(CONFIGS[0]))
+    assert not is_complete(d, validate(CONFIGS[0]))
 
     calls.clear()
     quiet_sweep(CONFIGS[:1], out)
-    assert calls == [resolve(CONFIGS[0])]
-    assert is_complete(d, resolve(CONFIGS[0]))
+    assert calls == [validate(CONFIGS[0])]
+    assert is_complete(d, validate(CONFIGS[0]))
 
 
 def test_sweep_validates_every_config_before_running(tmp_path, calls):
@@ -181,7 +181,7 @@ def test_sweep_logs_to_the_current_stderr(tmp_path):
     buffer = io.StringIO()
     with contextlib.redirect_stderr(buffer):
         sweep(CONFIGS[:1], tmp_path / "sweep", progress=False)
-    assert run_key(resolve(CONFIGS[0])) in buffer.getvalue()
+    assert run_key(validate(CONFIGS[0])) in buffer.getvalue()
 
 
 # ---------------------------------------------------------------- interruption
@@ -202,19 +202,19 @@ def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path, monkeypatch
     monkeypatch.setattr(grawa_sim.sweep, "run", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         quiet_sweep(CONFIGS, out)
-    assert seen == [resolve(c) for c in CONFIGS[:2]]
+    assert seen == [validate(c) for c in CONFIGS[:2]]
 
-    assert is_complete(run_dir(out, CONFIGS[0]), resolve(CONFIGS[0]))
+    assert is_complete(run_dir(out, CONFIGS[0]), validate(CONFIGS[0]))
     assert [p.name for p in (out / "runs").iterdir()] == [run_dir(out, CONFIGS[0]).name]
     assert not run_dir(out, CONFIGS[1]).exists()
     assert hidden_files(out) == []
 
     seen.clear()
     histories, log = quiet_sweep(CONFIGS, out)
-    assert seen == [resolve(c) for c in CONFIGS[1:]]
+    assert seen == [validate(c) for c in CONFIGS[1:]]
     assert log.count("reused") == 1
-    assert list(histories["run"].unique()) == [run_key(resolve(c)) for c in CONFIGS]
-    assert all(is_complete(run_dir(out, c), resolve(c)) for c in CONFIGS)
+    assert list(histories["run"].unique()) == [run_key(validate(c)) for c in CONFIGS]
+    assert all(is_complete(run_dir(out, c), validate(c)) for c in CONFIGS)
     assert len(pd.read_csv(out / "results.csv")) == 3
     assert hidden_files(out) == []
 
@@ -239,13 +239,13 @@ def test_interruption_while_saving_leaves_no_config_and_no_temp_files(tmp_path, 
     d = run_dir(out, CONFIGS[0])
     assert moves[0] == "history.csv"
     assert not (d / "config.json").exists()
-    assert not is_complete(d, resolve(CONFIGS[0]))
+    assert not is_complete(d, validate(CONFIGS[0]))
     assert hidden_files(out) == []
 
     calls.clear()
     quiet_sweep(CONFIGS[:1], out)
-    assert calls == [resolve(CONFIGS[0])]
-    assert is_complete(d, resolve(CONFIGS[0]))
+    assert calls == [validate(CONFIGS[0])]
+    assert is_complete(d, validate(CONFIGS[0]))
     assert hidden_files(out) == []
 
 
@@ -261,7 +261,7 @@ def test_save_result_replaces_files_in_an_existing_directory(tmp_path, two_resul
     first, second = two_results
     out = tmp_path / "run"
     assert save_result(first, out) == out
-    assert load_config(out) == resolve(BASE)
+    assert load_config(out) == validate(BASE)
     (out / "notes.txt").write_text("mine")
 
     save_result(second, out)

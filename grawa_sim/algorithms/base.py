@@ -57,7 +57,7 @@ class Algorithm:
 
     - ``init(params, axis)``: state from the common initial point (params of shape [1, ...]).
     - ``reduce_grads(grads, axis)``: DP's all-reduce of the gradients every step.
-    - ``observe_losses(state, losses)``: per-worker minibatch losses after every step.
+    - ``observe_losses(state, losses, workers)``: minibatch losses after every step (of ``workers``, default all).
     - ``round(params, state, axis, probe_grads)``: every tau steps -> (params, state, info).
     - ``center(state)``: z of the proximal pull and the reported center ([1, ...]).
     - ``evaluated(params, state, axis)``: the model the algorithm is evaluated on ([1, ...]).
@@ -76,7 +76,7 @@ class Algorithm:
     def reduce_grads(self, grads: Params, axis: StackedAxis) -> Params:
         return grads
 
-    def observe_losses(self, state, losses: torch.Tensor):
+    def observe_losses(self, state, losses: torch.Tensor, workers: torch.Tensor | None = None):
         return state
 
     def round(self, params: Params, state, axis: StackedAxis, probe_grads: Params | None):

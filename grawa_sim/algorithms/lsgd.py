@@ -16,13 +16,15 @@ LOSS_WINDOW = 4
 class LSGDState:
     center: Params  # the last leader's parameters ([1, ...]); the initial point before round 1
     recent_losses: torch.Tensor  # [M_local, 4] ring buffer of minibatch losses
-    seen: int = 0  # minibatches recorded so far
+    seen: torch.Tensor  # [M_local] minibatches recorded so far per worker
 
 
 def running_loss(state: LSGDState) -> torch.Tensor:
-    """Mean of each worker's last min(seen, 4) minibatch losses, [M_local]."""
-    filled = min(state.seen, LOSS_WINDOW)
-    return state.recent_losses[:, :filled].mean(dim=1)
+    """Mean of each worker's last min(seen_i, 4) minibatch losses, [M_local] (+inf before any loss)."""
+    filled = state.seen.clamp(max=LOSS_WINDOW)
+    slots = torch.arange(LOSS_WINDOW).unsqueeze(0) < filled.unsqueeze(1)
+    total = torch.where(slots, state.recent_losses, torch.zeros_like(state.recent_losses)).sum(dim=1)
+    return torch.where(filled > 0, total / filled.clamp(min=1), torch.full_like(total, float("inf")))
 
 
 def lsgd_round(params: Params, running: torch.Tensor, pull: float, axis: StackedAxis) -> tuple[Params, Params, int]:
@@ -48,11 +50,13 @@ class LSGD(Algorithm):
     def init(self, params: Params, axis: StackedAxis) -> LSGDState:
         m = axis.local_workers
         return LSGDState(center={n: x.clone() for n, x in params.items()},
-                         recent_losses=torch.zeros(m, LOSS_WINDOW, dtype=torch.float64))
+                         recent_losses=torch.zeros(m, LOSS_WINDOW, dtype=torch.float64),
+                         seen=torch.zeros(m, dtype=torch.long))
 
-    def observe_losses(self, state: LSGDState, losses: torch.Tensor) -> LSGDState:
-        state.recent_losses[:, state.seen % LOSS_WINDOW] = losses.detach().to(torch.float64)
-        state.seen += 1
+    def observe_losses(self, state: LSGDState, losses: torch.Tensor, workers: torch.Tensor | None = None) -> LSGDState:
+        rows = torch.arange(len(state.seen)) if workers is None else workers.cpu()
+        state.recent_losses[rows, state.seen[rows] % LOSS_WINDOW] = losses.detach().cpu().to(torch.float64)
+        state.seen[rows] += 1
         return state
 
     def round(self, params, state, axis, probe_grads):
