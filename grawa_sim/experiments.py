@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -58,6 +59,45 @@ def quickstart_configs(quick: bool) -> list[Config]:
     base = Config(dataset="mnist1d", model="mlp", workers=8, tau=32, lr=0.05, momentum=0.9,
                   batch_size=32, steps=64 if quick else 3000, eval_every=32 if quick else None)
     return grid(base, algorithm=["mgrawa", "lgrawa", "localsgd", "dp"])
+
+
+TIME_BUDGET_CLOCK = dict(step_time=0.01, bandwidth=1.25e8, latency=5e-4)  # 10 ms steps, 1 Gbit/s, 0.5 ms
+
+
+def time_budget_configs(quick: bool, seeds: int = 3) -> list[Config]:
+    """All algorithms on MNIST-1D (1-D CNN, M = 8) under one simulated-time budget, in four settings:
+    sync / async x no stragglers / stragglers (each step 4x slower with probability 0.1).
+
+    The clock models a 10 ms GPU step and a 1 Gbit/s network with 0.5 ms latency, so DP's
+    per-step all-reduce costs about 0.7x a step while GRAWA communicates every 32 steps.
+    Full: a 6 s budget (about 600 local steps), ``seeds`` seeds. Quick: 0.3 s, one seed.
+    """
+    base = Config(dataset="mnist1d", model="cnn", workers=8, lr=0.05, momentum=0.9, weight_decay=1e-4,
+                  batch_size=32, steps=100_000, time_budget=0.3 if quick else 6.0,
+                  eval_every=8 if quick else 32, **TIME_BUDGET_CLOCK)
+    configs = []
+    for schedule in ("sync", "async"):
+        for straggler_prob in (0.0, 0.1):
+            configs += grid(dataclasses.replace(base, schedule=schedule, straggler_prob=straggler_prob),
+                            algorithm=list(ALGORITHMS), seed=list(range(1 if quick else seeds)))
+    return configs
+
+
+def setting(histories: pd.DataFrame) -> pd.Series:
+    """A readable label of the schedule and straggler setting of every row."""
+    stragglers = histories["straggler_prob"].map(lambda p: "stragglers" if p > 0 else "no stragglers")
+    return histories["schedule"] + ", " + stragglers
+
+
+def budget_summary(histories: pd.DataFrame) -> pd.DataFrame:
+    """Final test accuracy within the budget per setting and algorithm (mean, std over seeds)."""
+    finals = histories.groupby("run", sort=False).tail(1).assign(setting=lambda d: setting(d))
+    table = finals.groupby(["setting", "algorithm"]).agg(
+        test_acc_mean=("test_acc", "mean"), test_acc_std=("test_acc", "std"), steps=("steps_mean", "mean"),
+        rounds=("round", "mean"), comm_share=("comm_time", "mean"), sim_time=("sim_time", "mean"),
+        seeds=("seed", "count"))
+    table["comm_share"] = table["comm_share"] / table["sim_time"]
+    return table.sort_values(["setting", "test_acc_mean"], ascending=[True, False])
 
 
 def summary(histories: pd.DataFrame) -> pd.DataFrame:

@@ -14,15 +14,20 @@ LABELS = {"dp": "DP", "localsgd": "LocalSGD", "easgd": "EASGD", "lsgd": "LSGD",
 
 
 def curves(histories: pd.DataFrame, metric: str = "test_acc", x: str = "step", ax=None, title: str | None = None):
-    """One line per algorithm: the mean over seeds, shaded between the seeds' min and max."""
+    """One line per algorithm: the mean over seeds, shaded between the seeds' min and max.
+
+    Seeds are aligned on the evaluation index (their x values may differ slightly, e.g. sim_time).
+    """
     ax = ax or plt.subplots(figsize=(6, 4))[1]
     for algorithm, group in histories.groupby("algorithm", sort=False):
-        stats = group.groupby(x)[metric].agg(["mean", "min", "max"])
+        group = group.assign(_row=group.groupby("run").cumcount())
+        stats = group.groupby("_row").agg(x=(x, "mean"), mean=(metric, "mean"), min=(metric, "min"),
+                                          max=(metric, "max")).set_index("x")
         color = COLORS.get(algorithm)
         ax.plot(stats.index, stats["mean"], label=LABELS.get(algorithm, algorithm), color=color)
         if group["seed"].nunique() > 1:
             ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2)
-    ax.set_xlabel({"step": "local steps per worker"}.get(x, x))
+    ax.set_xlabel({"step": "local steps per worker", "sim_time": "simulated seconds"}.get(x, x))
     ax.set_ylabel(metric.replace("_", " "))
     if title:
         ax.set_title(title)
@@ -47,6 +52,19 @@ def comparison_figure(histories: pd.DataFrame, path: str | Path, title: str) -> 
     curves(histories, "test_acc", ax=left, title=title)
     curves(histories, "train_loss", ax=right, title="train loss (evaluated model)")
     right.set_yscale("log")
+    out = save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def time_budget_figure(histories: pd.DataFrame, settings: pd.Series, path: str | Path, budget: float) -> Path:
+    """Test accuracy against simulated time, one panel per setting."""
+    names = list(dict.fromkeys(settings))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), sharey=True)
+    for ax, name in zip(axes if len(names) > 1 else [axes], names):
+        curves(histories[settings == name], "test_acc", x="sim_time", ax=ax, title=name)
+        ax.axvline(budget, color="k", lw=0.8, ls=":")
+        ax.legend(fontsize=7)
     out = save(fig, path)
     plt.close(fig)
     return out
