@@ -183,6 +183,11 @@ def cmd_bench(args) -> None:
     if args.float32_gap:
         bench.float32_gap()
         return
+    if args.flatness:
+        from grawa_sim import bench_flatness
+
+        bench_flatness.compare(tuple(args.models.split(",")), workers=8)
+        return
     if args.distributed:
         bench.distributed()
         return
@@ -194,6 +199,25 @@ def cmd_notebooks(args) -> None:
     from grawa_sim import notebook_runner
 
     notebook_runner.main([*args.paths, *(["--quick"] if args.quick else [])])
+
+
+def cmd_flatness(args) -> None:
+    from grawa_sim import flatness
+
+    run_dir = Path(args.run)
+    if not (run_dir / "config.json").is_file() or not (run_dir / "params.pt").is_file():
+        raise ConfigError(f"run: not a finished run directory with config.json and params.pt (got '{args.run}')")
+    metrics = tuple(args.metrics.split(","))
+    unknown = [m for m in metrics if m not in flatness.METRICS]
+    if unknown:
+        raise ConfigError(f"metrics: each must be one of {', '.join(flatness.METRICS)} (got {unknown[0]!r})")
+    settings = flatness.Settings(power_iters=args.power_iters, trace_samples=args.trace_samples,
+                                 lanczos_steps=args.lanczos_steps, lanczos_starts=args.lanczos_starts,
+                                 eps=args.eps, seed=args.seed)
+    table = flatness.measure_run(run_dir, mode=args.mode, probe=args.probe, metrics=metrics,
+                                 execution=args.execution, settings=settings)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"wrote {run_dir / 'flatness.csv'}")
 
 
 def _check_out(out: str | None) -> None:
@@ -242,9 +266,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=0.5, help="seconds per loop-backend repeat")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--float32-gap", action="store_true", help="vmap-vs-loop gap in float32 and float64 instead")
+    p.add_argument("--flatness", action="store_true",
+                   help="lambda_max and trace against PyHessian (pip install -e '.[bench]') instead")
     p.add_argument("--distributed", action="store_true",
                    help="the simulator (M = 8, one process) against 8 gloo processes instead")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("flatness", help="Hessian lambda_max, trace, Lanczos, eps-sharpness of a saved run")
+    p.add_argument("--run", required=True, help="a run directory written by run --out (config.json, params.pt)")
+    p.add_argument("--mode", choices=("train", "eval"), default="train",
+                   help="batch norm in train mode on the probe set (the authors' choice) or eval mode")
+    p.add_argument("--probe", type=_converter(int, "probe"), default=320, help="training samples in the loss")
+    p.add_argument("--metrics", default="loss,lambda_max,trace,lanczos,eps_sharpness")
+    p.add_argument("--execution", choices=("vmap", "loop"), default="vmap")
+    p.add_argument("--power-iters", type=_converter(int, "power_iters"), default=100)
+    p.add_argument("--trace-samples", type=_converter(int, "trace_samples"), default=100)
+    p.add_argument("--lanczos-steps", type=_converter(int, "lanczos_steps"), default=100)
+    p.add_argument("--lanczos-starts", type=_converter(int, "lanczos_starts"), default=3)
+    p.add_argument("--eps", type=_converter(float, "eps"), default=1e-3)
+    p.add_argument("--seed", type=_converter(int, "seed"), default=0)
+    p.set_defaults(func=cmd_flatness)
 
     p = sub.add_parser("notebooks", help="execute notebooks/*.ipynb headless (regenerates their figures)")
     p.add_argument("paths", nargs="*")

@@ -80,6 +80,8 @@ class Config:
     wall_budget: float | None = None
     lr_decay_at: tuple[float, ...] = ()
     lr_decay_unit: str = "steps"
+    # flatness of the final models (grawa_sim/flatness): lambda_max, trace, Lanczos, eps-sharpness
+    flatness: bool = False
 
 
 class ConfigError(ValueError):
@@ -179,7 +181,7 @@ def resolve(config: Config) -> Config:
     _number("momentum", c.momentum)
     if not 0.0 <= c.momentum < 1.0:
         _fail("momentum", "must lie in [0, 1)", c.momentum)
-    for field in ("sam", "grawa_smoothing"):
+    for field in ("sam", "grawa_smoothing", "flatness"):
         if not isinstance(getattr(c, field), bool):
             _fail(field, "must be true or false", getattr(c, field))
     if c.sam and c.algorithm != "dp":

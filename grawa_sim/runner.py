@@ -38,7 +38,9 @@ class Result:
     - ``buffers``: final stacked worker buffers (batch-norm statistics);
     - ``evaluated``: parameters of the model the algorithm is evaluated on;
     - ``center``: the algorithm's last center (GRAWA's x_C, LSGD's leader, EASGD's x~; DP: its model);
-    - ``weights``: GRAWA weights per round, long format (round, worker, layer, weight).
+    - ``weights``: GRAWA weights per round, long format (round, worker, layer, weight);
+    - ``flatness``: with ``config.flatness``, the flatness table of the evaluated model and of
+      every worker (grawa_sim.flatness.measure_result); its summary is added to the last history row.
     """
 
     config: Config
@@ -48,6 +50,7 @@ class Result:
     evaluated: Params
     center: Params
     weights: pd.DataFrame = field(default_factory=pd.DataFrame)
+    flatness: pd.DataFrame | None = None
 
     @property
     def final(self) -> pd.Series:
@@ -277,13 +280,20 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
             break
     bar.close()
     evaluated = engine.evaluated()
-    return Result(
+    result = Result(
         config=cfg, history=pd.DataFrame(rows),
         workers={n: axis.all_gather(p.detach()).clone() for n, p in engine.stacked_params().items()},
         buffers={n: axis.all_gather(b).clone() for n, b in engine.stacked_buffers().items()},
         evaluated=evaluated, center=evaluated if every_step else engine.center(),
         weights=pd.DataFrame(weight_rows, columns=["round", "worker", "layer", "weight"]),
     )
+    if cfg.flatness and axis.offset == 0:  # rank 0 measures (every rank holds all workers now)
+        from grawa_sim import flatness
+
+        result.flatness = flatness.measure_result(result)
+        for column, value in flatness.summary_columns(result.flatness).items():
+            result.history.loc[result.history.index[-1], column] = value
+    return result
 
 
 def build_schedule(cfg: Config, model: nn.Module) -> Schedule:

@@ -14,11 +14,11 @@ import torch
 from grawa_sim.config import Config, ConfigError, from_dict, to_dict
 from grawa_sim.runner import Result
 
-HISTORY, CONFIG, WEIGHTS, PARAMS = "history.csv", "config.json", "weights.csv", "params.pt"
+HISTORY, CONFIG, WEIGHTS, PARAMS, FLATNESS = "history.csv", "config.json", "weights.csv", "params.pt", "flatness.csv"
 
 
 def save_result(result: Result, out: str | os.PathLike) -> Path:
-    """Write history.csv, weights.csv, params.pt and config.json into ``out`` (replacing those files).
+    """Write history.csv, weights.csv, params.pt (flatness.csv) and config.json into ``out`` (replacing those).
 
     params.pt holds the final tensors: {"workers", "buffers", "evaluated", "center"}.
 
@@ -35,10 +35,14 @@ def save_result(result: Result, out: str | os.PathLike) -> Path:
         result.weights.to_csv(tmp / WEIGHTS, index=False)
         torch.save({"workers": result.workers, "buffers": result.buffers,
                     "evaluated": result.evaluated, "center": result.center}, tmp / PARAMS)
+        names = [HISTORY, WEIGHTS, PARAMS]
+        if result.flatness is not None:
+            result.flatness.to_csv(tmp / FLATNESS, index=False)
+            names.append(FLATNESS)
         (tmp / CONFIG).write_text(json.dumps(to_dict(result.config), indent=2) + "\n")
         out.mkdir(exist_ok=True)
         (out / CONFIG).unlink(missing_ok=True)
-        for name in (HISTORY, WEIGHTS, PARAMS, CONFIG):
+        for name in (*names, CONFIG):
             os.replace(tmp / name, out / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -78,7 +78,9 @@ def model_loss(model: nn.Module, data, *, mode: str = "train", probe: int | None
     from grawa_sim.ensemble import per_sample_loss
 
     idx = probe_indices(len(data.y_train), probe, seed)
-    return ModelLoss(model, data.x_train[idx], data.y_train[idx], per_sample_loss(data.classes), mode, buffers)
+    device = next(model.parameters()).device
+    return ModelLoss(model, data.x_train[idx].to(device), data.y_train[idx].to(device),
+                     per_sample_loss(data.classes), mode, buffers)
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ def measure_workers(loss_fn: LossClosure, stacked: Params, buffers: Params | Non
     """
     op = Batched(loss_fn, stacked, buffers, execution, settings.method)
     cols = stacked_measure(op, metrics, settings)
-    df = pd.DataFrame({k: v.numpy() for k, v in cols.items()})
+    df = pd.DataFrame({k: v.cpu().numpy() for k, v in cols.items()})
     df.insert(0, "worker", range(op.models))
     return df
 
@@ -159,16 +161,20 @@ def _stack(first: Params, rest: Params) -> Params:
 
 def measure_tensors(config, tensors: dict[str, Params], *, mode: str = "train", probe: int | None = 320,
                     probe_seed: int = 0, metrics: Sequence[str] = METRICS, settings: Settings = Settings(),
-                    center: bool = False) -> pd.DataFrame:
+                    center: bool = False, execution: str = "vmap") -> pd.DataFrame:
     """The flatness table of a finished run given its final tensors (`storage.load_params` layout).
 
     Rows: ``model="evaluated"`` (worker empty), optionally ``"center"``, then one
     ``model="worker"`` row per worker; all measured in one vmapped call over M + 1 (+ 1)
-    models. Settings and the probe set appear as columns ``mode``, ``probe``.
+    models (``execution="loop"``: one model after another; faster for the 1-D CNNs on CPU,
+    see `grawa_sim.bench_flatness`). The loss is `model_loss` (``mode``, ``probe``
+    samples drawn with ``probe_seed``); in eval mode the evaluated model and the center use
+    the mean of the workers' running statistics. Columns ``mode`` and ``probe`` record the choice.
     """
     from grawa_sim.runner import build_problem
 
     model, data = build_problem(config)
+    model = model.to(next(iter(tensors["workers"].values())).device)
     loss_fn = model_loss(model, data, mode=mode, probe=probe, seed=probe_seed)
     workers, wbuf = tensors["workers"], tensors.get("buffers") or {}
     names = ["evaluated"] + (["center"] if center else [])
@@ -181,7 +187,7 @@ def measure_tensors(config, tensors: dict[str, Params], *, mode: str = "train", 
         buffers = _stack(avg, wbuf)
         if center:
             buffers = {n: torch.cat([b[:1], b[:1], b[1:]]) for n, b in buffers.items()}
-    df = measure_workers(loss_fn, stacked, buffers, metrics, settings)
+    df = measure_workers(loss_fn, stacked, buffers, metrics, settings, execution)
     m = next(iter(workers.values())).shape[0]
     df.insert(0, "model", names + ["worker"] * m)
     df["worker"] = pd.array([pd.NA] * len(names) + list(range(m)), dtype="Int64")
@@ -225,8 +231,10 @@ def measure_run(run_dir: str | os.PathLike, *, write: bool = True, **kwargs) -> 
     """The flatness table of a saved run directory (``config.json`` + ``params.pt``); writes
     ``run_dir/flatness.csv`` atomically unless ``write=False``. Keyword arguments as `measure_tensors`.
     """
-    from grawa_sim.storage import load_config, load_params
+    from grawa_sim.storage import CONFIG, PARAMS, load_config, load_params
 
+    if not (Path(run_dir) / CONFIG).is_file() or not (Path(run_dir) / PARAMS).is_file():
+        raise ValueError(f"run: not a finished run directory with {CONFIG} and {PARAMS} (got '{run_dir}')")
     table = measure_tensors(load_config(run_dir), load_params(run_dir), **kwargs)
     if write:
         write_csv_atomic(table, Path(run_dir) / FLATNESS_CSV)

@@ -36,9 +36,9 @@ def stacked_top_eigenvalue(op: Batched, iters: int = 100, tol: float = 1e-4, see
 
     v <- H v / ||H v||;  lambda_k = v_k^T H v_k (the Rayleigh quotient, signed).
     Model i stops (its value and vector frozen) at the first k >= 2 with
-    |lambda_k - lambda_{k-1}| <= tol * |lambda_k|; the others go on until all stop or
-    ``iters`` products were taken. ``init`` ([n] or [M, n]) replaces the seeded
-    Gaussian start.
+    |lambda_k - lambda_{k-1}| < tol * |lambda_k| (``tol=0``: never, all ``iters`` products are
+    taken), or when H v = 0 (value 0); the others go on until all stop or ``iters`` products
+    were taken. ``init`` ([n] or [M, n]) replaces the seeded Gaussian start.
 
     Power iteration converges to the eigenvalue of largest *magnitude*: when the most
     negative eigenvalue is larger in magnitude than the largest positive one (a saddle),
