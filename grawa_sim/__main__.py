@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 
 from grawa_sim.algorithms.grawa import DivergenceError
-from grawa_sim.config import Config, ConfigError
+from grawa_sim.config import FIELD_HELP, Config, ConfigError
 
 USAGE_ERROR = 2
 
@@ -74,14 +74,15 @@ def add_config_flags(parser: argparse.ArgumentParser, lists: bool = False) -> No
         kind = _field_kind(f.type)
         flag = "--" + f.name.replace("_", "-")
         convert = _converter(kind, f.name)
+        text = FIELD_HELP.get(f.name)
         if lists:
             sep = ";" if kind is tuple else ","
             parser.add_argument(flag, type=lambda s, c=convert, sep=sep: [c(v) for v in s.split(sep)], default=None,
-                                metavar=f.name.upper() + f"[{sep}...]")
+                                metavar=f.name.upper() + f"[{sep}...]", help=text)
         elif kind is bool:
-            parser.add_argument(flag, type=convert, default=None, metavar="true|false")
+            parser.add_argument(flag, type=convert, default=None, metavar="true|false", help=text)
         else:
-            parser.add_argument(flag, type=convert, default=None)
+            parser.add_argument(flag, type=convert, default=None, help=text)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

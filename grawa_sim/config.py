@@ -28,6 +28,44 @@ DEFAULT_PULL = {"dp": 0.0, "localsgd": 1.0, "easgd": 0.1, "lsgd": 0.1, "mgrawa":
 DEFAULT_PROX = {"dp": 0.0, "localsgd": 0.0, "easgd": 0.0, "lsgd": 0.1, "mgrawa": 0.01, "lgrawa": 0.01}
 
 
+FIELD_HELP = {
+    "algorithm": "one of " + ", ".join(ALGORITHMS),
+    "workers": "M, the number of workers",
+    "tau": "local steps between rounds (default: the algorithm's reference value)",
+    "pull": "lambda in [0, 1], pull of a round (default per algorithm)",
+    "prox": "p in [0, 1], per-step proximal pull toward the last center (default per algorithm)",
+    "lr": "learning rate of the local SGD",
+    "momentum": "momentum in [0, 1), Nesterov when > 0",
+    "weight_decay": "L2 weight decay of the local SGD",
+    "batch_size": "per-worker minibatch B",
+    "steps": "local steps per worker",
+    "dataset": "one of " + ", ".join(DATASETS),
+    "model": "one of " + ", ".join(MODELS),
+    "backend": "vmap (stacked engine) or loop (per-worker reference)",
+    "sam": "DP+SAM (dp only)",
+    "grawa_norm": "GRAWA model score: layer_sum or global",
+    "grawa_smoothing": "bias-corrected moving average of GRAWA scores",
+    "dtype": "float32 or float64",
+    "eval_every": "evaluation period in local steps (default: about steps/20, a multiple of tau)",
+    "execution": "auto, vmap or unrolled (stacked forward pass)",
+    "bn_recalibration": "batches of 256 to re-estimate BN statistics of the evaluated model (0: average)",
+    "schedule": "sync or async",
+    "step_time": "simulated seconds per local step (default: FLOPs / device_flops)",
+    "device_flops": "simulated device speed in FLOP/s",
+    "speeds": "per-worker step-time factors, comma-separated (one per worker)",
+    "speed_spread": "sigma of log-normal per-worker speed factors (when speeds is unset)",
+    "straggler_prob": "probability that a local step is a straggler",
+    "straggler_slowdown": "how many times slower a straggler step is",
+    "bandwidth": "network bandwidth in bytes/s (alpha-beta model)",
+    "latency": "per-message latency in seconds (alpha-beta model)",
+    "time_budget": "stop after this many simulated seconds",
+    "wall_budget": "stop after this many real seconds",
+    "lr_decay_at": "comma-separated times at which the lr is multiplied by 0.1",
+    "lr_decay_unit": "steps or seconds (simulated) for lr_decay_at",
+    "flatness": "measure lambda_max, trace, Lanczos and eps-sharpness at the end",
+}
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything that defines a run; same config and seed give the same numbers on CPU.
