@@ -204,10 +204,16 @@ def cmd_notebooks(args) -> None:
 
 def cmd_flatness(args) -> None:
     from grawa_sim import flatness
+    from grawa_sim.storage import CONFIG, PARAMS
 
     run_dir = Path(args.run)
-    if not (run_dir / "config.json").is_file() or not (run_dir / "params.pt").is_file():
-        raise ConfigError(f"run: not a finished run directory with config.json and params.pt (got '{args.run}')")
+    if not (run_dir / CONFIG).is_file() or not (run_dir / PARAMS).is_file():
+        raise ConfigError(f"run: not a finished run directory with {CONFIG} and {PARAMS} (got '{args.run}')")
+    for field in ("probe", "power_iters", "trace_samples", "lanczos_steps", "lanczos_starts"):
+        if getattr(args, field) < 1:
+            raise ConfigError(f"{field}: must be >= 1 (got {getattr(args, field)})")
+    if args.eps < 0:
+        raise ConfigError(f"eps: must be >= 0 (got {args.eps})")
     metrics = tuple(args.metrics.split(","))
     unknown = [m for m in metrics if m not in flatness.METRICS]
     if unknown:

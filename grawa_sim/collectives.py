@@ -70,26 +70,28 @@ class DistributedAxis(StackedAxis):
     def local_workers(self) -> int:
         return self.per_rank
 
+    def _wire(self, t: torch.Tensor) -> torch.Tensor:
+        """A contiguous copy on the backend's device (nccl needs CUDA tensors, also for CPU-side state)."""
+        return t.to(self.device or t.device, copy=True, memory_format=torch.contiguous_format)
+
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
-        out = t.sum(dim=0, keepdim=True).contiguous()
+        out = self._wire(t.sum(dim=0, keepdim=True))
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
-        return out
+        return out.to(t.device)
 
     def all_reduce_min(self, t: torch.Tensor) -> torch.Tensor:
-        out = t.min(dim=0, keepdim=True).values.contiguous()
+        out = self._wire(t.min(dim=0, keepdim=True).values)
         dist.all_reduce(out, op=dist.ReduceOp.MIN)
-        return out
+        return out.to(t.device)
 
     def broadcast(self, t: torch.Tensor, src: int) -> torch.Tensor:
         owner, local = divmod(src, self.per_rank)
-        if owner == self.rank:
-            out = t[local : local + 1].clone(memory_format=torch.contiguous_format)
-        else:
-            out = torch.empty_like(t[:1], memory_format=torch.contiguous_format)
+        out = self._wire(t[local : local + 1] if owner == self.rank else torch.empty_like(t[:1]))
         dist.broadcast(out, src=owner)
-        return out
+        return out.to(t.device)
 
     def all_gather(self, t: torch.Tensor) -> torch.Tensor:
-        parts = [torch.empty_like(t) for _ in range(self.world_size)]
-        dist.all_gather(parts, t.contiguous())
-        return torch.cat(parts)
+        local = self._wire(t)
+        parts = [torch.empty_like(local) for _ in range(self.world_size)]
+        dist.all_gather(parts, local)
+        return torch.cat(parts).to(t.device)

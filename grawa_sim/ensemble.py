@@ -18,10 +18,9 @@ from torch import nn
 from torch.func import functional_call
 
 from grawa_sim.algorithms import Algorithm, Params, RoundInfo
+from grawa_sim.algorithms.base import squeeze_worker
 from grawa_sim.collectives import StackedAxis
 from grawa_sim.models import has_conv2d
-
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs [B, ...], targets [B]) -> mean loss
 
 
 def per_sample_loss(classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -145,10 +144,11 @@ class VmapEngine:
             grads = self._sam_grads(params, buffers, x, y, grads)
         names = list(params)
         grads = list(self.algorithm.reduce_grads(dict(zip(names, grads)), self.axis).values())
-        grads = [g.contiguous() for g in grads]
         self.sgd.apply(list(params.values()), grads, momentum)
-        if self.prox > 0:
-            params = _pull_toward(params, self.algorithm.center(self.state), self.prox / self.tau)
+        if self.prox > 0:  # x_i <- (1 - p/tau) x_i + (p/tau) z, in place
+            center = self.algorithm.center(self.state)
+            for n, p in params.items():
+                p.lerp_(center[n].expand_as(p), self.prox / self.tau)
         self.state = self.algorithm.observe_losses(self.state, losses, workers)
         return losses, params
 
@@ -181,20 +181,12 @@ class VmapEngine:
         return self.buffers
 
     def evaluated(self) -> Params:
-        return _unstack(self.algorithm.evaluated(self.params, self.state, self.axis))
+        return squeeze_worker(self.algorithm.evaluated(self.params, self.state, self.axis))
 
     def center(self) -> Params:
-        return _unstack(self.algorithm.center(self.state))
-
-
-def _pull_toward(params: Params, center: Params, weight: float) -> Params:
-    """Per-step proximal pull x_i <- (1 - p/tau) x_i + (p/tau) z."""
-    return {n: (1 - weight) * x + weight * center[n] for n, x in params.items()}
+        return squeeze_worker(self.algorithm.center(self.state))
 
 
 def _clone(t: Params) -> Params:
     return {n: v.clone() for n, v in t.items()}
 
-
-def _unstack(params: Params) -> Params:
-    return {n: v.squeeze(0) for n, v in params.items()}

@@ -249,10 +249,10 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
         if on_step is not None:
             on_step(tick_index)
         indices = sampler.next_batch()
-        if bool(tick.stepping.all()):
+        local = tick.stepping[mine]
+        if bool(local.all()):
             losses = engine.local_step(*batch(indices))
         else:
-            local = tick.stepping[mine]
             workers = torch.nonzero(local).flatten()
             losses = engine.local_step(*batch(indices, local), workers=workers) if len(workers) else None
         if losses is not None:
@@ -268,7 +268,10 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
         update_lr(step)
         done = step >= cfg.steps
         out_of_time = cfg.time_budget is not None and schedule.totals.sim_time >= cfg.time_budget
-        out_of_wall = cfg.wall_budget is not None and time.perf_counter() - start >= cfg.wall_budget
+        out_of_wall = False
+        if cfg.wall_budget is not None:  # every rank must stop at the same tick: share the decision
+            late = torch.tensor([[float(time.perf_counter() - start >= cfg.wall_budget)]])
+            out_of_wall = bool(axis.all_reduce_sum(late) > 0)
         if step >= next_eval or done or out_of_time or out_of_wall:
             evaluate(step)
             while next_eval <= step:

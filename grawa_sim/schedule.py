@@ -182,7 +182,7 @@ class Schedule:
                     yield Tick(done, False)
                     continue
                 # the counter is full: no new steps start, the steps in flight finish, then the barrier
-                in_flight = ~done & (finish > now)
+                in_flight = ~done
                 if not bool(in_flight.any()):
                     self._round()
                 yield Tick(done, not bool(in_flight.any()))

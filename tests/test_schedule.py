@@ -113,3 +113,21 @@ def test_lr_decays_at_simulated_seconds():
     assert set(history.loc[history["sim_time"] < 0.2, "lr"]) == {BASE.lr}
     late = history.loc[history["sim_time"] >= 0.2, "lr"]
     assert len(late) and (late - BASE.lr * 0.1).abs().max() < 1e-15
+
+
+@pytest.mark.parametrize("unit,at", [("steps", (20.0,)), ("seconds", (0.2,))])
+def test_lr_decay_changes_training_the_same_way_in_both_backends(unit, at):
+    from tests.helpers import max_abs_diff
+
+    cfg = dataclasses.replace(BASE, lr_decay_at=at, lr_decay_unit=unit)
+    fast = run(cfg, progress=False)
+    ref = run(dataclasses.replace(cfg, backend="loop"), progress=False)
+    plain = run(BASE, progress=False)
+    assert max_abs_diff(fast.workers, ref.workers) < 1e-10
+    assert max_abs_diff(fast.workers, plain.workers) > 1e-3  # the decay really reached the optimizer
+
+
+def test_wall_budget_stops_early_with_a_final_row():
+    history = run(dataclasses.replace(BASE, steps=100_000, wall_budget=1.0), progress=False).history
+    assert history["step"].iloc[-1] < 100_000
+    assert history["wall_time"].iloc[-1] >= 1.0

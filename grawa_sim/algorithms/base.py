@@ -7,7 +7,7 @@ calls the hooks of an `Algorithm` and never looks inside its state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -34,7 +34,6 @@ class RoundInfo:
     weights: torch.Tensor | None = None
     scores: torch.Tensor | None = None
     leader: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def lerp(params: Params, target: Params, weight: float) -> Params:

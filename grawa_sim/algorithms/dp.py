@@ -28,13 +28,10 @@ class DP(Algorithm):
         return DPState(center={n: x.clone() for n, x in params.items()})
 
     def reduce_grads(self, grads: Params, axis: StackedAxis) -> Params:
-        return {n: axis.all_reduce_mean(g).expand_as(g) for n, g in grads.items()}
+        return {n: axis.all_reduce_mean(g).expand_as(g).contiguous() for n, g in grads.items()}
 
     def round(self, params, state, axis, probe_grads):
         raise RuntimeError("DP communicates through reduce_grads every step, not in rounds")
-
-    def center(self, state: DPState) -> Params:
-        return state.center
 
     def evaluated(self, params: Params, state: DPState, axis: StackedAxis) -> Params:
         return {n: axis.broadcast(x, 0) for n, x in params.items()}
