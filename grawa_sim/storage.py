@@ -12,9 +12,11 @@ import pandas as pd
 import torch
 
 from grawa_sim.config import Config, ConfigError, from_dict, to_dict
+from grawa_sim.flatness.measure import FLATNESS_CSV
 from grawa_sim.runner import Result
 
-HISTORY, CONFIG, WEIGHTS, PARAMS, FLATNESS = "history.csv", "config.json", "weights.csv", "params.pt", "flatness.csv"
+HISTORY, CONFIG, WEIGHTS, PARAMS = "history.csv", "config.json", "weights.csv", "params.pt"
+FLATNESS = FLATNESS_CSV
 
 
 def save_result(result: Result, out: str | os.PathLike) -> Path:
@@ -47,6 +49,20 @@ def save_result(result: Result, out: str | os.PathLike) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def write_csv_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``table`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            table.to_csv(fh, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
 
 
 def load_config(run_dir: str | os.PathLike) -> Config:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from grawa_sim.config import Config, to_dict
 from grawa_sim.runner import run, validate
-from grawa_sim.storage import is_complete, load_history, save_result
+from grawa_sim.storage import is_complete, load_history, save_result, write_csv_atomic
 
 
 def grid(base: Config, **axes: Sequence) -> list[Config]:
@@ -64,7 +64,5 @@ def sweep(configs: Iterable[Config], out: str | os.PathLike, progress: bool | No
         frames.append(history)
     histories = pd.concat(frames, ignore_index=True)
     finals = histories.groupby("run", sort=False).tail(1)
-    tmp = out / ".results.csv.tmp"
-    finals.to_csv(tmp, index=False)
-    os.replace(tmp, out / "results.csv")
+    write_csv_atomic(finals, out / "results.csv")
     return histories

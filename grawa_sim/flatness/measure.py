@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,25 +212,11 @@ def summary_columns(table: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def write_csv_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``table`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            table.to_csv(fh, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def measure_run(run_dir: str | os.PathLike, *, write: bool = True, **kwargs) -> pd.DataFrame:
     """The flatness table of a saved run directory (``config.json`` + ``params.pt``); writes
     ``run_dir/flatness.csv`` atomically unless ``write=False``. Keyword arguments as `measure_tensors`.
     """
-    from grawa_sim.storage import CONFIG, PARAMS, load_config, load_params
+    from grawa_sim.storage import CONFIG, PARAMS, load_config, load_params, write_csv_atomic
 
     if not (Path(run_dir) / CONFIG).is_file() or not (Path(run_dir) / PARAMS).is_file():
         raise ValueError(f"run: not a finished run directory with {CONFIG} and {PARAMS} (got '{run_dir}')")
