@@ -20,32 +20,36 @@ from grawa_sim.algorithms import REGISTRY
 from grawa_sim.collectives import StackedAxis
 from grawa_sim.config import Config, resolve
 from grawa_sim.data import BatchSampler, iid_shards, load
-from grawa_sim.runner import build_engine
+from grawa_sim.runner import build_engine, build_problem
 
 
 def _stepper(cfg: Config, axis: StackedAxis | None = None) -> Callable[[int], None]:
-    """A closure doing n training steps (sampling, local step, rounds) of an engine built from cfg."""
+    """A closure doing n training steps (sampling, local step, rounds; no evaluation, no clock) of cfg.
+
+    The same model, shards and batch stream as run(cfg); the timed loop is the training part of
+    run()'s synchronous tick loop only, so the benchmark measures the engine, not the evaluation.
+    """
     cfg = resolve(cfg)
-    data = load(cfg.dataset)
-    torch.manual_seed(cfg.seed)
-    model = models.build(cfg.model, data.features, data.outputs)
+    model, data = build_problem(cfg)
     axis = axis or StackedAxis(cfg.workers)
     engine = build_engine(cfg, model, data, axis)
-    sampler = BatchSampler(iid_shards(len(data.y_train), cfg.workers, torch.Generator().manual_seed(0)),
+    sampler = BatchSampler(iid_shards(len(data.y_train), cfg.workers, torch.Generator().manual_seed(cfg.seed)),
                            len(data.y_train), cfg.batch_size, cfg.seed)
     count = [0]
-    needs_probe = REGISTRY[cfg.algorithm].needs_probe
+    registered = REGISTRY[cfg.algorithm]
 
     def steps(n: int) -> None:
         for _ in range(n):
             idx = sampler.next_batch()[axis.local_slice]
             engine.local_step(data.x_train[idx], data.y_train[idx])
             count[0] += 1
-            if needs_probe and count[0] % cfg.tau == 0:
+            if registered.communicates_every_step or count[0] % cfg.tau:
+                continue
+            probe = None
+            if registered.needs_probe:
                 p = sampler.next_probe()[axis.local_slice]
-                engine.communicate((data.x_train[p], data.y_train[p]))
-            elif count[0] % cfg.tau == 0:
-                engine.communicate(None)
+                probe = (data.x_train[p], data.y_train[p])
+            engine.communicate(probe)
 
     return steps
 

@@ -217,7 +217,8 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
             center = engine.center()
             center_loss, center_acc = evaluator(center, evaluator.statistics(center, averaged), "test")
         # mean minibatch loss since the last row over every local step taken (a collective on every rank)
-        local = torch.tensor([[sum(float(s) for s, _ in recent), sum(c for _, c in recent)]], dtype=torch.float64)
+        loss_sum = float(torch.stack([s for s, _ in recent]).sum()) if recent else 0.0
+        local = torch.tensor([[loss_sum, sum(c for _, c in recent)]], dtype=torch.float64)
         total, count = axis.all_reduce_sum(local)[0].tolist()
         worker_loss = total / count if count else float("nan")
         totals, steps = schedule.totals, schedule.steps
@@ -256,7 +257,7 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
             workers = torch.nonzero(local).flatten()
             losses = engine.local_step(*batch(indices, local), workers=workers) if len(workers) else None
         if losses is not None:
-            recent.append((losses.to(torch.float64).sum().cpu(), len(losses)))
+            recent.append((losses.to(torch.float64).sum(), len(losses)))  # stays on the device until a row
         if tick.round:
             probe = batch(sampler.next_probe()) if needs_probe else None
             info = engine.communicate(probe) if not every_step else None

@@ -47,6 +47,11 @@ def test_recalibration_helps_the_averaged_easgd_center():
 
 
 def test_models_without_batchnorm_are_unaffected():
+    from grawa_sim.runner import Evaluator
+
+    data = load("digits")
+    assert Evaluator(build("mlp", data.features, data.outputs), data, recalibration=10).recalibrate is None
+    assert Evaluator(build("cnn_bn", data.features, data.outputs), data, recalibration=10).recalibrate is not None
     cfg = Config(algorithm="mgrawa", model="mlp", workers=2, steps=16, tau=4, dataset="digits", batch_size=8)
     a = run(dataclasses.replace(cfg, bn_recalibration=0), progress=False).history
     b = run(cfg, progress=False).history

@@ -84,3 +84,16 @@ def test_public_api_names():
     assert {"Config", "run", "grawa_weights", "Result"} <= set(grawa_sim.__all__)
     w = grawa_sim.grawa_weights(torch.tensor([1.0, 3.0]))
     torch.testing.assert_close(w, torch.tensor([0.75, 0.25]))
+
+
+def test_auto_execution_unrolls_2d_convolutions_on_cpu_only():
+    from torch import nn
+
+    from grawa_sim.ensemble import choose_execution
+    from grawa_sim.models import build
+
+    conv2d = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    assert choose_execution(conv2d, "auto", torch.device("cpu")) == "unrolled"
+    assert choose_execution(conv2d, "auto", torch.device("cuda")) == "vmap"
+    assert choose_execution(build("cnn", 40, 10), "auto", torch.device("cpu")) == "vmap"  # 1-D convs win under vmap
+    assert choose_execution(conv2d, "vmap", torch.device("cpu")) == "vmap"
