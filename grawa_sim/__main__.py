@@ -1,4 +1,4 @@
-"""Command line: python -m grawa_sim {run, sweep, reproduce, bench}.
+"""Command line: python -m grawa_sim {run, sweep, reproduce, anchor, bench, flatness, notebooks}.
 
 Bad input prints one line ``error: <field>: <why> (got <value>)`` and exits 2.
 """
@@ -94,10 +94,22 @@ def _progress(args) -> bool | None:
     return False if args.no_progress else None
 
 
+def _fetch_data(args, configs: list[Config]) -> None:
+    """--download: fetch the CIFAR folders the configs need (only what is missing; never in tests)."""
+    if not args.download:
+        return
+    from grawa_sim import cifar
+    from grawa_sim.config import IMAGE_DATASETS
+
+    for dataset, root in sorted({(c.dataset, c.data_dir or "") for c in configs if c.dataset in IMAGE_DATASETS}):
+        cifar.load(dataset, root or None, download_missing=True)
+
+
 def cmd_run(args) -> None:
     from grawa_sim.runner import run, validate
     from grawa_sim.storage import save_result
 
+    _fetch_data(args, [config_from_args(args)])
     cfg = validate(config_from_args(args))
     _check_out(args.out)
     if args.ranks is not None:
@@ -128,6 +140,8 @@ def _launch_ranks(args, cfg: Config) -> None:
             skip = False
             continue
         name = token.split("=")[0]
+        if name == "--download":  # done here, before the launch
+            continue
         if name in ("--ranks", "--port", "--timeout"):
             skip = "=" not in token
             continue
@@ -148,6 +162,7 @@ def cmd_sweep(args) -> None:
 
     axes = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
     configs = grid(Config(), **axes)
+    _fetch_data(args, configs)
     for c in configs:
         validate(c)
     _check_out(args.out)
@@ -176,6 +191,18 @@ def cmd_reproduce(args) -> None:
     table.to_csv(table_path)
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"wrote {fig}, {table_path} and {Path(args.out) / 'results.csv'}")
+
+
+def cmd_anchor(args) -> None:
+    from grawa_sim import anchor, experiments
+
+    if args.seeds < 1:
+        raise ConfigError(f"seeds: must be >= 1 (got {args.seeds})")
+    _check_out(args.out)
+    singles, ensemble = anchor.anchor(args.out, quick=args.quick or experiments.quick_mode(), seeds=args.seeds,
+                                      progress=_progress(args))
+    print(anchor.report(singles, ensemble))
+    print(f"wrote {Path(args.out) / 'single' / 'anchor.csv'} and {Path(args.out) / 'ensemble' / 'anchor.csv'}")
 
 
 def cmd_bench(args) -> None:
@@ -245,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train once; writes DIR/history.csv and DIR/config.json with --out DIR")
     add_config_flags(p)
     p.add_argument("--out", help="directory for history.csv, weights.csv and config.json")
+    p.add_argument("--download", action="store_true", help="download CIFAR into --data-dir when missing (internet)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--ranks", type=_converter(int, "ranks"), default=None,
                    help="run on R torch.distributed processes on this machine (starts torchrun)")
@@ -256,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="a resumable grid: comma-separated values, e.g. --algorithm dp,mgrawa --seed 0,1")
     add_config_flags(p, lists=True)
     p.add_argument("--out", required=True, help="sweep directory (runs/ and results.csv)")
+    p.add_argument("--download", action="store_true", help="download CIFAR into --data-dir when missing (internet)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sweep)
 
@@ -266,6 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", default=None, help="figure folder (default: figures/ of the project)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("anchor", help="MNIST-1D logistic / MLP / CNN against their published accuracies, "
+                       "then the CNN with M = 8 under every algorithm")
+    p.add_argument("--quick", action="store_true", help="a few steps and one seed (also GRAWA_QUICK=1)")
+    p.add_argument("--seeds", type=_converter(int, "seeds"), default=3)
+    p.add_argument("--out", default="results/anchor", help="sweep directory (resumable)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_anchor)
 
     p = sub.add_parser("bench", help="steps/s of the vmap and loop backends, measured side by side")
     p.add_argument("--models", default="mlp,cnn")

@@ -12,8 +12,13 @@ import math
 from dataclasses import dataclass
 
 ALGORITHMS = ("dp", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa")
-DATASETS = ("mnist1d", "digits", "lstsq")
-MODELS = ("logistic", "mlp", "cnn", "cnn_bn")
+DATASETS = ("mnist1d", "digits", "lstsq", "cifar10", "cifar100")
+IMAGE_DATASETS = ("cifar10", "cifar100")
+MODELS = ("logistic", "mlp", "cnn", "cnn_bn", "resnet1d", "resnet20", "vgg11", "vgg16")
+IMAGE_MODELS = ("resnet20", "vgg11", "vgg16")  # [C, 32, 32] inputs
+SIGNAL_MODELS = ("cnn", "cnn_bn", "resnet1d")  # [features] inputs read as 1-D signals
+PARTITIONS = ("iid", "dirichlet")
+LR_SCHEDULES = ("constant", "step", "cosine")
 BACKENDS = ("vmap", "loop")
 DTYPES = ("float32", "float64")
 GRAWA_NORMS = ("layer_sum", "global")
@@ -41,6 +46,11 @@ FIELD_HELP = {
     "steps": "local steps per worker",
     "dataset": "one of " + ", ".join(DATASETS),
     "model": "one of " + ", ".join(MODELS),
+    "width": "model width: hidden units / first-stage channels (default: the model's standard width)",
+    "data_dir": "folder holding cifar-10-batches-py / cifar-100-python (default: $GRAWA_DATA or ./data)",
+    "augment": "random crop (4-pixel padding) + horizontal flip per sample (default: on for CIFAR)",
+    "partition": "iid (equal random shards) or dirichlet (label-skewed, concentration alpha)",
+    "alpha": "Dirichlet concentration of partition='dirichlet' (small: more skew)",
     "backend": "vmap (stacked engine) or loop (per-worker reference)",
     "sam": "DP+SAM (dp only)",
     "grawa_norm": "GRAWA model score: layer_sum or global",
@@ -60,8 +70,11 @@ FIELD_HELP = {
     "latency": "per-message latency in seconds (alpha-beta model)",
     "time_budget": "stop after this many simulated seconds",
     "wall_budget": "stop after this many real seconds",
-    "lr_decay_at": "comma-separated times at which the lr is multiplied by 0.1",
-    "lr_decay_unit": "steps or seconds (simulated) for lr_decay_at",
+    "lr_schedule": "constant, step (x lr_decay_factor at lr_decay_at) or cosine (to 0 at steps/time_budget)",
+    "lr_decay_at": "comma-separated times at which the step schedule multiplies the lr by lr_decay_factor",
+    "lr_decay_factor": "factor of each step decay",
+    "lr_decay_unit": "steps or seconds (simulated) for lr_decay_at, warmup and the cosine horizon",
+    "warmup": "linear lr warm-up length (in lr_decay_unit), 0 for none",
     "flatness": "measure lambda_max, trace, Lanczos and eps-sharpness at the end",
 }
 
@@ -75,7 +88,14 @@ class Config:
     log-normal with sigma ``speed_spread``) x ``straggler_slowdown`` with probability
     ``straggler_prob``; collectives cost alpha = ``latency`` s, beta = 1/``bandwidth`` s/byte.
     A run stops at ``steps``, ``time_budget`` simulated or ``wall_budget`` real seconds.
-    The lr is multiplied by 0.1 at each of ``lr_decay_at`` (in ``lr_decay_unit``).
+    The lr follows ``lr_schedule`` (grawa_sim/lr_schedule.py): constant; ``step`` (x ``lr_decay_factor``
+    at each of ``lr_decay_at``); or ``cosine`` (to 0 at ``steps``, or at ``time_budget`` when the unit is
+    seconds); all after a linear ``warmup``, times in ``lr_decay_unit``. ``None`` picks step when
+    ``lr_decay_at`` is given, else constant.
+
+    Data: ``partition`` cuts the training set into per-worker shards (iid, or label-skewed
+    Dirichlet(``alpha``)); CIFAR is read from ``data_dir`` and augmented (crop + flip) unless
+    ``augment=False``. ``width`` scales the model (tests use tiny nets).
 
     ``tau``, ``pull`` (lambda, reference c2) and ``prox`` (p, reference p2) default to
     the reference samples of the chosen algorithm when left as ``None`` (DEFAULT_*).
@@ -94,6 +114,11 @@ class Config:
     steps: int = 1000
     dataset: str = "mnist1d"
     model: str = "mlp"
+    width: int | None = None
+    data_dir: str | None = None
+    augment: bool | None = None
+    partition: str = "iid"
+    alpha: float = 0.5
     seed: int = 0
     backend: str = "vmap"
     sam: bool = False
@@ -116,8 +141,11 @@ class Config:
     latency: float = 1e-5
     time_budget: float | None = None
     wall_budget: float | None = None
+    lr_schedule: str | None = None
     lr_decay_at: tuple[float, ...] = ()
+    lr_decay_factor: float = 0.1
     lr_decay_unit: str = "steps"
+    warmup: float = 0.0
     # flatness of the final models (grawa_sim/flatness): lambda_max, trace, Lanczos, eps-sharpness
     flatness: bool = False
 
@@ -182,6 +210,52 @@ def _check_time_fields(c: Config) -> None:
         _fail("lr_decay_at", "must be positive and increasing", c.lr_decay_at)
 
 
+def _check_lr_schedule(c: Config) -> str:
+    """The resolved lr_schedule; its fields checked."""
+    schedule = c.lr_schedule if c.lr_schedule is not None else ("step" if c.lr_decay_at else "constant")
+    _choice("lr_schedule", schedule, LR_SCHEDULES)
+    if c.lr_decay_at and schedule != "step":
+        _fail("lr_decay_at", "is only used by lr_schedule 'step'", c.lr_decay_at)
+    _number("lr_decay_factor", c.lr_decay_factor)
+    if not 0 < c.lr_decay_factor <= 1:
+        _fail("lr_decay_factor", "must lie in (0, 1]", c.lr_decay_factor)
+    _number("warmup", c.warmup)
+    if c.warmup < 0:
+        _fail("warmup", "must be >= 0", c.warmup)
+    if schedule == "cosine" and c.lr_decay_unit == "seconds" and c.time_budget is None:
+        _fail("lr_schedule", "cosine in simulated seconds needs a time_budget (its horizon)", schedule)
+    return schedule
+
+
+def _check_data_fields(c: Config) -> bool:
+    """Model/data compatibility, width, partition; returns the resolved ``augment``."""
+    images = c.dataset in IMAGE_DATASETS
+    if images and c.model in SIGNAL_MODELS:
+        _fail("model", "image data takes logistic, mlp, " + ", ".join(IMAGE_MODELS), c.model)
+    if not images and c.model in IMAGE_MODELS:
+        _fail("model", f"{c.model} needs image data (dataset " + " or ".join(IMAGE_DATASETS) + ")", c.model)
+    if c.width is not None:
+        _number("width", c.width, integer=True)
+        if c.width < 1:
+            _fail("width", "must be >= 1 (or left unset)", c.width)
+        if c.model == "logistic":
+            _fail("width", "the logistic model has no width", c.width)
+    if c.data_dir is not None and not isinstance(c.data_dir, str):
+        _fail("data_dir", "must be a path (string)", c.data_dir)
+    _choice("partition", c.partition, PARTITIONS)
+    _number("alpha", c.alpha)
+    if c.alpha <= 0:
+        _fail("alpha", "must be > 0", c.alpha)
+    if c.partition == "dirichlet" and c.dataset == "lstsq":
+        _fail("partition", "dirichlet shards need class labels (lstsq is a regression)", c.partition)
+    augment = images if c.augment is None else c.augment
+    if not isinstance(augment, bool):
+        _fail("augment", "must be true or false", c.augment)
+    if augment and not images:
+        _fail("augment", "crop-and-flip augmentation is for image data (" + ", ".join(IMAGE_DATASETS) + ")", augment)
+    return augment
+
+
 def resolve(config: Config) -> Config:
     """Validate ``config`` and return a copy with the per-algorithm defaults filled in."""
     if not isinstance(config, Config):
@@ -227,6 +301,8 @@ def resolve(config: Config) -> Config:
     if c.dataset == "lstsq" and c.model != "logistic":
         _fail("model", "the lstsq objective takes model 'logistic' (a linear map)", c.model)
     _check_time_fields(c)
+    lr_schedule = _check_lr_schedule(c)
+    augment = _check_data_fields(c)
     pull = DEFAULT_PULL[c.algorithm] if c.pull is None else c.pull
     prox = DEFAULT_PROX[c.algorithm] if c.prox is None else c.prox
     _unit_interval("pull", pull)
@@ -240,11 +316,12 @@ def resolve(config: Config) -> Config:
     _number("eval_every", eval_every, integer=True)
     if eval_every < 1:
         _fail("eval_every", "must be >= 1", eval_every)
-    return dataclasses.replace(c, tau=tau, pull=float(pull), prox=float(prox), eval_every=eval_every)
+    return dataclasses.replace(c, tau=tau, pull=float(pull), prox=float(prox), eval_every=eval_every,
+                               lr_schedule=lr_schedule, augment=augment)
 
 
 def check_shard_size(config: Config, train_size: int) -> None:
-    """The minibatch must fit in one worker's IID shard."""
+    """The minibatch must fit in one worker's shard (Dirichlet shards are topped up to one batch)."""
     shard = train_size // config.workers
     if shard < 1:
         _fail("workers", f"more workers than training samples ({train_size})", config.workers)

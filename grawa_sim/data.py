@@ -1,4 +1,7 @@
-"""Data sets (all generated or shipped offline), IID shards and per-worker batch sampling.
+"""Data sets, per-worker shards (IID or Dirichlet label skew) and per-worker batch sampling.
+
+MNIST-1D, digits and least squares are generated or shipped offline; CIFAR-10/100 are
+read from their python-pickle folders (grawa_sim/cifar.py).
 
 Every sampler draws from its own seeded ``torch.Generator`` so that both
 backends see exactly the same minibatches and probe batches.
@@ -7,6 +10,7 @@ backends see exactly the same minibatches and probe batches.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,8 +32,14 @@ class Dataset:
     optimum_loss: float | None = None  # known minimum of the training loss (convex objectives)
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample: (features,) for vectors, (C, H, W) for images."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
     def features(self) -> int:
-        return self.x_train.shape[1]
+        """Numbers per sample."""
+        return math.prod(self.input_shape)
 
     @property
     def outputs(self) -> int:
@@ -83,14 +93,27 @@ def _lstsq(n_train: int = 1024, n_test: int = 256, dim: int = 16, noise: float =
                    torch.tensor(x[n_train:]), torch.tensor(y[n_train:]), 0, optimum)
 
 
-_LOADERS = {"mnist1d": _mnist1d, "digits": _digits, "lstsq": _lstsq}
+def _cifar(name: str, data_dir: str | None) -> Dataset:
+    """CIFAR-10/100 from ``data_dir`` (or $GRAWA_DATA, ./data), per-channel normalised, [N, 3, 32, 32]."""
+    from grawa_sim import cifar
+
+    x, y, xt, yt = cifar.load(name, data_dir)
+    return Dataset(name, cifar.normalise(x, name), torch.tensor(y), cifar.normalise(xt, name),
+                   torch.tensor(yt), cifar.CLASSES[name])
 
 
-def load(name: str, dtype: torch.dtype = torch.float32) -> Dataset:
-    """Load a data set by name, features in ``dtype``; labels int64 (targets in ``dtype`` for regression)."""
+_LOADERS = {"mnist1d": _mnist1d, "digits": _digits, "lstsq": _lstsq,
+            "cifar10": functools.partial(_cifar, "cifar10"), "cifar100": functools.partial(_cifar, "cifar100")}
+
+
+def load(name: str, dtype: torch.dtype = torch.float32, data_dir: str | None = None) -> Dataset:
+    """Load a data set by name, features in ``dtype``; labels int64 (targets in ``dtype`` for regression).
+
+    ``data_dir`` is where the CIFAR folders live (ignored by the generated data sets).
+    """
     if name not in _LOADERS:
         raise ConfigError(f"dataset: must be one of {', '.join(_LOADERS)} (got {name!r})")
-    d = _LOADERS[name]()
+    d = _LOADERS[name](data_dir) if name.startswith("cifar") else _LOADERS[name]()
     ytype = dtype if d.classes == 0 else torch.long
     return Dataset(d.name, d.x_train.to(dtype), d.y_train.to(ytype), d.x_test.to(dtype),
                    d.y_test.to(ytype), d.classes, d.optimum_loss)
@@ -102,9 +125,47 @@ def iid_shards(n: int, workers: int, generator: torch.Generator) -> torch.Tensor
     return torch.randperm(n, generator=generator)[: size * workers].view(workers, size)
 
 
+def dirichlet_shards(labels: torch.Tensor, workers: int, alpha: float, min_size: int, seed: int) -> list[torch.Tensor]:
+    """Label-skewed shards: class c is split over workers in proportions p_c ~ Dirichlet(alpha * 1_M).
+
+    Every sample goes to exactly one worker. Small ``alpha`` concentrates each class on few
+    workers; large ``alpha`` approaches IID. A worker left with fewer than ``min_size``
+    samples (one minibatch) is topped up with samples taken from the largest shard, so every
+    worker can draw a full batch. Seeded: same seed, same shards.
+    """
+    n = len(labels)
+    if workers * min_size > n:
+        raise ConfigError(f"workers: {workers} shards of {min_size} samples need more than {n} (got {workers})")
+    rng = np.random.default_rng(seed * 7919 + 17)
+    y = labels.cpu().numpy()
+    parts: list[list[np.ndarray]] = [[] for _ in range(workers)]
+    for c in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == c))
+        cuts = (np.cumsum(rng.dirichlet(np.full(workers, alpha))) * len(members)).astype(int)[:-1]
+        for worker, piece in enumerate(np.split(members, cuts)):
+            parts[worker].append(piece)
+    shards = [np.concatenate(p) for p in parts]
+    for worker in range(workers):
+        while len(shards[worker]) < min_size:
+            donor = max(range(workers), key=lambda j: len(shards[j]))
+            take = min(min_size - len(shards[worker]), len(shards[donor]) - min_size)
+            shards[worker] = np.concatenate([shards[worker], shards[donor][-take:]])
+            shards[donor] = shards[donor][:-take]
+    return [torch.from_numpy(np.sort(s)).long() for s in shards]
+
+
+def make_shards(labels: torch.Tensor, workers: int, partition: str, alpha: float, batch_size: int,
+                seed: int) -> torch.Tensor | list[torch.Tensor]:
+    """The run's shards: IID [M, n // M] (seeded by ``seed``) or Dirichlet (a list of M index tensors)."""
+    if partition == "dirichlet":
+        return dirichlet_shards(labels, workers, alpha, batch_size, seed)
+    return iid_shards(len(labels), workers, torch.Generator().manual_seed(seed))
+
+
 class BatchSampler:
     """Per-worker minibatch indices (from each worker's shard) and probe indices (whole set).
 
+    ``shards``: [M, S] equal shards, or a list of M index tensors (Dirichlet: unequal sizes).
     ``next_batch`` -> [M, B] indices into the training set: each worker walks a
     fresh random permutation of its own shard (sampling without replacement,
     reshuffled every shard epoch, the last partial batch dropped).
@@ -113,7 +174,14 @@ class BatchSampler:
     whether or not probes are drawn.
     """
 
-    def __init__(self, shards: torch.Tensor, train_size: int, batch_size: int, seed: int):
+    def __init__(self, shards: torch.Tensor | list[torch.Tensor], train_size: int, batch_size: int, seed: int):
+        if isinstance(shards, list) and len({len(s) for s in shards}) == 1:
+            shards = torch.stack(shards)
+        self.ragged = shards if isinstance(shards, list) else None
+        if self.ragged is not None:
+            self._orders = [s[:0] for s in shards]
+            self._cursors = [0] * len(shards)
+            shards = torch.zeros(len(shards), 0, dtype=torch.long)
         self.shards = shards
         self.train_size = train_size
         self.batch_size = batch_size
@@ -123,6 +191,8 @@ class BatchSampler:
         self._cursor = 0
 
     def next_batch(self) -> torch.Tensor:
+        if self.ragged is not None:
+            return self._next_ragged()
         m, size = self.shards.shape
         if self._cursor + self.batch_size > self._order.shape[1]:
             perm = torch.argsort(torch.rand(m, size, generator=self._batches), dim=1)
@@ -131,6 +201,16 @@ class BatchSampler:
         batch = self._order[:, self._cursor : self._cursor + self.batch_size]
         self._cursor += self.batch_size
         return batch
+
+    def _next_ragged(self) -> torch.Tensor:
+        rows = []
+        for i, shard in enumerate(self.ragged):
+            if self._cursors[i] + self.batch_size > len(self._orders[i]):
+                self._orders[i] = shard[torch.argsort(torch.rand(len(shard), generator=self._batches))]
+                self._cursors[i] = 0
+            rows.append(self._orders[i][self._cursors[i] : self._cursors[i] + self.batch_size])
+            self._cursors[i] += self.batch_size
+        return torch.stack(rows)
 
     def next_probe(self) -> torch.Tensor:
         m = self.shards.shape[0]

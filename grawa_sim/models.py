@@ -1,14 +1,18 @@
-"""Models for vector inputs (MNIST-1D, digits, least squares); all vmap-safe.
+"""Small models and the model registry (``build``); all vmap-safe.
 
-Inputs are [batch, features]; the 1-D CNNs read them as one-channel signals.
+Vector inputs are [batch, features]; the 1-D CNNs read them as one-channel signals.
+Logistic regression and the MLP flatten any input (images too). The deep nets
+(ResNet-20, VGG, the 1-D ResNet) live in grawa_sim/deep_models.py.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from grawa_sim.config import ConfigError
+from grawa_sim.config import IMAGE_MODELS, MODELS, SIGNAL_MODELS, ConfigError
 
 
 class LogisticRegression(nn.Module):
@@ -19,7 +23,7 @@ class LogisticRegression(nn.Module):
         self.linear = nn.Linear(features, outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
+        return self.linear(x.flatten(1))
 
 
 class MLP(nn.Module):
@@ -34,7 +38,7 @@ class MLP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x.flatten(1))
 
 
 class CNN1d(nn.Module):
@@ -62,17 +66,34 @@ class CNN1d(nn.Module):
         return self.head(h.flatten(-2))
 
 
-def build(name: str, features: int, outputs: int) -> nn.Module:
-    """A freshly initialised model (uses torch's global RNG; seed it first)."""
+def build(name: str, input_shape: int | tuple[int, ...], outputs: int, width: int | None = None) -> nn.Module:
+    """A freshly initialised model (uses torch's global RNG; seed it first).
+
+    ``input_shape``: one sample's shape, (features,) or (C, H, W) (an int means (features,)).
+    ``width``: hidden units (mlp), channels (cnn) or first-stage channels (resnets, vgg); None: standard.
+    """
+    from grawa_sim import deep_models
+
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+    features = math.prod(shape)
+    if name in SIGNAL_MODELS and len(shape) != 1:
+        raise ConfigError(f"model: {name} takes vector inputs, not shape {shape} (got {name!r})")
+    if name in IMAGE_MODELS and len(shape) != 3:
+        raise ConfigError(f"model: {name} takes [C, H, W] images, not shape {shape} (got {name!r})")
+    sized = {} if width is None else {"width": width}
     if name == "logistic":
         return LogisticRegression(features, outputs)
     if name == "mlp":
-        return MLP(features, outputs)
-    if name == "cnn":
-        return CNN1d(features, outputs)
-    if name == "cnn_bn":
-        return CNN1d(features, outputs, batch_norm=True)
-    raise ConfigError(f"model: must be one of logistic, mlp, cnn, cnn_bn (got {name!r})")
+        return MLP(features, outputs, hidden=width or 100)
+    if name in ("cnn", "cnn_bn"):
+        return CNN1d(features, outputs, channels=width or 25, batch_norm=name == "cnn_bn")
+    if name == "resnet1d":
+        return deep_models.ResNet1d(features, outputs, **sized)
+    if name == "resnet20":
+        return deep_models.ResNet20(outputs, in_channels=shape[0], **sized)
+    if name in ("vgg11", "vgg16"):
+        return deep_models.VGG(int(name[3:]), outputs, in_channels=shape[0], **sized)
+    raise ConfigError(f"model: must be one of {', '.join(MODELS)} (got {name!r})")
 
 
 def has_conv2d(model: nn.Module) -> bool:

@@ -18,11 +18,13 @@ from torch.func import functional_call
 
 from grawa_sim import algorithms, models
 from grawa_sim.algorithms import Hyper
+from grawa_sim.augment import CropFlip
 from grawa_sim.batchnorm import Recalibrator, has_batchnorm
 from grawa_sim.collectives import StackedAxis
 from grawa_sim.config import Config, ConfigError, check_shard_size, resolve
-from grawa_sim.data import BatchSampler, Dataset, iid_shards, load
+from grawa_sim.data import BatchSampler, Dataset, load, make_shards
 from grawa_sim.ensemble import VmapEngine, per_sample_loss
+from grawa_sim.lr_schedule import lr_at
 from grawa_sim.reference_loop import LoopEngine
 from grawa_sim.schedule import ClockModel, Schedule, round_collectives
 
@@ -77,11 +79,16 @@ class Evaluator:
         return self.recalibrate(params) if self.recalibrate is not None else averaged
 
     @torch.no_grad()
-    def __call__(self, params: Params, buffers: Params, split: str) -> tuple[float, float]:
+    def __call__(self, params: Params, buffers: Params, split: str, chunk: int = 4096) -> tuple[float, float]:
+        """Mean loss and accuracy over the split, in chunks of ``chunk`` samples (one pass for small sets)."""
         x, y = (self.data.x_train, self.data.y_train) if split == "train" else (self.data.x_test, self.data.y_test)
-        out = functional_call(self.model, (params, buffers), (x,))
-        loss = float(self.loss(out, y).mean())
-        acc = float((out.argmax(-1) == y).double().mean()) if self.data.classes else float("nan")
+        losses, correct = [], []
+        for xs, ys in zip(x.split(chunk), y.split(chunk)):
+            out = functional_call(self.model, (params, buffers), (xs,))
+            losses.append(self.loss(out, ys))
+            correct.append(out.argmax(-1) == ys)
+        loss = float(torch.cat(losses).mean())
+        acc = float(torch.cat(correct).double().mean()) if self.data.classes else float("nan")
         return loss, acc
 
 
@@ -136,23 +143,24 @@ def validate(config: Config) -> Config:
     worker's forward-backward pass on B samples: step_time = FLOPs / device_flops.
     """
     cfg = resolve(config)
-    data = load(cfg.dataset)
+    data = load(cfg.dataset, data_dir=cfg.data_dir)
     check_shard_size(cfg, len(data.y_train))
     if cfg.step_time is None:
-        flops = step_flops(cfg.model, data.features, data.outputs, cfg.batch_size, data.classes)
+        flops = step_flops(cfg.model, data.input_shape, data.outputs, cfg.batch_size, data.classes, cfg.width)
         cfg = dataclasses.replace(cfg, step_time=flops / cfg.device_flops)
     return cfg
 
 
 @functools.lru_cache(maxsize=64)
-def step_flops(model: str, features: int, outputs: int, batch_size: int, classes: int) -> int:
+def step_flops(model: str, input_shape: tuple[int, ...], outputs: int, batch_size: int, classes: int,
+               width: int | None = None) -> int:
     """FLOPs of one forward-backward pass of ``model`` on ``batch_size`` samples (torch's FLOP counter)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        net = models.build(model, features, outputs)
-    x = torch.zeros(batch_size, features)
+        net = models.build(model, input_shape, outputs, width)
+    x = torch.zeros(batch_size, *input_shape)
     y = torch.zeros(batch_size, dtype=torch.long) if classes else torch.zeros(batch_size)
     with FlopCounterMode(display=False) as counter:
         per_sample_loss(classes)(net(x), y).mean().backward()
@@ -162,13 +170,13 @@ def step_flops(model: str, features: int, outputs: int, batch_size: int, classes
 def build_problem(config: Config, device: torch.device | str = "cpu") -> tuple[nn.Module, Dataset]:
     """The freshly initialised model (seeded by config.seed, in config.dtype) and the data set, on ``device``."""
     cfg = resolve(config)
-    data = load(cfg.dataset, _dtype(cfg.dtype))
+    data = load(cfg.dataset, _dtype(cfg.dtype), cfg.data_dir)
     if torch.device(device).type != "cpu":
         data = dataclasses.replace(data, **{f: getattr(data, f).to(device)
                                             for f in ("x_train", "y_train", "x_test", "y_test")})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = models.build(cfg.model, data.features, data.outputs).to(_dtype(cfg.dtype))
+        model = models.build(cfg.model, data.input_shape, data.outputs, cfg.width).to(_dtype(cfg.dtype))
     return model.to(device), data
 
 
@@ -189,8 +197,9 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     model, data = build_problem(cfg, device)
     engine = build_engine(cfg, model, data, axis)
     evaluator = Evaluator(model, data, cfg.bn_recalibration)
-    shards = iid_shards(len(data.y_train), cfg.workers, torch.Generator().manual_seed(cfg.seed))
+    shards = make_shards(data.y_train, cfg.workers, cfg.partition, cfg.alpha, cfg.batch_size, cfg.seed)
     sampler = BatchSampler(shards, len(data.y_train), cfg.batch_size, cfg.seed)
+    augmenter = CropFlip(cfg.seed) if cfg.augment else None
     mine = axis.local_slice
     every_step = algorithms.REGISTRY[cfg.algorithm].communicates_every_step
     needs_probe = algorithms.REGISTRY[cfg.algorithm].needs_probe
@@ -201,10 +210,17 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     rounds, recent = 0, []
     start = time.perf_counter()
 
+    def pick(t: torch.Tensor, stepping: torch.Tensor | None) -> torch.Tensor:
+        return t[mine] if stepping is None else t[mine][stepping]
+
     def batch(indices: torch.Tensor, stepping: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        indices = indices[mine] if stepping is None else indices[mine][stepping]
-        indices = indices.to(data.x_train.device)
-        return data.x_train[indices], data.y_train[indices]
+        """This rank's (stepping) workers' inputs and labels; augmented draws are made for all M workers."""
+        draws = augmenter.draw(indices.shape) if augmenter is not None else None
+        indices = pick(indices, stepping).to(data.x_train.device)
+        x = data.x_train[indices]
+        if draws is not None:
+            x = augmenter.apply(x, pick(draws[0], stepping), pick(draws[1], stepping))
+        return x, data.y_train[indices]
 
     def evaluate(step: float) -> None:
         averaged = average_buffers(engine.stacked_buffers(), axis)
@@ -236,13 +252,13 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     lr_now = [cfg.lr]
 
     def update_lr(step: float) -> None:
-        clock = step if cfg.lr_decay_unit == "steps" else schedule.totals.sim_time
-        lr = cfg.lr * 0.1 ** sum(clock >= t for t in cfg.lr_decay_at)
+        lr = lr_at(cfg, step if cfg.lr_decay_unit == "steps" else schedule.totals.sim_time)
         if lr != lr_now[0]:
             lr_now[0] = lr
             engine.set_lr(lr)
 
     bar = _progress(cfg, _interactive() if progress is None else progress)
+    update_lr(0)
     evaluate(0)
     next_eval, shown, tick_index = cfg.eval_every, 0, 0
     for tick in schedule.ticks():

@@ -29,8 +29,9 @@ def grid(base: Config, **axes: Sequence) -> list[Config]:
 
 
 def run_key(config: Config) -> str:
-    """A readable, stable directory name for a resolved config."""
-    digest = hashlib.sha1(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:10]
+    """A readable, stable directory name for a resolved config (where the data lives is not part of it)."""
+    fields = {k: v for k, v in to_dict(config).items() if k != "data_dir"}
+    digest = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
     return f"{config.algorithm}-M{config.workers}-s{config.seed}-{digest}"
 
 

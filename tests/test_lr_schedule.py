@@ -1,0 +1,97 @@
+"""Learning-rate schedules: the formula at hand-computed points, and the trained parameters against torch."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from grawa_sim import Config, run
+from grawa_sim.config import ConfigError, resolve
+from grawa_sim.lr_schedule import lr_at
+from tests.helpers import batch_stream
+
+
+def _cfg(**kw) -> Config:
+    return resolve(Config(lr=0.2, steps=100, **kw))
+
+
+def test_constant_is_the_default():
+    cfg = _cfg()
+    assert cfg.lr_schedule == "constant"
+    assert [lr_at(cfg, t) for t in (0, 50, 99)] == [0.2, 0.2, 0.2]
+
+
+def test_step_decay_by_factor():
+    cfg = _cfg(lr_decay_at=(10, 30), lr_decay_factor=0.5)
+    assert cfg.lr_schedule == "step"
+    assert lr_at(cfg, 9) == pytest.approx(0.2)
+    assert lr_at(cfg, 10) == pytest.approx(0.1)
+    assert lr_at(cfg, 29) == pytest.approx(0.1)
+    assert lr_at(cfg, 30) == pytest.approx(0.05)
+
+
+def test_cosine_hand_values():
+    cfg = _cfg(lr_schedule="cosine")
+    assert lr_at(cfg, 0) == pytest.approx(0.2)
+    assert lr_at(cfg, 50) == pytest.approx(0.1)
+    assert lr_at(cfg, 25) == pytest.approx(0.1 * (1 + math.cos(math.pi / 4)))
+    assert lr_at(cfg, 100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_warmup_then_cosine():
+    cfg = _cfg(lr_schedule="cosine", warmup=10)
+    assert lr_at(cfg, 0) == pytest.approx(0.02)  # first step: lr * 1 / 10
+    assert lr_at(cfg, 4) == pytest.approx(0.1)
+    assert lr_at(cfg, 9) == pytest.approx(0.2)
+    assert lr_at(cfg, 10) == pytest.approx(0.2)  # cosine starts after the warm-up
+    assert lr_at(cfg, 55) == pytest.approx(0.1)
+
+
+def test_seconds_unit_uses_time_budget_as_horizon():
+    cfg = resolve(Config(lr=0.2, lr_schedule="cosine", lr_decay_unit="seconds", time_budget=2.0, step_time=0.01))
+    assert lr_at(cfg, 1.0) == pytest.approx(0.1)
+    warm = resolve(Config(lr=0.2, warmup=0.1, lr_decay_unit="seconds", step_time=0.01))
+    assert lr_at(warm, 0.0) == pytest.approx(0.02)  # one 10 ms step of a 100 ms warm-up
+
+
+@pytest.mark.parametrize("kw,field", [
+    (dict(lr_schedule="linear"), "lr_schedule"),
+    (dict(lr_schedule="cosine", lr_decay_at=(10,)), "lr_decay_at"),
+    (dict(lr_schedule="cosine", lr_decay_unit="seconds"), "lr_schedule"),
+    (dict(lr_decay_factor=0.0), "lr_decay_factor"),
+    (dict(warmup=-1), "warmup"),
+])
+def test_schedule_config_errors(kw, field):
+    with pytest.raises(ConfigError, match=f"^{field}: "):
+        resolve(Config(**kw))
+
+
+def test_trained_parameters_follow_the_schedule():
+    """One worker (DP, M = 1) against torch.optim.SGD with LambdaLR implementing the same formula."""
+    cfg = Config(algorithm="dp", workers=1, steps=30, lr=0.1, momentum=0.9, weight_decay=1e-3, batch_size=16,
+                 dtype="float64", model="mlp", lr_schedule="cosine", warmup=5, eval_every=10)
+    result = run(cfg, progress=False)
+    batches, data = batch_stream(cfg)
+    torch.manual_seed(cfg.seed)
+    from grawa_sim import models
+
+    model = models.build(cfg.model, data.features, data.outputs).double()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=1e-3)
+
+    def factor(t: int) -> float:
+        return min(1.0, (t + 1) / 5) * 0.5 * (1 + math.cos(math.pi * max(0, t - 5) / 25))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    for idx in batches:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(data.x_train[idx[0]]), data.y_train[idx[0]]).backward()
+        opt.step()
+        sched.step()
+    for name, p in model.named_parameters():
+        assert torch.allclose(result.workers[name][0], p.detach(), atol=1e-10), name
+    constant = run(dataclasses.replace(cfg, lr_schedule="constant", warmup=0.0), progress=False)
+    assert not torch.allclose(constant.workers["net.0.weight"], result.workers["net.0.weight"], atol=1e-4)
+    assert result.history["lr"].iloc[-1] == pytest.approx(0.1 * factor(30))
