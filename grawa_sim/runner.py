@@ -242,7 +242,7 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
             "step": step, "round": rounds, "wall_time": time.perf_counter() - start,
             "sim_time": totals.sim_time, "compute_time": totals.compute_time, "comm_time": totals.comm_time,
             "comm_bytes": totals.comm_bytes, "steps_min": int(steps.min()), "steps_mean": float(steps.double().mean()),
-            "steps_max": int(steps.max()), "lr": lr_now[0],
+            "steps_max": int(steps.max()), "lr_now": lr_now[0],
             "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
             "worker_loss": worker_loss, "center_test_loss": center_loss, "center_test_acc": center_acc,
             "spread": spread(engine.stacked_params(), axis),

@@ -94,4 +94,4 @@ def test_trained_parameters_follow_the_schedule():
         assert torch.allclose(result.workers[name][0], p.detach(), atol=1e-10), name
     constant = run(dataclasses.replace(cfg, lr_schedule="constant", warmup=0.0), progress=False)
     assert not torch.allclose(constant.workers["net.0.weight"], result.workers["net.0.weight"], atol=1e-4)
-    assert result.history["lr"].iloc[-1] == pytest.approx(0.1 * factor(30))
+    assert result.history["lr_now"].iloc[-1] == pytest.approx(0.1 * factor(30))

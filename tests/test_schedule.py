@@ -110,8 +110,8 @@ def test_async_vmap_matches_loop(algorithm):
 
 def test_lr_decays_at_simulated_seconds():
     history = run(dataclasses.replace(BASE, lr_decay_at=(0.2,), lr_decay_unit="seconds"), progress=False).history
-    assert set(history.loc[history["sim_time"] < 0.2, "lr"]) == {BASE.lr}
-    late = history.loc[history["sim_time"] >= 0.2, "lr"]
+    assert set(history.loc[history["sim_time"] < 0.2, "lr_now"]) == {BASE.lr}
+    late = history.loc[history["sim_time"] >= 0.2, "lr_now"]
     assert len(late) and (late - BASE.lr * 0.1).abs().max() < 1e-15
 
 

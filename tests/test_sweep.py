@@ -94,6 +94,16 @@ def test_run_key_differs_between_configs(change):
     assert run_key(validate(BASE)) != run_key(validate(dataclasses.replace(BASE, **change)))
 
 
+def test_run_key_ignores_where_the_data_lives():
+    assert run_key(validate(BASE)) == run_key(validate(dataclasses.replace(BASE, data_dir="/elsewhere")))
+
+
+def test_sweep_config_columns_do_not_clobber_history_columns():
+    """sweep() tags each history row with the config fields: no name may be shared (e.g. lr vs lr_now)."""
+    history = run(dataclasses.replace(BASE, steps=4), progress=False).history
+    assert not set(history.columns) & {f.name for f in dataclasses.fields(Config)}
+
+
 # ---------------------------------------------------------------- sweep
 
 

@@ -1,0 +1,99 @@
+"""CIFAR-format data end to end: ResNet-20 / VGG through run() and the CLI, on tiny synthetic pickle folders."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+import grawa_sim.sweep  # noqa: F401  (binds sweep's log stream at collection, see test_cli.py)
+from grawa_sim import Config, cifar, run
+from grawa_sim.__main__ import main
+from grawa_sim.config import ConfigError, resolve
+from grawa_sim.storage import load_history
+from tests.helpers import max_abs_diff
+
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("data")
+    cifar.synthetic(root, "cifar10", train=192, test=48, seed=0)
+    cifar.synthetic(root, "cifar100", train=200, test=50, seed=1)
+    return str(root)
+
+
+def _tiny(root: str, **kw) -> Config:
+    base = dict(dataset="cifar10", data_dir=root, model="resnet20", width=4, workers=3, steps=10, tau=5,
+                batch_size=8, eval_every=5, bn_recalibration=2, dtype="float64", algorithm="lgrawa")
+    return Config(**{**base, **kw})
+
+
+def test_resnet20_cli_run_end_to_end(cifar_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", "--dataset", "cifar10", "--data-dir", cifar_root, "--model", "resnet20", "--algorithm",
+                 "mgrawa", "--workers", "2", "--steps", "4", "--tau", "2", "--batch-size", "8",
+                 "--bn-recalibration", "1", "--out", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    history = load_history(out)
+    assert list(history["step"]) == [0, 2, 4]
+    assert history["round"].iloc[-1] == 2
+    assert history["test_acc"].between(0, 1).all()
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["augment"] is True and saved["width"] is None
+    params = torch.load(out / "params.pt")
+    assert sum(p[0].numel() for p in params["workers"].values()) == 269_722  # the standard ResNet-20 (option A, 0.27 M)
+
+
+@pytest.mark.parametrize("execution", ["vmap", "unrolled"])
+def test_cifar_pipeline_vmap_matches_loop(cifar_root, execution):
+    """Augmentation, Dirichlet shards, BN buffers and LGRAWA rounds: the stacked engine against the loop."""
+    cfg = _tiny(cifar_root, execution=execution, partition="dirichlet", alpha=0.3)
+    fast = run(cfg, progress=False)
+    ref = run(dataclasses.replace(cfg, backend="loop"), progress=False)
+    assert max_abs_diff(fast.workers, ref.workers) <= 1e-8
+    assert max_abs_diff(fast.buffers, ref.buffers) <= 1e-8
+    assert (fast.history["test_loss"] - ref.history["test_loss"]).abs().max() <= 1e-8
+    assert len(fast.weights) == 2 * 3 * len([n for n in fast.workers])  # 2 rounds x 3 workers x layers
+
+
+def test_vgg_on_cifar100_runs(cifar_root):
+    result = run(_tiny(cifar_root, dataset="cifar100", model="vgg11", algorithm="easgd", tau=2, steps=4,
+                       dtype="float32"), progress=False)
+    assert any(p.ndim == 3 and p.shape[1] == 100 for p in result.workers.values())  # [M, 100 classes, C] head
+    assert result.history["test_acc"].between(0, 1).all()
+
+
+def test_augmentation_reaches_training(cifar_root):
+    on = run(_tiny(cifar_root, steps=5, algorithm="localsgd"), progress=False)
+    off = run(_tiny(cifar_root, steps=5, algorithm="localsgd", augment=False), progress=False)
+    assert max_abs_diff(on.workers, off.workers) > 1e-4
+
+
+def test_mlp_flattens_images_and_env_var_finds_data(cifar_root, monkeypatch):
+    monkeypatch.setenv("GRAWA_DATA", cifar_root)
+    result = run(Config(dataset="cifar10", model="mlp", workers=2, steps=4, tau=2, batch_size=8, bn_recalibration=0),
+                 progress=False)
+    assert result.workers["net.0.weight"].shape[-1] == 3 * 32 * 32
+
+
+def test_missing_cifar_is_one_line_with_the_path(tmp_path, capsys):
+    code = main(["run", "--dataset", "cifar10", "--data-dir", str(tmp_path / "nowhere"), "--model", "resnet20",
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: data_dir: ")
+    assert str(tmp_path / "nowhere" / "cifar-10-batches-py") in err and "--download" in err
+
+
+@pytest.mark.parametrize("kw,field", [
+    (dict(dataset="mnist1d", model="resnet20"), "model"),
+    (dict(dataset="cifar10", model="cnn"), "model"),
+    (dict(dataset="mnist1d", model="mlp", augment=True), "augment"),
+    (dict(model="logistic", width=8), "width"),
+    (dict(model="mlp", width=0), "width"),
+])
+def test_model_data_config_errors(kw, field):
+    with pytest.raises(ConfigError, match=f"^{field}: "):
+        resolve(Config(**kw))
