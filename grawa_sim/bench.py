@@ -6,20 +6,24 @@ The machine is noisy, so every comparison interleaves its contenders
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from grawa_sim import models
+from grawa_sim import cifar
 from grawa_sim.algorithms import REGISTRY
+from grawa_sim.augment import CropFlip
 from grawa_sim.collectives import StackedAxis
-from grawa_sim.config import Config, resolve
-from grawa_sim.data import BatchSampler, iid_shards, load
+from grawa_sim.config import IMAGE_MODELS, Config, resolve
+from grawa_sim.data import BatchSampler, make_shards
 from grawa_sim.runner import build_engine, build_problem
 
 
@@ -33,15 +37,19 @@ def _stepper(cfg: Config, axis: StackedAxis | None = None) -> Callable[[int], No
     model, data = build_problem(cfg)
     axis = axis or StackedAxis(cfg.workers)
     engine = build_engine(cfg, model, data, axis)
-    sampler = BatchSampler(iid_shards(len(data.y_train), cfg.workers, torch.Generator().manual_seed(cfg.seed)),
-                           len(data.y_train), cfg.batch_size, cfg.seed)
+    shards = make_shards(data.y_train, cfg.workers, cfg.partition, cfg.alpha, cfg.batch_size, cfg.seed)
+    sampler = BatchSampler(shards, len(data.y_train), cfg.batch_size, cfg.seed)
+    augmenter = CropFlip(cfg.seed) if cfg.augment else None
     count = [0]
     registered = REGISTRY[cfg.algorithm]
 
     def steps(n: int) -> None:
         for _ in range(n):
             idx = sampler.next_batch()[axis.local_slice]
-            engine.local_step(data.x_train[idx], data.y_train[idx])
+            x = data.x_train[idx]
+            if augmenter is not None:
+                x = augmenter.apply(x, *augmenter.draw(tuple(idx.shape)))
+            engine.local_step(x, data.y_train[idx])
             count[0] += 1
             if registered.communicates_every_step or count[0] % cfg.tau:
                 continue
@@ -71,30 +79,39 @@ def backends(models_: tuple[str, ...] = ("mlp", "cnn"), workers: tuple[int, ...]
              budget: float = 0.5, repeats: int = 3, out=sys.stdout) -> list[dict]:
     """steps/s of the stacked engine (vmap and unrolled execution) against the loop backend.
 
-    LocalSGD with tau = 32, batch 32, MNIST-1D. ``budget`` is roughly the seconds
-    of one loop-backend repeat; the step count is derived from a quick probe.
+    LocalSGD with tau = 32, batch 32, MNIST-1D; image models (resnet20, vgg*) train on synthetic
+    CIFAR-10-format data with augmentation, written to a temporary folder. ``budget`` is roughly
+    the seconds of one loop-backend repeat; the step count is derived from a quick probe.
     """
     rows = []
-    for model in models_:
-        for m in workers:
-            base = Config(algorithm="localsgd", workers=m, tau=32, model=model, dataset="mnist1d", batch_size=32)
-            contenders = {
-                "vmap": _stepper(Config(**{**base.__dict__, "execution": "vmap"})),
-                "unrolled": _stepper(Config(**{**base.__dict__, "execution": "unrolled"})),
-                "loop": _stepper(Config(**{**base.__dict__, "backend": "loop"})),
-            }
-            t0 = time.perf_counter()
-            contenders["loop"](3)
-            steps = max(3, int(budget / ((time.perf_counter() - t0) / 3)))
-            rate = side_by_side(contenders, steps, repeats)
-            row = {"model": model, "workers": m, "steps": steps,
-                   **{f"{k}_steps_per_s": round(v, 1) for k, v in rate.items()},
-                   "vmap_over_loop": round(rate["vmap"] / rate["loop"], 2),
-                   "unrolled_over_loop": round(rate["unrolled"] / rate["loop"], 2),
-                   "auto": resolve_execution(model)}
-            print(json.dumps(row), file=out, flush=True)
-            rows.append(row)
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in models_:
+            for m in workers:
+                rows.append(_backend_row(model, m, budget, repeats, tmp))
+                print(json.dumps(rows[-1]), file=out, flush=True)
     return rows
+
+
+def _backend_row(model: str, m: int, budget: float, repeats: int, tmp: str) -> dict:
+    images = model in IMAGE_MODELS
+    if images and not (Path(tmp) / cifar.FOLDERS["cifar10"]).exists():
+        cifar.synthetic(tmp, "cifar10", train=2048, test=256)
+    base = Config(algorithm="localsgd", workers=m, tau=32, model=model, batch_size=32,
+                  dataset="cifar10" if images else "mnist1d", data_dir=tmp if images else None)
+    contenders = {
+        "vmap": _stepper(dataclasses.replace(base, execution="vmap")),
+        "unrolled": _stepper(dataclasses.replace(base, execution="unrolled")),
+        "loop": _stepper(dataclasses.replace(base, backend="loop")),
+    }
+    t0 = time.perf_counter()
+    contenders["loop"](3)
+    steps = max(3, int(budget / ((time.perf_counter() - t0) / 3)))
+    rate = side_by_side(contenders, steps, repeats)
+    return {"model": model, "workers": m, "steps": steps,
+            **{f"{k}_steps_per_s": round(v, 2) for k, v in rate.items()},
+            "vmap_over_loop": round(rate["vmap"] / rate["loop"], 2),
+            "unrolled_over_loop": round(rate["unrolled"] / rate["loop"], 2),
+            "auto": resolve_execution(base)}
 
 
 def float32_gap(steps: int = 100, out=sys.stdout) -> list[dict]:
@@ -124,11 +141,12 @@ def float32_gap(steps: int = 100, out=sys.stdout) -> list[dict]:
     return rows
 
 
-def resolve_execution(model: str) -> str:
+def resolve_execution(cfg: Config) -> str:
+    """What execution="auto" picks for cfg's model on the CPU."""
     from grawa_sim.ensemble import choose_execution
 
-    data = load("mnist1d")
-    return choose_execution(models.build(model, data.features, data.outputs), "auto", torch.device("cpu"))
+    model, _ = build_problem(cfg)
+    return choose_execution(model, "auto", torch.device("cpu"))
 
 
 DISTRIBUTED_BENCH = Config(algorithm="mgrawa", workers=8, tau=32, model="mlp", dataset="mnist1d", batch_size=32)
