@@ -99,7 +99,9 @@ def _fetch_data(args, configs: list[Config]) -> None:
     if not args.download:
         return
     from grawa_sim import cifar
-    from grawa_sim.config import IMAGE_DATASETS
+    from grawa_sim.config import IMAGE_DATASETS, resolve
+
+    configs = [resolve(c) for c in configs]  # reject bad input before a long download
 
     for dataset, root in sorted({(c.dataset, c.data_dir or "") for c in configs if c.dataset in IMAGE_DATASETS}):
         cifar.load(dataset, root or None, download_missing=True)
@@ -110,7 +112,7 @@ def cmd_run(args) -> None:
     from grawa_sim.storage import save_result
 
     _fetch_data(args, [config_from_args(args)])
-    cfg = validate(config_from_args(args))
+    cfg = validate(config_from_args(args))  # after the download: validate() reads the data
     _check_out(args.out)
     if args.ranks is not None:
         _launch_ranks(args, cfg)
@@ -199,10 +201,14 @@ def cmd_anchor(args) -> None:
     if args.seeds < 1:
         raise ConfigError(f"seeds: must be >= 1 (got {args.seeds})")
     _check_out(args.out)
+    from grawa_sim import plots
+
     singles, ensemble = anchor.anchor(args.out, quick=args.quick or experiments.quick_mode(), seeds=args.seeds,
                                       progress=_progress(args))
     print(anchor.report(singles, ensemble))
-    print(f"wrote {Path(args.out) / 'single' / 'anchor.csv'} and {Path(args.out) / 'ensemble' / 'anchor.csv'}")
+    figures = Path(args.figures) if args.figures else experiments.figures_dir()
+    fig = plots.anchor_figure(singles, ensemble, figures / "anchor_mnist1d.png", anchor.CNN_TARGET)
+    print(f"wrote {fig}, {Path(args.out) / 'single' / 'anchor.csv'} and {Path(args.out) / 'ensemble' / 'anchor.csv'}")
 
 
 def cmd_bench(args) -> None:
@@ -301,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a few steps and one seed (also GRAWA_QUICK=1)")
     p.add_argument("--seeds", type=_converter(int, "seeds"), default=3)
     p.add_argument("--out", default="results/anchor", help="sweep directory (resumable)")
+    p.add_argument("--figures", default=None, help="figure folder (default: figures/ of the project)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_anchor)
 

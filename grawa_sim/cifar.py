@@ -110,9 +110,10 @@ def _required(name: str, folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _not_found(name: str, root: str | os.PathLike, folder: Path, why: str) -> DataNotFoundError:
+    hint = f"; data_dir is the folder that contains {FOLDERS[name]}" if Path(root).name == FOLDERS[name] else ""
     return DataNotFoundError(_one_line(
         f"data_dir: {TITLES[name]} not found at {folder} ({why}); download and extract {URLS[name]} "
-        f"into {folder.parent}, or pass --download (got {str(root)!r})"))
+        f"into {folder.parent}, or pass --download{hint} (got {str(root)!r})"))
 
 
 def _batch(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:

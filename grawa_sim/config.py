@@ -19,6 +19,7 @@ IMAGE_MODELS = ("resnet20", "vgg11", "vgg16")  # [C, 32, 32] inputs
 SIGNAL_MODELS = ("cnn", "cnn_bn", "resnet1d")  # [features] inputs read as 1-D signals
 PARTITIONS = ("iid", "dirichlet")
 LR_SCHEDULES = ("constant", "step", "cosine")
+DEFAULT_ALPHA = 0.5  # Dirichlet concentration when partition="dirichlet" and alpha is unset
 BACKENDS = ("vmap", "loop")
 DTYPES = ("float32", "float64")
 GRAWA_NORMS = ("layer_sum", "global")
@@ -50,7 +51,7 @@ FIELD_HELP = {
     "data_dir": "folder holding cifar-10-batches-py / cifar-100-python (default: $GRAWA_DATA or ./data)",
     "augment": "random crop (4-pixel padding) + horizontal flip per sample (default: on for CIFAR)",
     "partition": "iid (equal random shards) or dirichlet (label-skewed, concentration alpha)",
-    "alpha": "Dirichlet concentration of partition='dirichlet' (small: more skew)",
+    "alpha": "Dirichlet concentration of partition='dirichlet' (default 0.5; small: more skew; iid ignores it)",
     "backend": "vmap (stacked engine) or loop (per-worker reference)",
     "sam": "DP+SAM (dp only)",
     "grawa_norm": "GRAWA model score: layer_sum or global",
@@ -118,7 +119,7 @@ class Config:
     data_dir: str | None = None
     augment: bool | None = None
     partition: str = "iid"
-    alpha: float = 0.5
+    alpha: float | None = None
     seed: int = 0
     backend: str = "vmap"
     sam: bool = False
@@ -222,8 +223,14 @@ def _check_lr_schedule(c: Config) -> str:
     _number("warmup", c.warmup)
     if c.warmup < 0:
         _fail("warmup", "must be >= 0", c.warmup)
+    if schedule == "step" and not c.lr_decay_at:
+        _fail("lr_decay_at", "lr_schedule 'step' needs decay times", c.lr_decay_at)
     if schedule == "cosine" and c.lr_decay_unit == "seconds" and c.time_budget is None:
         _fail("lr_schedule", "cosine in simulated seconds needs a time_budget (its horizon)", schedule)
+    horizon = c.steps if c.lr_decay_unit == "steps" else c.time_budget
+    if c.warmup > 0 and horizon is not None and c.warmup >= horizon:
+        name = "steps" if c.lr_decay_unit == "steps" else "time_budget"
+        _fail("warmup", f"must be shorter than the run ({name} = {horizon})", c.warmup)
     return schedule
 
 
@@ -243,9 +250,10 @@ def _check_data_fields(c: Config) -> bool:
     if c.data_dir is not None and not isinstance(c.data_dir, str):
         _fail("data_dir", "must be a path (string)", c.data_dir)
     _choice("partition", c.partition, PARTITIONS)
-    _number("alpha", c.alpha)
-    if c.alpha <= 0:
-        _fail("alpha", "must be > 0", c.alpha)
+    if c.alpha is not None:
+        _number("alpha", c.alpha)
+        if c.alpha <= 0:
+            _fail("alpha", "must be > 0", c.alpha)
     if c.partition == "dirichlet" and c.dataset == "lstsq":
         _fail("partition", "dirichlet shards need class labels (lstsq is a regression)", c.partition)
     augment = images if c.augment is None else c.augment
@@ -316,8 +324,9 @@ def resolve(config: Config) -> Config:
     _number("eval_every", eval_every, integer=True)
     if eval_every < 1:
         _fail("eval_every", "must be >= 1", eval_every)
+    alpha = (DEFAULT_ALPHA if c.alpha is None else float(c.alpha)) if c.partition == "dirichlet" else None
     return dataclasses.replace(c, tau=tau, pull=float(pull), prox=float(prox), eval_every=eval_every,
-                               lr_schedule=lr_schedule, augment=augment)
+                               lr_schedule=lr_schedule, augment=augment, alpha=alpha)
 
 
 def check_shard_size(config: Config, train_size: int) -> None:

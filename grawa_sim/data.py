@@ -93,13 +93,25 @@ def _lstsq(n_train: int = 1024, n_test: int = 256, dim: int = 16, noise: float =
                    torch.tensor(x[n_train:]), torch.tensor(y[n_train:]), 0, optimum)
 
 
+_NORMALISED: dict[tuple, tuple] = {}  # (name, id(raw train), id(raw test)) -> (raw arrays, Dataset); 2 entries
+
+
 def _cifar(name: str, data_dir: str | None) -> Dataset:
-    """CIFAR-10/100 from ``data_dir`` (or $GRAWA_DATA, ./data), per-channel normalised, [N, 3, 32, 32]."""
+    """CIFAR-10/100 from ``data_dir`` (or $GRAWA_DATA, ./data), per-channel normalised, [N, 3, 32, 32].
+
+    cifar.load caches the raw arrays while the files are unchanged; the normalised tensors are
+    cached on those arrays (kept alive in the entry, so their ids cannot be reused).
+    """
     from grawa_sim import cifar
 
     x, y, xt, yt = cifar.load(name, data_dir)
-    return Dataset(name, cifar.normalise(x, name), torch.tensor(y), cifar.normalise(xt, name),
-                   torch.tensor(yt), cifar.CLASSES[name])
+    key = (name, id(x), id(xt))
+    if key not in _NORMALISED:
+        while len(_NORMALISED) >= 2:
+            _NORMALISED.pop(next(iter(_NORMALISED)))
+        _NORMALISED[key] = ((x, xt), Dataset(name, cifar.normalise(x, name), torch.tensor(y),
+                                             cifar.normalise(xt, name), torch.tensor(yt), cifar.CLASSES[name]))
+    return _NORMALISED[key][1]
 
 
 _LOADERS = {"mnist1d": _mnist1d, "digits": _digits, "lstsq": _lstsq,
@@ -130,7 +142,7 @@ def dirichlet_shards(labels: torch.Tensor, workers: int, alpha: float, min_size:
 
     Every sample goes to exactly one worker. Small ``alpha`` concentrates each class on few
     workers; large ``alpha`` approaches IID. A worker left with fewer than ``min_size``
-    samples (one minibatch) is topped up with samples taken from the largest shard, so every
+    samples (one minibatch) is topped up with a random subset of the largest shard, so every
     worker can draw a full batch. Seeded: same seed, same shards.
     """
     n = len(labels)
@@ -149,12 +161,14 @@ def dirichlet_shards(labels: torch.Tensor, workers: int, alpha: float, min_size:
         while len(shards[worker]) < min_size:
             donor = max(range(workers), key=lambda j: len(shards[j]))
             take = min(min_size - len(shards[worker]), len(shards[donor]) - min_size)
-            shards[worker] = np.concatenate([shards[worker], shards[donor][-take:]])
-            shards[donor] = shards[donor][:-take]
+            moved = np.zeros(len(shards[donor]), dtype=bool)
+            moved[rng.choice(len(shards[donor]), take, replace=False)] = True  # a random subset, any class
+            shards[worker] = np.concatenate([shards[worker], shards[donor][moved]])
+            shards[donor] = shards[donor][~moved]
     return [torch.from_numpy(np.sort(s)).long() for s in shards]
 
 
-def make_shards(labels: torch.Tensor, workers: int, partition: str, alpha: float, batch_size: int,
+def make_shards(labels: torch.Tensor, workers: int, partition: str, alpha: float | None, batch_size: int,
                 seed: int) -> torch.Tensor | list[torch.Tensor]:
     """The run's shards: IID [M, n // M] (seeded by ``seed``) or Dirichlet (a list of M index tensors)."""
     if partition == "dirichlet":

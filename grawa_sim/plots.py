@@ -57,14 +57,47 @@ def comparison_figure(histories: pd.DataFrame, path: str | Path, title: str) -> 
     return out
 
 
-def time_budget_figure(histories: pd.DataFrame, settings: pd.Series, path: str | Path, budget: float) -> Path:
-    """Test accuracy against simulated time, one panel per setting."""
-    names = list(dict.fromkeys(settings))
+def panels_figure(histories: pd.DataFrame, labels: pd.Series, path: str | Path, x: str = "step",
+                  marker: float | None = None) -> Path:
+    """Test accuracy against ``x``, one panel per distinct label (in order of appearance)."""
+    names = list(dict.fromkeys(labels))
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), sharey=True)
     for ax, name in zip(axes if len(names) > 1 else [axes], names):
-        curves(histories[settings == name], "test_acc", x="sim_time", ax=ax, title=name)
-        ax.axvline(budget, color="k", lw=0.8, ls=":")
+        curves(histories[labels == name], "test_acc", x=x, ax=ax, title=name)
+        if marker is not None:
+            ax.axvline(marker, color="k", lw=0.8, ls=":")
         ax.legend(fontsize=7)
+    out = save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def time_budget_figure(histories: pd.DataFrame, settings: pd.Series, path: str | Path, budget: float) -> Path:
+    """Test accuracy against simulated time, one panel per setting, the budget dotted."""
+    return panels_figure(histories, settings, path, x="sim_time", marker=budget)
+
+
+def anchor_figure(singles: pd.DataFrame, ensemble: pd.DataFrame, path: str | Path, target: float) -> Path:
+    """Left: single-worker test accuracy per model next to the published one; right: the CNN with M workers."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [2, 3]})
+    x = range(len(singles))
+    left.bar([i - 0.2 for i in x], singles["test_acc_mean"], 0.4, yerr=singles["test_acc_std"].fillna(0),
+             label="grawa-sim (mean, std over seeds)", color="tab:blue")
+    left.bar([i + 0.2 for i in x], singles["published"], 0.4, label="published (MNIST-1D)", color="tab:gray")
+    left.set_xticks(list(x), list(singles.index))
+    left.set_ylabel("test accuracy")
+    left.set_title("MNIST-1D, one worker")
+    left.legend(fontsize=8, loc="upper left")
+    names = list(ensemble.index)
+    right.bar(range(len(names)), ensemble["test_acc_mean"], yerr=ensemble["test_acc_std"].fillna(0),
+              color=[COLORS.get(n, "tab:blue") for n in names])
+    right.set_xticks(range(len(names)), [LABELS.get(n, n) for n in names])
+    right.axhline(target, color="k", lw=0.8, ls=":", label=f"CNN target {target:.2f}")
+    right.set_ylim(max(0.0, float(ensemble["test_acc_mean"].min()) - 0.1), 1.0)
+    right.set_title("MNIST-1D, 1-D CNN, M = 8 workers")
+    right.legend(fontsize=8)
+    for ax in (left, right):
+        ax.grid(alpha=0.3, axis="y")
     out = save(fig, path)
     plt.close(fig)
     return out

@@ -214,8 +214,14 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
         return t[mine] if stepping is None else t[mine][stepping]
 
     def batch(indices: torch.Tensor, stepping: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's (stepping) workers' inputs and labels; augmented draws are made for all M workers."""
+        """This rank's (stepping) workers' inputs and labels, augmented.
+
+        Called on every rank at every tick: the augmentation is drawn for all M workers even
+        when none of this rank's workers steps, so every rank's generator stays in step.
+        """
         draws = augmenter.draw(indices.shape) if augmenter is not None else None
+        if stepping is not None and not bool(stepping.any()):
+            return data.x_train[:0], data.y_train[:0]
         indices = pick(indices, stepping).to(data.x_train.device)
         x = data.x_train[indices]
         if draws is not None:
@@ -271,7 +277,8 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
             losses = engine.local_step(*batch(indices))
         else:
             workers = torch.nonzero(local).flatten()
-            losses = engine.local_step(*batch(indices, local), workers=workers) if len(workers) else None
+            x, y = batch(indices, local)
+            losses = engine.local_step(x, y, workers=workers) if len(workers) else None
         if losses is not None:
             recent.append((losses.to(torch.float64).sum(), len(losses)))  # stays on the device until a row
         if tick.round:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -79,11 +80,11 @@ def load_params(run_dir: str | os.PathLike) -> dict[str, dict[str, torch.Tensor]
 
 
 def is_complete(run_dir: str | os.PathLike, config: Config) -> bool:
-    """True when ``run_dir`` holds a finished run of exactly ``config`` (resolved)."""
+    """True when ``run_dir`` holds a finished run of exactly ``config`` (resolved), wherever its data lived."""
     path = Path(run_dir)
     if not (path / CONFIG).exists() or not (path / HISTORY).exists():
         return False
     try:
-        return load_config(path) == config
+        return dataclasses.replace(load_config(path), data_dir=None) == dataclasses.replace(config, data_dir=None)
     except (ValueError, TypeError, json.JSONDecodeError):
         return False

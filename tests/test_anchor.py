@@ -6,24 +6,26 @@ import pandas as pd
 
 import grawa_sim.sweep  # noqa: F401  (binds sweep's log stream at collection, see test_cli.py)
 from grawa_sim.__main__ import main
-from grawa_sim.anchor import PUBLISHED
+from grawa_sim.anchor import SINGLE_MODELS
 from grawa_sim.config import ALGORITHMS
 
 
 def test_anchor_quick_reports_and_resumes(tmp_path, capsys):
     out = tmp_path / "anchor"
-    assert main(["anchor", "--quick", "--out", str(out), "--no-progress"]) == 0
+    args = ["anchor", "--quick", "--out", str(out), "--figures", str(tmp_path / "fig"), "--no-progress"]
+    assert main(args) == 0
     captured = capsys.readouterr()
     assert "published" in captured.out and "CNN target >= 0.93" in captured.out
     singles = pd.read_csv(out / "single" / "anchor.csv", index_col=0)
-    assert list(singles.index) == list(PUBLISHED)
-    assert list(singles["published"]) == [0.32, 0.68, 0.94]
+    assert list(singles.index) == list(SINGLE_MODELS)
+    assert list(singles["published"].iloc[:3]) == [0.32, 0.68, 0.94] and singles["published"].isna().iloc[3]
     assert singles["test_acc_mean"].between(0, 1).all()
     ensemble = pd.read_csv(out / "ensemble" / "anchor.csv", index_col=0)
     assert sorted(ensemble.index) == sorted(ALGORITHMS)
-    assert main(["anchor", "--quick", "--out", str(out), "--no-progress"]) == 0
-    assert captured.err.count("running") == 3 + 6
-    assert capsys.readouterr().err.count("done before, reused") == 3 + 6
+    assert (tmp_path / "fig" / "anchor_mnist1d.png").stat().st_size > 0
+    assert main(args) == 0
+    assert captured.err.count("running") == 4 + 6
+    assert capsys.readouterr().err.count("done before, reused") == 4 + 6
 
 
 def test_anchor_rejects_bad_seeds(capsys):

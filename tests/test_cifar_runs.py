@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,11 @@ import torch
 import grawa_sim.sweep  # noqa: F401  (binds sweep's log stream at collection, see test_cli.py)
 from grawa_sim import Config, cifar, run
 from grawa_sim.__main__ import main
+from grawa_sim.batchnorm import Recalibrator
 from grawa_sim.config import ConfigError, resolve
+from grawa_sim.data import load
+from grawa_sim.models import build
+from grawa_sim.runner import validate
 from grawa_sim.storage import load_history
 from tests.helpers import max_abs_diff
 
@@ -76,6 +81,49 @@ def test_mlp_flattens_images_and_env_var_finds_data(cifar_root, monkeypatch):
     result = run(Config(dataset="cifar10", model="mlp", workers=2, steps=4, tau=2, batch_size=8, bn_recalibration=0),
                  progress=False)
     assert result.workers["net.0.weight"].shape[-1] == 3 * 32 * 32
+
+
+def test_download_is_not_attempted_for_invalid_input(tmp_path, capsys):
+    code = main(["run", "--dataset", "cifar10", "--model", "cnn", "--data-dir", str(tmp_path), "--download"])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("error: model: ")
+    assert list(tmp_path.iterdir()) == []  # nothing fetched, nothing half-written
+
+
+def test_download_flag_with_data_present_just_runs(cifar_root, capsys):
+    code = main(["run", "--dataset", "cifar10", "--model", "mlp", "--data-dir", cifar_root, "--download",
+                 "--workers", "2", "--steps", "2", "--tau", "2", "--batch-size", "8", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+
+
+def test_data_dir_pointing_inside_the_folder_gets_a_hint(cifar_root):
+    with pytest.raises(ConfigError, match="data_dir is the folder that contains cifar-10-batches-py"):
+        resolve_data = Config(dataset="cifar10", data_dir=str(Path(cifar_root) / "cifar-10-batches-py"))
+        validate(resolve_data)
+
+
+def test_recalibration_of_a_resnet20_matches_a_module_fed_the_same_batches(cifar_root):
+    """The 2-D BN statistics (option-A blocks included) against an nn.Module in train mode."""
+    data = load("cifar10", data_dir=cifar_root)
+    torch.manual_seed(0)
+    model = build("resnet20", data.input_shape, data.outputs, width=4)
+    params = {n: p.detach() + 0.05 * torch.randn_like(p) for n, p in model.named_parameters()}
+    stats = Recalibrator(model, data.x_train, batches=2, batch_size=32)(params)
+    reference = build("resnet20", data.input_shape, data.outputs, width=4)
+    reference.load_state_dict(params, strict=False)
+    for m in reference.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    order = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for idx in order[:64].split(32):
+            reference(data.x_train[idx])
+    expected = dict(reference.named_buffers())
+    assert stats.keys() == expected.keys()
+    for name in stats:
+        torch.testing.assert_close(stats[name], expected[name])
+    assert not torch.allclose(stats["bn.running_mean"], dict(model.named_buffers())["bn.running_mean"])
 
 
 def test_missing_cifar_is_one_line_with_the_path(tmp_path, capsys):

@@ -67,22 +67,26 @@ def test_option_a_shortcut_is_parameter_free_and_zero_padded():
     assert torch.equal(pad_shortcut(signal, 3, 2, dims=1), torch.tensor([[[1.0, 3, 5], [7, 9, 11], [0, 0, 0]]]))
 
 
-# Float32 parity of the 2-D nets over 10 steps is out of reach whatever the engine: on these random
-# tiny-batch problems a 1e-7 change of the initial point moves the float64 loop reference itself by
-# ~7e-2 after 10 steps of ResNet-20 (ReLU kinks and BN on batches of 4), so they are checked in float64.
+# At lr 0.05 on batches of 4 random images the 2-D nets are chaotic over 10 steps: a 1e-7 change of
+# the initial point moves the float64 loop reference itself by ~7e-2 (ReLU kinks, BN on tiny
+# batches), so float32 rounding alone gives gaps of 1e-3..1e-2. They are checked exactly in float64
+# at that setting, and in float32 at a milder one (B = 16, smaller lr) where the trajectory is stable.
+# case: model, sample shape, algorithm, dtype, tolerance, lr, batch
 CASES = {
-    "resnet20-float64": (lambda: ResNet20(10, 4), (3, 32, 32), "mgrawa", torch.float64, 1e-9),
-    "vgg11-float64": (lambda: VGG(11, width=4), (3, 32, 32), "mgrawa", torch.float64, 1e-9),
-    "resnet1d-float32": (lambda: ResNet1d(40, 10, width=8), (40,), "mgrawa", torch.float32, 1e-4),
-    "resnet1d-localsgd-float32": (lambda: ResNet1d(40, 10, width=8), (40,), "localsgd", torch.float32, 1e-4),
+    "resnet20-float64": (lambda: ResNet20(10, 4), (3, 32, 32), "mgrawa", torch.float64, 1e-9, 0.05, 4),
+    "vgg11-float64": (lambda: VGG(11, width=4), (3, 32, 32), "mgrawa", torch.float64, 1e-9, 0.05, 4),
+    "resnet20-float32": (lambda: ResNet20(10, 4), (3, 32, 32), "mgrawa", torch.float32, 1e-4, 1e-3, 16),
+    "vgg11-float32": (lambda: VGG(11, width=4), (3, 32, 32), "mgrawa", torch.float32, 1e-4, 1e-2, 16),
+    "resnet1d-float32": (lambda: ResNet1d(40, 10, width=8), (40,), "mgrawa", torch.float32, 1e-4, 0.05, 4),
+    "resnet1d-localsgd-float32": (lambda: ResNet1d(40, 10, width=8), (40,), "localsgd", torch.float32, 1e-4, 0.05, 4),
 }
-M, B, STEPS, TAU = 3, 4, 10, 5
+M, STEPS, TAU = 3, 10, 5
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_stacked_engine_matches_loop(case):
     """Train-mode BN with stacked running statistics, rounds with probe batches at steps 5 and 10."""
-    make, shape, name, dtype, tol = CASES[case]
+    make, shape, name, dtype, tol, lr, B = CASES[case]
     torch.manual_seed(0)
     model = make().to(dtype)
     init = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -94,7 +98,7 @@ def test_stacked_engine_matches_loop(case):
     batches = [batch() for _ in range(STEPS)]
     probes = [batch() for _ in range(STEPS // TAU)]
     hyper = Hyper(pull=0.5, prox=0.01, tau=TAU) if name == "mgrawa" else Hyper(pull=1.0, prox=0.0, tau=TAU)
-    sgd = dict(lr=0.05, momentum=0.9, weight_decay=1e-4)
+    sgd = dict(lr=lr, momentum=0.9, weight_decay=1e-4)
     engines = {"loop": LoopEngine(model, name, M, hyper, per_sample_loss(10), **sgd)}
     for execution in ("vmap", "unrolled"):
         engines[execution] = VmapEngine(model, algorithms.build(name, hyper), StackedAxis(M), per_sample_loss(10),

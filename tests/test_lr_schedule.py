@@ -63,6 +63,10 @@ def test_seconds_unit_uses_time_budget_as_horizon():
     (dict(lr_schedule="cosine", lr_decay_unit="seconds"), "lr_schedule"),
     (dict(lr_decay_factor=0.0), "lr_decay_factor"),
     (dict(warmup=-1), "warmup"),
+    (dict(lr_schedule="step"), "lr_decay_at"),
+    (dict(lr_schedule="cosine", steps=100, warmup=100), "warmup"),
+    (dict(steps=100, warmup=150), "warmup"),
+    (dict(lr_schedule="cosine", lr_decay_unit="seconds", time_budget=1.0, warmup=1.0), "warmup"),
 ])
 def test_schedule_config_errors(kw, field):
     with pytest.raises(ConfigError, match=f"^{field}: "):

@@ -82,6 +82,21 @@ def test_equal_list_shards_sample_like_the_stacked_tensor():
         assert torch.equal(a.next_batch(), b.next_batch())
 
 
+def test_topped_up_samples_come_from_every_class():
+    """Extreme skew: most workers are topped up; the samples they receive are not one class."""
+    shards = dirichlet_shards(LABELS, workers=64, alpha=0.01, min_size=60, seed=0)
+    topped = torch.cat([s for s in shards if len(s) == 60])
+    assert len(topped) > 20 * 60
+    assert len(LABELS[topped].unique()) == 10
+    assert float((LABELS[topped] >= 8).double().mean()) < 0.4  # not the donors' last classes
+
+
+def test_alpha_is_resolved_only_for_dirichlet():
+    assert resolve(Config(partition="dirichlet")).alpha == 0.5
+    assert resolve(Config(partition="dirichlet", alpha=2)).alpha == 2.0
+    assert resolve(Config(partition="iid", alpha=0.3)).alpha is None  # ignored: same run as plain iid
+
+
 def test_partition_config_errors():
     with pytest.raises(ConfigError, match="^partition: must be one of iid, dirichlet"):
         resolve(Config(partition="skewed"))

@@ -94,8 +94,15 @@ def test_run_key_differs_between_configs(change):
     assert run_key(validate(BASE)) != run_key(validate(dataclasses.replace(BASE, **change)))
 
 
-def test_run_key_ignores_where_the_data_lives():
-    assert run_key(validate(BASE)) == run_key(validate(dataclasses.replace(BASE, data_dir="/elsewhere")))
+def test_run_key_ignores_where_the_data_lives(tmp_path):
+    cfg = validate(BASE)
+    moved = dataclasses.replace(cfg, data_dir="/elsewhere")
+    assert run_key(cfg) == run_key(moved)
+    save_result(run(dataclasses.replace(BASE, steps=4), progress=False), tmp_path / "r")
+    short = validate(dataclasses.replace(BASE, steps=4))
+    assert is_complete(tmp_path / "r", short)
+    assert is_complete(tmp_path / "r", dataclasses.replace(short, data_dir="/elsewhere"))
+    assert not is_complete(tmp_path / "r", dataclasses.replace(short, seed=5))
 
 
 def test_sweep_config_columns_do_not_clobber_history_columns():
