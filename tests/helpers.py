@@ -35,3 +35,19 @@ def train_single(config: Config, batches: list[torch.Tensor], data) -> dict[str,
 def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert a.keys() == b.keys()
     return max((float((a[n] - b[n]).abs().max()) for n in a), default=0.0)
+
+
+def reference_statistics(make_model, params: dict[str, torch.Tensor], x_train: torch.Tensor, batches: int,
+                         batch_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """BN running statistics of an nn.Module (train mode, cumulative average) fed the Recalibrator's batches."""
+    reference = make_model()
+    reference.load_state_dict(params, strict=False)
+    for m in reference.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        for idx in order[: batches * batch_size].split(batch_size):
+            reference(x_train[idx])
+    return dict(reference.named_buffers())

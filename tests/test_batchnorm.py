@@ -10,6 +10,7 @@ from grawa_sim import Config, run
 from grawa_sim.batchnorm import Recalibrator
 from grawa_sim.data import load
 from grawa_sim.models import build
+from tests.helpers import reference_statistics
 
 CFG = Config(algorithm="easgd", model="cnn_bn", workers=8, steps=600, dataset="mnist1d")
 
@@ -21,17 +22,7 @@ def test_recalibrated_statistics_match_a_module_fed_the_same_batches():
     params = {n: p.detach() + 0.05 * torch.randn_like(p) for n, p in model.named_parameters()}
     stats = Recalibrator(model, data.x_train, batches=3, batch_size=64)(params)
 
-    reference = build("cnn_bn", data.features, data.outputs)
-    reference.load_state_dict(params, strict=False)
-    for m in reference.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.reset_running_stats()
-            m.momentum = None
-    order = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        for idx in order[:192].split(64):
-            reference(data.x_train[idx])
-    expected = dict(reference.named_buffers())
+    expected = reference_statistics(lambda: build("cnn_bn", data.features, data.outputs), params, data.x_train, 3, 64)
     assert stats.keys() == expected.keys()
     for name in stats:
         torch.testing.assert_close(stats[name], expected[name])

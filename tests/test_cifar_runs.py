@@ -18,7 +18,7 @@ from grawa_sim.data import load
 from grawa_sim.models import build
 from grawa_sim.runner import validate
 from grawa_sim.storage import load_history
-from tests.helpers import max_abs_diff
+from tests.helpers import max_abs_diff, reference_statistics
 
 
 @pytest.fixture(scope="module")
@@ -109,17 +109,8 @@ def test_recalibration_of_a_resnet20_matches_a_module_fed_the_same_batches(cifar
     model = build("resnet20", data.input_shape, data.outputs, width=4)
     params = {n: p.detach() + 0.05 * torch.randn_like(p) for n, p in model.named_parameters()}
     stats = Recalibrator(model, data.x_train, batches=2, batch_size=32)(params)
-    reference = build("resnet20", data.input_shape, data.outputs, width=4)
-    reference.load_state_dict(params, strict=False)
-    for m in reference.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    order = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        for idx in order[:64].split(32):
-            reference(data.x_train[idx])
-    expected = dict(reference.named_buffers())
+    expected = reference_statistics(lambda: build("resnet20", data.input_shape, data.outputs, width=4), params,
+                                    data.x_train, 2, 32)
     assert stats.keys() == expected.keys()
     for name in stats:
         torch.testing.assert_close(stats[name], expected[name])
