@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # torch is pinned so that this machine takes its local CPU wheel; torchvision stays out.
 TORCH := torch==2.13.0
 
-.PHONY: test reproduce notebooks bench lint strip clean
+.PHONY: test reproduce notebooks anchor bench lint strip clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ reproduce: $(VENV)/.installed
 
 notebooks: $(VENV)/.installed
 	$(PY) -m grawa_sim notebooks
+
+anchor: $(VENV)/.installed
+	$(PY) -m grawa_sim anchor
 
 bench: $(VENV)/.installed
 	$(PY) -m grawa_sim bench

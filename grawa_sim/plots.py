@@ -77,8 +77,9 @@ def time_budget_figure(histories: pd.DataFrame, settings: pd.Series, path: str |
     return panels_figure(histories, settings, path, x="sim_time", marker=budget)
 
 
-def anchor_figure(singles: pd.DataFrame, ensemble: pd.DataFrame, path: str | Path, target: float) -> Path:
-    """Left: single-worker test accuracy per model next to the published one; right: the CNN with M workers."""
+def anchor_figure(singles: pd.DataFrame, ensemble: pd.DataFrame, path: str | Path, reference: float) -> Path:
+    """Left: single-worker test accuracy per model next to the published one; right: the CNN with M
+    workers per algorithm, ``reference`` (the published one-worker CNN accuracy) dotted."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [2, 3]})
     x = range(len(singles))
     left.bar([i - 0.2 for i in x], singles["test_acc_mean"], 0.4, yerr=singles["test_acc_std"].fillna(0),
@@ -87,12 +88,12 @@ def anchor_figure(singles: pd.DataFrame, ensemble: pd.DataFrame, path: str | Pat
     left.set_xticks(list(x), list(singles.index))
     left.set_ylabel("test accuracy")
     left.set_title("MNIST-1D, one worker")
-    left.legend(fontsize=8, loc="upper left")
+    left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     names = list(ensemble.index)
     right.bar(range(len(names)), ensemble["test_acc_mean"], yerr=ensemble["test_acc_std"].fillna(0),
               color=[COLORS.get(n, "tab:blue") for n in names])
     right.set_xticks(range(len(names)), [LABELS.get(n, n) for n in names])
-    right.axhline(target, color="k", lw=0.8, ls=":", label=f"CNN target {target:.2f}")
+    right.axhline(reference, color="k", lw=0.8, ls=":", label=f"published CNN, one worker ({reference:.2f})")
     right.set_ylim(max(0.0, float(ensemble["test_acc_mean"].min()) - 0.1), 1.0)
     right.set_title("MNIST-1D, 1-D CNN, M = 8 workers")
     right.legend(fontsize=8)
