@@ -173,7 +173,7 @@ def normalise(x: np.ndarray | torch.Tensor, name: str, dtype: torch.dtype = torc
         raise ConfigError(f"x: expected images [..., 3, H, W] (got shape {tuple(t.shape)})")
     mean = torch.tensor(MEAN[name], dtype=dtype).view(3, 1, 1)
     std = torch.tensor(STD[name], dtype=dtype).view(3, 1, 1)
-    return (t.to(dtype) / 255 - mean) / std
+    return t.to(dtype).div_(255).sub_(mean).div_(std)  # in place on the one converted copy
 
 
 def _install(src: Path, target: Path) -> None:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 ALGORITHMS = ("dp", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa")
 DATASETS = ("mnist1d", "digits", "lstsq", "cifar10", "cifar100")
 IMAGE_DATASETS = ("cifar10", "cifar100")
-MODELS = ("logistic", "mlp", "cnn", "cnn_bn", "resnet1d", "resnet20", "vgg11", "vgg16")
-IMAGE_MODELS = ("resnet20", "vgg11", "vgg16")  # [C, 32, 32] inputs
+MODELS = ("logistic", "mlp", "cnn", "cnn_bn", "resnet1d", "resnet20", "vgg11", "vgg13", "vgg16", "vgg19")
+IMAGE_MODELS = ("resnet20", "vgg11", "vgg13", "vgg16", "vgg19")  # [C, 32, 32] inputs
 SIGNAL_MODELS = ("cnn", "cnn_bn", "resnet1d")  # [features] inputs read as 1-D signals
 PARTITIONS = ("iid", "dirichlet")
 LR_SCHEDULES = ("constant", "step", "cosine")

@@ -106,7 +106,9 @@ def _cifar(name: str, data_dir: str | None) -> Dataset:
 
     x, y, xt, yt = cifar.load(name, data_dir)
     key = (name, id(x), id(xt))
-    if key not in _NORMALISED:
+    if key in _NORMALISED:
+        _NORMALISED[key] = _NORMALISED.pop(key)  # most recently used last
+    else:
         while len(_NORMALISED) >= 2:
             _NORMALISED.pop(next(iter(_NORMALISED)))
         _NORMALISED[key] = ((x, xt), Dataset(name, cifar.normalise(x, name), torch.tensor(y),
@@ -122,6 +124,7 @@ def load(name: str, dtype: torch.dtype = torch.float32, data_dir: str | None = N
     """Load a data set by name, features in ``dtype``; labels int64 (targets in ``dtype`` for regression).
 
     ``data_dir`` is where the CIFAR folders live (ignored by the generated data sets).
+    CIFAR tensors are cached and shared between calls: treat them as read-only.
     """
     if name not in _LOADERS:
         raise ConfigError(f"dataset: must be one of {', '.join(_LOADERS)} (got {name!r})")

@@ -92,11 +92,10 @@ def noniid_configs(quick: bool, seeds: int = 2) -> list[Config]:
 
     Full: 2000 local steps, ``seeds`` seeds. Quick: 64 steps, one seed.
     """
+    base = comparison_configs(quick, seeds=seeds)
     configs = []
     for alpha in NONIID_ALPHAS:
-        shards = dict(partition="iid") if alpha is None else dict(partition="dirichlet", alpha=alpha)
-        configs += comparison_configs(quick, seeds=seeds) if alpha is None else [
-            dataclasses.replace(c, **shards) for c in comparison_configs(quick, seeds=seeds)]
+        configs += base if alpha is None else [dataclasses.replace(c, partition="dirichlet", alpha=alpha) for c in base]
     return configs
 
 
@@ -109,7 +108,8 @@ def noniid_summary(histories: pd.DataFrame) -> pd.DataFrame:
     """Final test accuracy per shard setting (columns) and algorithm (rows): mean over seeds."""
     finals = histories.groupby("run", sort=False).tail(1).assign(shards=lambda d: partition_label(d))
     order = list(dict.fromkeys(finals["shards"]))
-    table = finals.pivot_table(index="algorithm", columns="shards", values="test_acc", aggfunc=["mean", "std"])
+    table = finals.pivot_table(index="algorithm", columns="shards", values="test_acc", aggfunc=["mean", "std"],
+                               dropna=False)
     table = table.reindex(columns=order, level=1)
     return table.sort_values(("mean", order[0]), ascending=False)
 

@@ -16,7 +16,8 @@ from grawa_sim.config import Config
 
 
 def lr_at(cfg: Config, t: float) -> float:
-    """The learning rate of the step that starts at time ``t`` of a resolved ``cfg``."""
+    """The learning rate of the step that starts at time ``t`` of a validated ``cfg`` (runner.validate
+    fills ``step_time``, which the seconds unit needs)."""
     unit = 1.0 if cfg.lr_decay_unit == "steps" else cfg.step_time
     warm = min(1.0, (t + unit) / cfg.warmup) if cfg.warmup > 0 else 1.0
     if cfg.lr_schedule == "step":

@@ -91,7 +91,7 @@ def build(name: str, input_shape: int | tuple[int, ...], outputs: int, width: in
         return deep_models.ResNet1d(features, outputs, **sized)
     if name == "resnet20":
         return deep_models.ResNet20(outputs, in_channels=shape[0], **sized)
-    if name in ("vgg11", "vgg16"):
+    if name in ("vgg11", "vgg13", "vgg16", "vgg19"):
         return deep_models.VGG(int(name[3:]), outputs, in_channels=shape[0], **sized)
     raise ConfigError(f"model: must be one of {', '.join(MODELS)} (got {name!r})")
 

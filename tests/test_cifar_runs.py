@@ -136,3 +136,14 @@ def test_missing_cifar_is_one_line_with_the_path(tmp_path, capsys):
 def test_model_data_config_errors(kw, field):
     with pytest.raises(ConfigError, match=f"^{field}: "):
         resolve(Config(**kw))
+
+
+def test_every_image_model_name_builds():
+    from grawa_sim.config import IMAGE_MODELS
+
+    for name in IMAGE_MODELS:
+        net = build(name, (3, 32, 32), 7, width=2)
+        assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 7), name
+    depths = {name: sum(isinstance(m, torch.nn.Conv2d) for m in build(name, (3, 32, 32), 7).modules())
+              for name in IMAGE_MODELS if name.startswith("vgg")}
+    assert depths == {"vgg11": 8, "vgg13": 10, "vgg16": 13, "vgg19": 16}  # N - 3: the paper counts 3 linear layers
