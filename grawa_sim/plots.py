@@ -99,7 +99,7 @@ def anchor_figure(singles: pd.DataFrame, ensemble: pd.DataFrame, path: str | Pat
         right.axhline(ours, color="tab:blue", lw=0.8, ls="--", label=f"our CNN, one worker ({ours:.3f})")
     right.set_ylim(0.0, 1.0)
     right.set_title("MNIST-1D, 1-D CNN, M = 8 workers")
-    right.legend(fontsize=8)
+    right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     for ax in (left, right):
         ax.grid(alpha=0.3, axis="y")
     out = save(fig, path)
