@@ -20,10 +20,9 @@ import torch
 
 from grawa_sim import cifar
 from grawa_sim.algorithms import REGISTRY
-from grawa_sim.augment import CropFlip
 from grawa_sim.collectives import StackedAxis
 from grawa_sim.config import IMAGE_MODELS, Config, resolve
-from grawa_sim.data import BatchSampler, make_shards
+from grawa_sim.data import TrainingStream
 from grawa_sim.runner import build_engine, build_problem
 
 
@@ -37,27 +36,17 @@ def _stepper(cfg: Config, axis: StackedAxis | None = None) -> Callable[[int], No
     model, data = build_problem(cfg)
     axis = axis or StackedAxis(cfg.workers)
     engine = build_engine(cfg, model, data, axis)
-    shards = make_shards(data.y_train, cfg.workers, cfg.partition, cfg.alpha, cfg.batch_size, cfg.seed)
-    sampler = BatchSampler(shards, len(data.y_train), cfg.batch_size, cfg.seed)
-    augmenter = CropFlip(cfg.seed) if cfg.augment else None
+    stream = TrainingStream(cfg, data, axis.local_slice)
     count = [0]
     registered = REGISTRY[cfg.algorithm]
 
     def steps(n: int) -> None:
         for _ in range(n):
-            idx = sampler.next_batch()[axis.local_slice]
-            x = data.x_train[idx]
-            if augmenter is not None:
-                x = augmenter.apply(x, *augmenter.draw(tuple(idx.shape)))
-            engine.local_step(x, data.y_train[idx])
+            engine.local_step(*stream.batch())
             count[0] += 1
             if registered.communicates_every_step or count[0] % cfg.tau:
                 continue
-            probe = None
-            if registered.needs_probe:
-                p = sampler.next_probe()[axis.local_slice]
-                probe = (data.x_train[p], data.y_train[p])
-            engine.communicate(probe)
+            engine.communicate(stream.probe() if registered.needs_probe else None)
 
     return steps
 

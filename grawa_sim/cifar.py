@@ -148,11 +148,8 @@ def _read_cached(name: str, folder: str, stamps: tuple) -> tuple[np.ndarray, ...
     return tuple(out)
 
 
-def read_raw(name: str, root: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(x_train, y_train, x_test, y_test)`` from ``root/FOLDERS[name]``: read-only uint8 [N,3,32,32], int64 [N].
-
-    Cached by folder and file mtimes/sizes, so repeated loads are free and a rewritten folder is re-read.
-    """
+def _locate(name: str, root: str | os.PathLike) -> tuple[str, tuple]:
+    """The folder of ``name`` under ``root`` and its files' (mtime, size) stamps: the key of both caches."""
     _check_name(name)
     folder = Path(root).expanduser().resolve() / FOLDERS[name]
     if not folder.is_dir():
@@ -161,8 +158,29 @@ def read_raw(name: str, root: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         raise _not_found(name, root, folder, "missing " + ", ".join(missing))
-    stamps = tuple((s.st_mtime_ns, s.st_size) for s in (f.stat() for f in files))
-    return _read_cached(name, str(folder), stamps)
+    return str(folder), tuple((s.st_mtime_ns, s.st_size) for s in (f.stat() for f in files))
+
+
+def read_raw(name: str, root: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x_train, y_train, x_test, y_test)`` from ``root/FOLDERS[name]``: read-only uint8 [N,3,32,32], int64 [N].
+
+    Cached by folder and file mtimes/sizes, so repeated loads are free and a rewritten folder is re-read.
+    """
+    return _read_cached(name, *_locate(name, root))
+
+
+@functools.lru_cache(maxsize=2)  # a normalised CIFAR set is ~740 MB in float32
+def _tensors_cached(name: str, folder: str, stamps: tuple) -> tuple[torch.Tensor, ...]:
+    x, y, xt, yt = _read_cached(name, folder, stamps)
+    return normalise(x, name), torch.tensor(y), normalise(xt, name), torch.tensor(yt)
+
+
+def tensors(name: str, root: str | os.PathLike | None = None) -> tuple[torch.Tensor, ...]:
+    """``(x_train, y_train, x_test, y_test)`` as normalised float32 images and int64 labels.
+
+    Cached like ``read_raw`` and shared by every caller: treat them as read-only.
+    """
+    return _tensors_cached(name, *_locate(name, data_dir(root)))
 
 
 def normalise(x: np.ndarray | torch.Tensor, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:

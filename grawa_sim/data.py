@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from grawa_sim.config import ConfigError
+from grawa_sim.augment import CropFlip
+from grawa_sim.config import Config, ConfigError
 
 
 @dataclass(frozen=True)
@@ -93,27 +94,11 @@ def _lstsq(n_train: int = 1024, n_test: int = 256, dim: int = 16, noise: float =
                    torch.tensor(x[n_train:]), torch.tensor(y[n_train:]), 0, optimum)
 
 
-_NORMALISED: dict[tuple, tuple] = {}  # (name, id(raw train), id(raw test)) -> (raw arrays, Dataset); 2 entries
-
-
 def _cifar(name: str, data_dir: str | None) -> Dataset:
-    """CIFAR-10/100 from ``data_dir`` (or $GRAWA_DATA, ./data), per-channel normalised, [N, 3, 32, 32].
-
-    cifar.load caches the raw arrays while the files are unchanged; the normalised tensors are
-    cached on those arrays (kept alive in the entry, so their ids cannot be reused).
-    """
+    """CIFAR-10/100 from ``data_dir`` (or $GRAWA_DATA, ./data), per-channel normalised, [N, 3, 32, 32] (cached)."""
     from grawa_sim import cifar
 
-    x, y, xt, yt = cifar.load(name, data_dir)
-    key = (name, id(x), id(xt))
-    if key in _NORMALISED:
-        _NORMALISED[key] = _NORMALISED.pop(key)  # most recently used last
-    else:
-        while len(_NORMALISED) >= 2:
-            _NORMALISED.pop(next(iter(_NORMALISED)))
-        _NORMALISED[key] = ((x, xt), Dataset(name, cifar.normalise(x, name), torch.tensor(y),
-                                             cifar.normalise(xt, name), torch.tensor(yt), cifar.CLASSES[name]))
-    return _NORMALISED[key][1]
+    return Dataset(name, *cifar.tensors(name, data_dir), cifar.CLASSES[name])
 
 
 _LOADERS = {"mnist1d": _mnist1d, "digits": _digits, "lstsq": _lstsq,
@@ -194,17 +179,17 @@ class BatchSampler:
     def __init__(self, shards: torch.Tensor | list[torch.Tensor], train_size: int, batch_size: int, seed: int):
         if isinstance(shards, list) and len({len(s) for s in shards}) == 1:
             shards = torch.stack(shards)
+        self.workers = len(shards)
         self.ragged = shards if isinstance(shards, list) else None
         if self.ragged is not None:
             self._orders = [s[:0] for s in shards]
             self._cursors = [0] * len(shards)
-            shards = torch.zeros(len(shards), 0, dtype=torch.long)
         self.shards = shards
         self.train_size = train_size
         self.batch_size = batch_size
         self._batches = torch.Generator().manual_seed(seed * 1_000_003 + 1)
         self._probes = torch.Generator().manual_seed(seed * 1_000_003 + 2)
-        self._order = shards[:, :0]
+        self._order = shards[:, :0] if self.ragged is None else None
         self._cursor = 0
 
     def next_batch(self) -> torch.Tensor:
@@ -230,5 +215,40 @@ class BatchSampler:
         return torch.stack(rows)
 
     def next_probe(self) -> torch.Tensor:
-        m = self.shards.shape[0]
-        return torch.randint(self.train_size, (m, self.batch_size), generator=self._probes)
+        return torch.randint(self.train_size, (self.workers, self.batch_size), generator=self._probes)
+
+
+class TrainingStream:
+    """What the workers of one process train on: shards, minibatches, probes and augmentation of a run.
+
+    Every process draws the batch indices and augmentation of all M workers at every call (so
+    every rank and both backends see the same stream) and keeps ``local`` (its workers' slice),
+    optionally only the workers in the boolean mask ``stepping`` over that slice.
+    """
+
+    def __init__(self, config: Config, data: Dataset, local: slice = slice(None)):
+        shards = make_shards(data.y_train, config.workers, config.partition, config.alpha, config.batch_size,
+                             config.seed)
+        self.sampler = BatchSampler(shards, len(data.y_train), config.batch_size, config.seed)
+        self.augmenter = CropFlip(config.seed) if config.augment else None
+        self.data, self.local = data, local
+
+    def batch(self, stepping: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next minibatch: inputs [m, B, ...] and labels [m, B] of this process's (stepping) workers."""
+        return self._take(self.sampler.next_batch(), stepping)
+
+    def probe(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """GRAWA's probe batch: B samples per worker from the whole training set."""
+        return self._take(self.sampler.next_probe(), None)
+
+    def _take(self, indices: torch.Tensor, stepping: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        draws = self.augmenter.draw(tuple(indices.shape)) if self.augmenter is not None else None
+
+        def mine(t: torch.Tensor) -> torch.Tensor:
+            return t[self.local] if stepping is None else t[self.local][stepping]
+
+        picked = mine(indices).to(self.data.x_train.device)
+        x = self.data.x_train[picked]
+        if draws is not None:
+            x = self.augmenter.apply(x, mine(draws[0]), mine(draws[1]))
+        return x, self.data.y_train[picked]

@@ -18,11 +18,10 @@ from torch.func import functional_call
 
 from grawa_sim import algorithms, models
 from grawa_sim.algorithms import Hyper
-from grawa_sim.augment import CropFlip
 from grawa_sim.batchnorm import Recalibrator, has_batchnorm
 from grawa_sim.collectives import StackedAxis
 from grawa_sim.config import Config, ConfigError, check_shard_size, resolve
-from grawa_sim.data import BatchSampler, Dataset, load, make_shards
+from grawa_sim.data import Dataset, TrainingStream, load
 from grawa_sim.ensemble import VmapEngine, per_sample_loss
 from grawa_sim.lr_schedule import lr_at
 from grawa_sim.reference_loop import LoopEngine
@@ -197,9 +196,7 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     model, data = build_problem(cfg, device)
     engine = build_engine(cfg, model, data, axis)
     evaluator = Evaluator(model, data, cfg.bn_recalibration)
-    shards = make_shards(data.y_train, cfg.workers, cfg.partition, cfg.alpha, cfg.batch_size, cfg.seed)
-    sampler = BatchSampler(shards, len(data.y_train), cfg.batch_size, cfg.seed)
-    augmenter = CropFlip(cfg.seed) if cfg.augment else None
+    stream = TrainingStream(cfg, data, axis.local_slice)
     mine = axis.local_slice
     every_step = algorithms.REGISTRY[cfg.algorithm].communicates_every_step
     needs_probe = algorithms.REGISTRY[cfg.algorithm].needs_probe
@@ -209,24 +206,6 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     rows, weight_rows = [], []
     rounds, recent = 0, []
     start = time.perf_counter()
-
-    def pick(t: torch.Tensor, stepping: torch.Tensor | None) -> torch.Tensor:
-        return t[mine] if stepping is None else t[mine][stepping]
-
-    def batch(indices: torch.Tensor, stepping: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's (stepping) workers' inputs and labels, augmented.
-
-        Called on every rank at every tick: the augmentation is drawn for all M workers even
-        when none of this rank's workers steps, so every rank's generator stays in step.
-        """
-        draws = augmenter.draw(indices.shape) if augmenter is not None else None
-        if stepping is not None and not bool(stepping.any()):
-            return data.x_train[:0], data.y_train[:0]
-        indices = pick(indices, stepping).to(data.x_train.device)
-        x = data.x_train[indices]
-        if draws is not None:
-            x = augmenter.apply(x, pick(draws[0], stepping), pick(draws[1], stepping))
-        return x, data.y_train[indices]
 
     def evaluate(step: float) -> None:
         averaged = average_buffers(engine.stacked_buffers(), axis)
@@ -271,18 +250,17 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
         tick_index += 1
         if on_step is not None:
             on_step(tick_index)
-        indices = sampler.next_batch()
         local = tick.stepping[mine]
         if bool(local.all()):
-            losses = engine.local_step(*batch(indices))
-        else:
+            losses = engine.local_step(*stream.batch())
+        else:  # drawn even when none of this rank's workers steps, so every rank's stream stays in step
+            x, y = stream.batch(local)
             workers = torch.nonzero(local).flatten()
-            x, y = batch(indices, local)
             losses = engine.local_step(x, y, workers=workers) if len(workers) else None
         if losses is not None:
             recent.append((losses.to(torch.float64).sum(), len(losses)))  # stays on the device until a row
         if tick.round:
-            probe = batch(sampler.next_probe()) if needs_probe else None
+            probe = stream.probe() if needs_probe else None
             info = engine.communicate(probe) if not every_step else None
             rounds += 1
             if info is not None and info.weights is not None:

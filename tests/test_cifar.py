@@ -102,6 +102,19 @@ def test_read_raw_is_cached_and_rereads_changed_files(tmp_path):
     assert again[0] is not first[0] and again[1][:2].tolist() == [9, 9]
 
 
+def test_normalised_tensors_are_cached_on_the_same_stamps(tmp_path):
+    arrays = _arrays("cifar10", 10, 5)
+    folder = cifar.write_folder(tmp_path, "cifar10", *arrays)
+    first = cifar.tensors("cifar10", tmp_path)
+    assert cifar.tensors("cifar10", str(tmp_path))[0] is first[0]
+    torch.testing.assert_close(first[0], cifar.normalise(arrays[0], "cifar10"))
+    _dump(folder / "data_batch_1", np.zeros((2, 3072), np.uint8), np.full(2, 9))
+    st = (folder / "data_batch_1").stat()
+    os.utime(folder / "data_batch_1", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    again = cifar.tensors("cifar10", tmp_path)
+    assert again[0] is not first[0] and again[1][:2].tolist() == [9, 9]
+
+
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_missing_folder_message(tmp_path, name):
     with pytest.raises(cifar.DataNotFoundError) as info:
