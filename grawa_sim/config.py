@@ -342,6 +342,11 @@ def to_dict(config: Config) -> dict:
     return dataclasses.asdict(config)
 
 
+def run_identity(config: Config) -> dict:
+    """The fields that decide a run's numbers: every field but ``data_dir`` (where the data lives)."""
+    return {k: v for k, v in to_dict(config).items() if k != "data_dir"}
+
+
 def from_dict(values: dict) -> Config:
     """Build a Config from a dict (e.g. config.json), rejecting unknown keys by name."""
     names = {f.name for f in dataclasses.fields(Config)}

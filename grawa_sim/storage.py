@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -12,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from grawa_sim.config import Config, ConfigError, from_dict, to_dict
+from grawa_sim.config import Config, ConfigError, from_dict, run_identity, to_dict
 from grawa_sim.flatness.measure import FLATNESS_CSV
 from grawa_sim.runner import Result
 
@@ -85,6 +84,6 @@ def is_complete(run_dir: str | os.PathLike, config: Config) -> bool:
     if not (path / CONFIG).exists() or not (path / HISTORY).exists():
         return False
     try:
-        return dataclasses.replace(load_config(path), data_dir=None) == dataclasses.replace(config, data_dir=None)
+        return run_identity(load_config(path)) == run_identity(config)
     except (ValueError, TypeError, json.JSONDecodeError):
         return False

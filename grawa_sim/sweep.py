@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from grawa_sim.config import Config, to_dict
+from grawa_sim.config import Config, run_identity, to_dict
 from grawa_sim.runner import run, validate
 from grawa_sim.storage import is_complete, load_history, save_result, write_csv_atomic
 
@@ -30,8 +30,7 @@ def grid(base: Config, **axes: Sequence) -> list[Config]:
 
 def run_key(config: Config) -> str:
     """A readable, stable directory name for a resolved config (where the data lives is not part of it)."""
-    fields = {k: v for k, v in to_dict(config).items() if k != "data_dir"}
-    digest = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+    digest = hashlib.sha1(json.dumps(run_identity(config), sort_keys=True).encode()).hexdigest()[:10]
     return f"{config.algorithm}-M{config.workers}-s{config.seed}-{digest}"
 
 
