@@ -111,8 +111,9 @@ def cmd_run(args) -> None:
     from grawa_sim.runner import run, validate
     from grawa_sim.storage import save_result
 
-    _fetch_data(args, [config_from_args(args)])
-    cfg = validate(config_from_args(args))  # after the download: validate() reads the data
+    asked = config_from_args(args)
+    _fetch_data(args, [asked])
+    cfg = validate(asked)  # after the download: validate() reads the data
     _check_out(args.out)
     if args.ranks is not None:
         _launch_ranks(args, cfg)
@@ -175,18 +176,24 @@ def cmd_sweep(args) -> None:
     print(f"wrote {Path(args.out) / 'results.csv'}")
 
 
-def cmd_reproduce(args) -> None:
-    from grawa_sim import experiments, plots
-    from grawa_sim.sweep import sweep
+def _experiment_setup(args) -> tuple[bool, Path]:
+    """Checks shared by `reproduce` and `anchor`; returns (quick, figure folder)."""
+    from grawa_sim import experiments
 
     if args.seeds < 1:
         raise ConfigError(f"seeds: must be >= 1 (got {args.seeds})")
     _check_out(args.out)
-    quick = args.quick or experiments.quick_mode()
+    return args.quick or experiments.quick_mode(), Path(args.figures) if args.figures else experiments.figures_dir()
+
+
+def cmd_reproduce(args) -> None:
+    from grawa_sim import experiments, plots
+    from grawa_sim.sweep import sweep
+
+    quick, figures = _experiment_setup(args)
     configs = experiments.comparison_configs(quick, seeds=args.seeds)
     histories = sweep(configs, args.out, progress=_progress(args))
     table = experiments.summary(histories)
-    figures = Path(args.figures) if args.figures else experiments.figures_dir()
     fig = plots.comparison_figure(histories, figures / "comparison_mnist1d.png",
                                   f"MNIST-1D, 1-D CNN, M={configs[0].workers}, reference tau per algorithm")
     table_path = Path(args.out) / "summary.csv"
@@ -196,17 +203,11 @@ def cmd_reproduce(args) -> None:
 
 
 def cmd_anchor(args) -> None:
-    from grawa_sim import anchor, experiments
+    from grawa_sim import anchor, plots
 
-    if args.seeds < 1:
-        raise ConfigError(f"seeds: must be >= 1 (got {args.seeds})")
-    _check_out(args.out)
-    from grawa_sim import plots
-
-    singles, ensemble = anchor.anchor(args.out, quick=args.quick or experiments.quick_mode(), seeds=args.seeds,
-                                      progress=_progress(args))
+    quick, figures = _experiment_setup(args)
+    singles, ensemble = anchor.anchor(args.out, quick=quick, seeds=args.seeds, progress=_progress(args))
     print(anchor.report(singles, ensemble))
-    figures = Path(args.figures) if args.figures else experiments.figures_dir()
     fig = plots.anchor_figure(singles, ensemble, figures / "anchor_mnist1d.png", anchor.PUBLISHED["cnn"])
     print(f"wrote {fig}, {Path(args.out) / 'single' / 'anchor.csv'} and {Path(args.out) / 'ensemble' / 'anchor.csv'}")
 
@@ -294,22 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("reproduce", help="the main job: all six algorithms on MNIST-1D, figures and a table")
-    p.add_argument("--quick", action="store_true", help="a few steps and one seed (also GRAWA_QUICK=1)")
-    p.add_argument("--seeds", type=_converter(int, "seeds"), default=3)
-    p.add_argument("--out", default="results/reproduce", help="sweep directory (resumable)")
-    p.add_argument("--figures", default=None, help="figure folder (default: figures/ of the project)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_reproduce)
-
-    p = sub.add_parser("anchor", help="MNIST-1D logistic / MLP / CNN against their published accuracies, "
-                       "then the CNN with M = 8 under every algorithm")
-    p.add_argument("--quick", action="store_true", help="a few steps and one seed (also GRAWA_QUICK=1)")
-    p.add_argument("--seeds", type=_converter(int, "seeds"), default=3)
-    p.add_argument("--out", default="results/anchor", help="sweep directory (resumable)")
-    p.add_argument("--figures", default=None, help="figure folder (default: figures/ of the project)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_anchor)
+    for name, func, text in (
+        ("reproduce", cmd_reproduce, "the main job: all six algorithms on MNIST-1D, figures and a table"),
+        ("anchor", cmd_anchor, "MNIST-1D logistic / MLP / CNN against their published accuracies, "
+                               "then the CNN with M = 8 under every algorithm"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--quick", action="store_true", help="a few steps and one seed (also GRAWA_QUICK=1)")
+        p.add_argument("--seeds", type=_converter(int, "seeds"), default=3)
+        p.add_argument("--out", default=f"results/{name}", help="sweep directory (resumable)")
+        p.add_argument("--figures", default=None, help="figure folder (default: figures/ of the project)")
+        p.add_argument("--no-progress", action="store_true")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("bench", help="steps/s of the vmap and loop backends, measured side by side")
     p.add_argument("--models", default="mlp,cnn")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from grawa_sim.config import ALGORITHMS, Config
+from grawa_sim.experiments import summary
 from grawa_sim.sweep import grid, sweep
 
 PUBLISHED = {"logistic": 0.32, "mlp": 0.68, "cnn": 0.94}  # MNIST-1D README, test accuracy
@@ -35,13 +36,6 @@ def ensemble_configs(quick: bool, seeds: int = 3) -> list[Config]:
     return grid(base, algorithm=list(ALGORITHMS), seed=list(range(1 if quick else seeds)))
 
 
-def _table(histories: pd.DataFrame, by: str) -> pd.DataFrame:
-    finals = histories.groupby("run", sort=False).tail(1)
-    return finals.groupby(by, sort=False).agg(
-        test_acc_mean=("test_acc", "mean"), test_acc_std=("test_acc", "std"), seeds=("seed", "count"),
-        steps=("step", "max"))
-
-
 def anchor(out: str | Path, quick: bool = False, seeds: int = 3, progress: bool | None = None,
            log=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run (or resume) both parts under ``out``; return (single-worker table, M = 8 table).
@@ -50,10 +44,10 @@ def anchor(out: str | Path, quick: bool = False, seeds: int = 3, progress: bool 
     are written as CSV next to the runs.
     """
     out = Path(out)
-    singles = _table(sweep(single_configs(quick, seeds), out / "single", progress, log), "model")
+    singles = summary(sweep(single_configs(quick, seeds), out / "single", progress, log), by="model")
+    singles = singles.reindex(list(SINGLE_MODELS))
     singles.insert(0, "published", [PUBLISHED.get(m, float("nan")) for m in singles.index])
-    ensemble = _table(sweep(ensemble_configs(quick, seeds), out / "ensemble", progress, log), "algorithm")
-    ensemble = ensemble.sort_values("test_acc_mean", ascending=False)
+    ensemble = summary(sweep(ensemble_configs(quick, seeds), out / "ensemble", progress, log))
     singles.to_csv(out / "single" / "anchor.csv")
     ensemble.to_csv(out / "ensemble" / "anchor.csv")
     return singles, ensemble

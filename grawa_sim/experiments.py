@@ -131,10 +131,10 @@ def budget_summary(histories: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["setting", "test_acc_mean"], ascending=[True, False])
 
 
-def summary(histories: pd.DataFrame) -> pd.DataFrame:
-    """Final test accuracy / loss per algorithm: mean, std and count over seeds, best first."""
+def summary(histories: pd.DataFrame, by: str = "algorithm") -> pd.DataFrame:
+    """Final test accuracy / loss per ``by`` (algorithm, model, ...): mean, std and count over seeds, best first."""
     finals = histories.groupby("run", sort=False).tail(1)
-    table = finals.groupby("algorithm").agg(
+    table = finals.groupby(by).agg(
         test_acc_mean=("test_acc", "mean"), test_acc_std=("test_acc", "std"),
         test_loss_mean=("test_loss", "mean"), spread=("spread", "mean"),
         seeds=("seed", "count"), steps=("step", "max"))
