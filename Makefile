@@ -22,7 +22,7 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	touch $@
 
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest -n 2
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 reproduce: $(VENV)/.installed
 	$(PY) -m grawa_sim reproduce

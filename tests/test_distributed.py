@@ -21,6 +21,9 @@ from grawa_sim.distributed import free_port
 from grawa_sim.storage import load_config, load_history, load_params
 from tests.helpers import max_abs_diff
 
+# One xdist worker runs every torchrun launch (make test: --dist loadgroup): concurrent launches pick
+# rendezvous ports that the other job's gloo connections may take in between.
+pytestmark = pytest.mark.xdist_group("torchrun")
 ROOT = Path(__file__).parents[1]
 BASE = Config(workers=4, steps=50, tau=8, lr=0.05, momentum=0.9, weight_decay=1e-3, dtype="float64",
               dataset="mnist1d", model="mlp", batch_size=16, eval_every=10)
