@@ -238,11 +238,16 @@ class TrainingStream:
         return self._take(self.sampler.next_batch(), stepping)
 
     def probe(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """GRAWA's probe batch: B samples per worker from the whole training set."""
-        return self._take(self.sampler.next_probe(), None)
+        """GRAWA's probe batch: B samples per worker from the whole training set, never augmented.
 
-    def _take(self, indices: torch.Tensor, stepping: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        draws = self.augmenter.draw(tuple(indices.shape)) if self.augmenter is not None else None
+        Its indices come from the sampler's own probe generator and it draws no augmentation, so
+        drawing probes leaves the training stream (batches and their crops and flips) unchanged.
+        """
+        return self._take(self.sampler.next_probe(), None, augment=False)
+
+    def _take(self, indices: torch.Tensor, stepping: torch.Tensor | None,
+              augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        draws = self.augmenter.draw(tuple(indices.shape)) if augment and self.augmenter is not None else None
 
         def mine(t: torch.Tensor) -> torch.Tensor:
             return t[self.local] if stepping is None else t[self.local][stepping]

@@ -29,6 +29,7 @@ class Collective:
 
     kind: str  # "all_reduce" | "broadcast" | "reduce" | "all_gather"
     values: int
+    op: str = "sum"  # the reduction of an all-reduce or reduce ("sum" | "min"); it does not change the cost
 
 
 def collective_time(c: Collective, workers: int, bandwidth: float, latency: float) -> float:
@@ -55,7 +56,15 @@ def collective_bytes(c: Collective, workers: int) -> int:
 
 
 def round_collectives(algorithm: str, parameters: int, layers: int) -> list[Collective]:
-    """What one communication of each algorithm sends (DP: per step; others: per round)."""
+    """Every collective one communication of each algorithm runs (DP: per step; others: per round).
+
+    DP: the gradient all-reduce. LocalSGD: the parameter all-reduce. EASGD: the mean of the workers
+    reduced to the holder of x~ and the new x~ broadcast back. LSGD: an all-gather of one running loss
+    per worker, then the leader's parameters broadcast. MGRAWA / LGRAWA: the weights' normalisers,
+    a MIN all-reduce of the smallest score and a SUM all-reduce of the ratios (1 value per worker, or
+    one per layer), then the SUM all-reduce of the weighted parameters (tests/test_schedule.py records
+    the collectives a round really calls and compares them with this table).
+    """
     if algorithm in ("dp", "localsgd"):
         return [Collective("all_reduce", parameters)]
     if algorithm == "easgd":
@@ -64,7 +73,8 @@ def round_collectives(algorithm: str, parameters: int, layers: int) -> list[Coll
         return [Collective("all_gather", 1), Collective("broadcast", parameters)]
     if algorithm in ("mgrawa", "lgrawa"):
         normaliser = 1 if algorithm == "mgrawa" else layers
-        return [Collective("all_reduce", normaliser), Collective("all_reduce", parameters)]
+        return [Collective("all_reduce", normaliser, "min"), Collective("all_reduce", normaliser),
+                Collective("all_reduce", parameters)]
     raise ValueError(f"algorithm: unknown {algorithm!r}")
 
 
@@ -108,9 +118,11 @@ class Schedule:
 
     sync:  every worker does tau steps, then a round; the round is a barrier at the slowest
            worker's arrival. DP: every step is a barrier followed by the gradient all-reduce.
-    async: a global counter counts local steps over all workers in order of completion; when it
-           reaches M·tau no worker starts a new step, the steps in flight finish, and the round
-           starts when the last worker arrives. Fast workers do more steps than slow ones.
+    async: a global counter grants local steps. Before each step a worker asks for a grant, the
+           requests taken in order of simulated time (ties by worker index); the first M·tau
+           requests of a round are granted and every later one waits for the round. The round is a
+           barrier that starts when the last granted step has finished, so a round holds exactly
+           M·tau local steps and fast workers take more of them than slow ones.
     """
 
     def __init__(self, clock: ClockModel, tau: int, every_step: bool, asynchronous: bool,
@@ -167,37 +179,35 @@ class Schedule:
                     self._round()
                 yield Tick(everyone, is_round)
         else:
-            length = self._durations(torch.arange(m))  # the duration of each worker's current step
+            yield from self._async_ticks()
+
+    def _async_ticks(self) -> Iterator[Tick]:
+        """Grant-based rounds: exactly M·tau local steps between two rounds (see the class docstring)."""
+        m, budget = self.clock.workers, self.clock.workers * self.tau
+        while True:
+            everyone = torch.arange(m)
+            length = self._durations(everyone)  # every worker asks at the round's end: M grants
             finish = self.time + length
-            count = 0
+            busy = torch.ones(m, dtype=torch.bool)
+            granted = m
             while True:
-                now = float(finish.min())
-                done = finish == now
+                now = float(finish[busy].min())
+                done = busy & (finish == now)
                 self._complete(done, length, now)
-                count += int(done.sum())
-                if count < m * self.tau:
-                    idle = torch.nonzero(done).flatten()
-                    length[idle] = self._durations(idle)
-                    finish[idle] = now + length[idle]
-                    yield Tick(done, False)
-                    continue
-                # the counter is full: no new steps start, the steps in flight finish, then the barrier
-                in_flight = ~done
-                if not bool(in_flight.any()):
+                asking = torch.nonzero(done).flatten()  # these workers ask again at `now`, in index order
+                grants = asking[: max(0, budget - granted)]
+                granted += len(grants)
+                busy &= ~done
+                if len(grants):
+                    length[grants] = self._durations(grants)
+                    finish[grants] = now + length[grants]
+                    busy[grants] = True
+                last = not bool(busy.any())
+                if last:
                     self._round()
-                yield Tick(done, not bool(in_flight.any()))
-                while bool(in_flight.any()):
-                    now = float(finish[in_flight].min())
-                    group = in_flight & (finish == now)
-                    self._complete(group, length, now)
-                    in_flight &= ~group
-                    last = not bool(in_flight.any())
-                    if last:
-                        self._round()
-                    yield Tick(group, last)
-                count = 0
-                length = self._durations(torch.arange(m))
-                finish = self.time + length
+                yield Tick(done, last)
+                if last:
+                    break
 
     def _complete(self, group: torch.Tensor, length: torch.Tensor, now: float) -> None:
         """Workers in ``group`` finish their current step at ``now``."""

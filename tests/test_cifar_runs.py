@@ -76,6 +76,30 @@ def test_augmentation_reaches_training(cifar_root):
     assert max_abs_diff(on.workers, off.workers) > 1e-4
 
 
+def test_probe_batches_are_plain_and_leave_the_training_stream_alone(cifar_root):
+    """GRAWA's probe batch is not augmented, and drawing it changes neither the training indices nor
+    their crops and flips (probes and training batches have separate generators)."""
+    from grawa_sim.data import TrainingStream
+
+    cfg = resolve(_tiny(cifar_root))
+    data = load(cfg.dataset, torch.float64, cfg.data_dir)
+    plain, probed = TrainingStream(cfg, data), TrainingStream(cfg, data)
+    for step in range(12):
+        xa, ya = plain.batch()
+        xb, yb = probed.batch()
+        assert torch.equal(xa, xb) and torch.equal(ya, yb), f"training batch {step} changed by probes"
+        if step % 3 == 2:
+            x, y = probed.probe()
+            # un-augmented: every probe sample is a training image exactly as stored
+            flat = data.x_train.flatten(1)
+            match = (x.flatten(2).unsqueeze(2) == flat.unsqueeze(0).unsqueeze(0)).all(-1)
+            assert bool(match.any(-1).all())
+    # and the augmented training batches really differ from the stored images
+    x, _ = plain.batch()
+    flat = data.x_train.flatten(1)
+    assert not bool((x.flatten(2).unsqueeze(2) == flat.unsqueeze(0).unsqueeze(0)).all(-1).any(-1).all())
+
+
 def test_mlp_flattens_images_and_env_var_finds_data(cifar_root, monkeypatch):
     monkeypatch.setenv("GRAWA_DATA", cifar_root)
     result = run(Config(dataset="cifar10", model="mlp", workers=2, steps=4, tau=2, batch_size=8, bn_recalibration=0),

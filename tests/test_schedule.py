@@ -131,3 +131,119 @@ def test_wall_budget_stops_early_with_a_final_row():
     history = run(dataclasses.replace(BASE, steps=100_000, wall_budget=1.0), progress=False).history
     assert history["step"].iloc[-1] < 100_000
     assert history["wall_time"].iloc[-1] >= 1.0
+
+
+def _async_schedule(speeds, tau, straggler_prob=0.0, seed=0):
+    from grawa_sim.schedule import ClockModel, Schedule
+
+    clock = ClockModel(workers=len(speeds), step_time=0.01, speeds=tuple(speeds), straggler_prob=straggler_prob,
+                       straggler_slowdown=4.0, bandwidth=BW, latency=LAT, seed=seed)
+    return Schedule(clock, tau, every_step=False, asynchronous=True, collectives=[], probe=False)
+
+
+@pytest.mark.parametrize("speeds,tau,prob", [((1, 1.3, 1.7, 2.1), 4, 0.0), ((1, 1.3, 1.7, 2.1), 4, 0.2),
+                                             ((0.5, 1, 1, 1, 2, 3, 1.1, 0.9), 4, 0.1), ((1, 5), 3, 0.3)])
+def test_async_round_holds_exactly_m_tau_steps(speeds, tau, prob):
+    """A worker asks before each step; once M·tau steps of a round were granted, every later request
+    waits for the round. So the steps between two rounds sum to M·tau, whatever the speeds."""
+    sched = _async_schedule(speeds, tau, prob, seed=3)
+    m, counted, rounds, busy_until = len(speeds), 0, 0, None
+    for tick in sched.ticks():
+        counted += int(tick.stepping.sum())
+        if tick.round:
+            assert counted == m * tau
+            assert int(sched.steps.sum()) == (rounds + 1) * m * tau
+            # the round starts when the last granted step finished: every worker is free by then
+            busy_until = float(sched.time.max())
+            assert bool((sched.time == busy_until).all())
+            counted, rounds = 0, rounds + 1
+            if rounds == 20:
+                break
+    assert rounds == 20
+
+
+def test_async_grants_follow_simulated_time():
+    """Speeds 1 and 3, tau = 2 (4 grants a round): at t=0 both ask (2 grants); the fast worker asks
+    again at 1 and 2 (grants 3 and 4); at 3 the slow worker finishes and its request waits."""
+    sched = _async_schedule((1.0, 3.0), 2)
+    ticks = []
+    for tick in sched.ticks():
+        ticks.append((tick.stepping.tolist(), tick.round, round(sched.totals.sim_time, 6)))
+        if tick.round:
+            break
+    assert ticks == [([True, False], False, 0.01), ([True, False], False, 0.02), ([True, True], True, 0.03)]
+    assert sched.steps.tolist() == [3, 1]
+
+
+def test_async_evaluation_after_round_k_counts_k_m_tau_steps():
+    cfg = dataclasses.replace(BASE, schedule="async", speeds=(1.0, 1.3, 1.7, 2.1), straggler_prob=0.1,
+                              straggler_slowdown=4.0, steps=64)
+    hist = run(cfg, progress=False).history
+    m, tau = cfg.workers, cfg.tau
+    after_round = hist[hist["step"] > 0]
+    exact = after_round["steps_mean"] * m == after_round["round"] * m * tau
+    # every evaluation lands right after a round except possibly the last (the step budget)
+    assert bool(exact.iloc[:-1].all()) and len(after_round) >= 3
+
+
+class _RecordingAxis:
+    """A StackedAxis that records every collective: (kind, op) -> values per worker, summed over calls."""
+
+    def __init__(self, workers):
+        from grawa_sim.collectives import StackedAxis
+
+        self.inner, self.calls = StackedAxis(workers), {}
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def _note(self, key, t):
+        self.calls[key] = self.calls.get(key, 0) + t[0].numel()
+
+    def all_reduce_sum(self, t):
+        self._note(("all_reduce", "sum"), t)
+        return self.inner.all_reduce_sum(t)
+
+    def all_reduce_min(self, t):
+        self._note(("all_reduce", "min"), t)
+        return self.inner.all_reduce_min(t)
+
+    def all_reduce_mean(self, t):
+        return self.all_reduce_sum(t) / self.inner.workers
+
+    def broadcast(self, t, src):
+        self._note(("broadcast", "sum"), t)
+        return self.inner.broadcast(t, src)
+
+    def all_gather(self, t):
+        self._note(("all_gather", "sum"), t)
+        return self.inner.all_gather(t)
+
+
+@pytest.mark.parametrize("algorithm", ["localsgd", "easgd", "lsgd", "mgrawa", "lgrawa", "dp"])
+def test_the_clock_charges_every_collective_a_round_calls(algorithm):
+    import torch
+
+    from grawa_sim import algorithms
+    from grawa_sim.algorithms import Hyper
+    from grawa_sim.schedule import round_collectives
+
+    m = 4
+    params = {"w": torch.randn(m, 3, 5, dtype=torch.float64), "b": torch.randn(m, 5, dtype=torch.float64)}
+    sizes = sum(p[0].numel() for p in params.values())
+    algo = algorithms.build(algorithm, Hyper(pull=0.5, prox=0.0, tau=4))
+    axis = _RecordingAxis(m)
+    state = algo.init({n: p[:1] for n, p in params.items()}, axis.inner)
+    if algorithm == "lsgd":
+        state = algo.observe_losses(state, torch.arange(m, dtype=torch.float64))
+    if algorithm == "dp":
+        algo.reduce_grads(params, axis)
+    else:
+        algo.round(params, state, axis, {n: torch.rand_like(p) for n, p in params.items()})
+    charged = {}
+    for c in round_collectives(algorithm, sizes, len(params)):
+        charged[(c.kind, c.op)] = charged.get((c.kind, c.op), 0) + c.values
+    if algorithm == "easgd":  # the simulation's mean is one all-reduce: a reduce to x~'s holder + a broadcast back
+        assert charged.pop(("reduce", "sum")) == charged.pop(("broadcast", "sum")) == sizes
+        charged[("all_reduce", "sum")] = sizes
+    assert axis.calls == charged
