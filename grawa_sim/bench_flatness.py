@@ -101,7 +101,7 @@ def _ours(contender: str, loss_fn, stacked, init, probes, iters: int):
     """Ours, all workers in one call: (lambda_max per worker, trace estimate per worker)."""
     execution, method = contender.split("/")
     op = Batched(loss_fn, stacked, None, execution, method)
-    lam, _, _ = flatness.stacked_top_eigenvalue(op, iters, tol=0.0, init=init)
+    lam, _, _ = flatness.stacked_power_iteration(op, iters, tol=0.0, init=init)  # PyHessian's quantity
     est, _ = flatness.stacked_hessian_trace(op, probes=probes)
     return lam.tolist(), est.tolist()
 

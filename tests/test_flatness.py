@@ -52,19 +52,56 @@ def test_top_eigenvalue_of_quadratic(name):
 def test_power_iteration_converges_flag_and_stops_early():
     loss, x0, _, ev = quadratic(SPECTRA["separated"])
     op = F.core.single(loss, x0)
-    values, converged, iters = F.stacked_top_eigenvalue(op, iters=500, tol=1e-10)
+    values, converged, iters = F.stacked_power_iteration(op, iters=500, tol=1e-10)
     assert bool(converged[0]) and 10 < int(iters[0]) < 500
     assert abs(values[0].item() - 10.0) <= 1e-6
-    _, converged, iters = F.stacked_top_eigenvalue(op, iters=3, tol=1e-10)
+    _, converged, iters = F.stacked_power_iteration(op, iters=3, tol=1e-10)
     assert not bool(converged[0]) and int(iters[0]) == 3
 
 
 def test_power_iteration_returns_signed_dominant_eigenvalue_and_lanczos_the_largest():
     loss, x0, _, ev = quadratic([-12.0] + SPECTRA["indefinite"][:-1])
-    value, converged = F.top_eigenvalue(loss, x0, iters=3000, tol=1e-12)
-    assert converged and abs(value + 12.0) <= 1e-4 * 12  # largest |lambda|, with its sign
+    op = F.core.single(loss, x0)
+    value, converged, _ = F.stacked_power_iteration(op, iters=3000, tol=1e-12)
+    assert bool(converged[0]) and abs(value[0].item() + 12.0) <= 1e-4 * 12  # largest |lambda|, with its sign
     top = F.lanczos_spectrum(loss, x0, k=2, steps=N).top
     torch.testing.assert_close(top, torch.tensor([10.0, 7.0], dtype=torch.float64), rtol=0, atol=1e-8)
+
+
+EXTREME_SPECTRA = {
+    "issue_example": [3.0, 1.0, -5.0, 0.5],
+    "dominant_negative": [-12.0, 10.0, 7.0] + list(np.linspace(-6.0, 5.0, N - 3)),
+    "near_degenerate_top_negative_dominant": [-20.0, 8.0, 7.999] + list(np.linspace(-3.0, 5.0, N - 3)),
+    "symmetric_ends": [9.0, -9.0, 6.0] + list(np.linspace(-4.0, 4.0, N - 3)),
+    "positive_definite": [10.0, 7.0] + list(np.linspace(0.5, 5.0, N - 2)),
+    "negative_definite": [-0.5, -3.0] + list(np.linspace(-10.0, -4.0, N - 2)),
+}
+
+
+@pytest.mark.parametrize("name", list(EXTREME_SPECTRA))
+def test_lambda_max_is_the_largest_algebraic_eigenvalue_and_lambda_min_the_smallest(name):
+    loss, x0, a, ev = quadratic(EXTREME_SPECTRA[name])
+    exact = torch.linalg.eigvalsh(a)  # the independent reference: a dense eigensolver
+    lam_max, converged = F.top_eigenvalue(loss, x0, iters=5000, tol=1e-13)
+    assert lam_max == pytest.approx(exact[-1].item(), abs=2e-3 * exact.abs().max().item())
+    hi, lo = F.extreme_eigenvalues(loss, x0, iters=5000, tol=1e-13)
+    assert hi == pytest.approx(exact[-1].item(), abs=2e-3 * exact.abs().max().item())
+    assert lo == pytest.approx(exact[0].item(), abs=2e-3 * exact.abs().max().item())
+    if name == "issue_example":
+        assert lam_max == pytest.approx(3.0, abs=1e-6) and lo == pytest.approx(-5.0, abs=1e-6)
+
+
+def test_extreme_eigenvalues_of_several_models_at_once_match_one_by_one():
+    quads = [quadratic(EXTREME_SPECTRA[k], seed=i) for i, k in enumerate(["dominant_negative", "positive_definite"])]
+    a = torch.stack([q[2] for q in quads])
+    stacked = {"x": torch.stack([q[1]["x"] for q in quads])}
+    # a loss closure per model through the aux argument: the matrix travels as a per-model buffer
+    op = F.Batched(lambda p, aux: 0.5 * p["x"] @ aux["a"] @ p["x"], stacked, {"a": a})
+    ext = F.stacked_extreme_eigenvalues(op, iters=3000, tol=1e-12)
+    for i in range(2):
+        exact = torch.linalg.eigvalsh(a[i])
+        assert ext.lambda_max[i].item() == pytest.approx(exact[-1].item(), abs=1e-2)
+        assert ext.lambda_min[i].item() == pytest.approx(exact[0].item(), abs=1e-2)
 
 
 @pytest.mark.parametrize("name", list(SPECTRA))
@@ -350,22 +387,26 @@ def test_measure_run_writes_flatness_csv(tmp_path):
     table = F.measure_run(run_dir, settings=settings)
     csv = pd.read_csv(run_dir / F.FLATNESS_CSV)
     assert sorted(p.name for p in run_dir.iterdir() if "flatness" in p.name) == ["flatness.csv"]  # no temp left
-    assert list(csv["model"]) == ["evaluated", "worker", "worker", "worker"]
-    assert csv["worker"].isna().tolist() == [True, False, False, False]
+    assert list(csv["model"]) == ["average", "center", "worker", "worker", "worker"]
+    assert csv["worker"].isna().tolist() == [True, True, False, False, False]
     assert csv["worker"].dropna().astype(int).tolist() == [0, 1, 2]
+    assert csv["measured"].tolist()[:2] == ["uniform average of the workers", "x_C (GRAWA's weighted center)"]
     for col in ("loss", "lambda_max", "trace", "trace_se", "ritz_max", "ritz_sum", "eps_sharpness"):
         assert np.isfinite(csv[col]).all(), col
     assert (csv["lambda_max"] > 0).all() and (csv["mode"] == "train").all() and (csv["probe"] == 320).all()
     np.testing.assert_allclose(csv["lambda_max"], table["lambda_max"])
-    # the evaluated row measures the evaluated model, the worker rows the workers
+    # the average row measures the uniform average, the center row x_C, the worker rows the workers
     loss = F.model_loss(*grawa_sim.runner.build_problem(cfg))
-    assert csv.loc[0, "loss"] == pytest.approx(float(loss(result.evaluated)), rel=1e-5)
-    assert csv.loc[2, "loss"] == pytest.approx(float(loss({n: p[1] for n, p in result.workers.items()})), rel=1e-5)
+    average = {n: p.mean(0) for n, p in result.workers.items()}
+    assert csv.loc[0, "loss"] == pytest.approx(float(loss(average)), rel=1e-5)
+    assert csv.loc[1, "loss"] == pytest.approx(float(loss(result.center)), rel=1e-5)
+    assert csv.loc[3, "loss"] == pytest.approx(float(loss({n: p[1] for n, p in result.workers.items()})), rel=1e-5)
     same = F.measure_result(result, settings=settings)
     np.testing.assert_allclose(same["trace"], csv["trace"], rtol=1e-6)
     summary = F.summary_columns(table)
     assert summary["flat_lambda_max"] == pytest.approx(csv.loc[0, "lambda_max"])
-    assert summary["flat_worker_trace"] == pytest.approx(csv["trace"][1:].mean())
+    assert summary["flat_center_lambda_max"] == pytest.approx(csv.loc[1, "lambda_max"])
+    assert summary["flat_worker_trace"] == pytest.approx(csv["trace"][2:].mean())
 
 
 def test_bad_arguments_raise_one_line_errors(tmp_path):
@@ -390,10 +431,67 @@ def test_run_with_flatness_true_adds_the_table_and_summary(tmp_path):
     cfg = Config(algorithm="lgrawa", workers=2, steps=8, tau=4, dataset="digits", model="logistic", batch_size=8,
                  flatness=True)
     result = run(cfg, progress=False)
-    assert list(result.flatness["model"]) == ["evaluated", "worker", "worker"]
+    assert list(result.flatness["model"]) == ["average", "center", "worker", "worker"]
     last = result.history.iloc[-1]
     assert last["flat_lambda_max"] == pytest.approx(float(result.flatness["lambda_max"].iloc[0]))
     assert last["flat_lambda_max"] > 0 and result.history["flat_lambda_max"].iloc[:-1].isna().all()
     save_result(result, tmp_path / "run")
     assert (tmp_path / "run" / "flatness.csv").is_file()
     assert main(["flatness", "--run", str(tmp_path / "missing")]) == 2
+
+
+@pytest.mark.parametrize("algorithm", ["easgd", "lsgd", "dp", "localsgd"])
+def test_flatness_is_measured_on_the_uniform_average_for_every_method(algorithm):
+    """The reference measures the workers' uniform average (EASGD included, not its x~); the
+    algorithm's own center is a separate row."""
+    cfg = grawa_sim.Config(algorithm=algorithm, workers=3, steps=12, tau=4, dataset="digits", model="logistic",
+                           batch_size=8, dtype="float64")
+    result = grawa_sim.run(cfg, progress=False)
+    table = F.measure_result(result, metrics=("loss",))
+    loss = F.model_loss(*grawa_sim.runner.build_problem(cfg))
+    average = {n: p.mean(0) for n, p in result.workers.items()}
+    assert table.loc[table["model"] == "average", "loss"].item() == pytest.approx(float(loss(average)), rel=1e-10)
+    has_center = algorithm in ("easgd", "lsgd")
+    assert ("center" in set(table["model"])) == has_center
+    if has_center:
+        center = result.center
+        assert table.loc[table["model"] == "center", "loss"].item() == pytest.approx(float(loss(center)), rel=1e-10)
+    if algorithm == "easgd":  # x~ is not the average after training: the rows differ
+        assert abs(float(loss(average)) - float(loss(result.center))) > 1e-6
+
+
+def test_reference_batching_averages_per_batch_losses_and_hvps_with_batch_statistics():
+    """10 batches of 32, batch norm in train mode per batch: the loss is the mean of the batches' losses
+    (each from an nn.Module in train mode fed that batch alone) and the HVP the mean of their HVPs."""
+    torch.manual_seed(0)
+    data = grawa_sim.data.load("digits", torch.float64)
+    model = models.build("cnn_bn", data.input_shape, data.outputs, 4).double()
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    batched = F.model_loss(model, data, probe=320, batch=32)
+    whole = F.model_loss(model, data, probe=320, batch=None)
+    idx = F.probe_indices(len(data.y_train), 320, 0)
+    x, y = data.x_train[idx], data.y_train[idx]
+    ref = copy.deepcopy(model).train()
+    with torch.no_grad():
+        per_batch = [torch.nn.functional.cross_entropy(ref(x[i:i + 32]), y[i:i + 32]) for i in range(0, 320, 32)]
+    assert float(batched(params)) == pytest.approx(float(torch.stack(per_batch).mean()), rel=1e-12)
+    assert abs(float(batched(params)) - float(whole(params))) > 1e-6  # batch statistics matter here
+    v = {n: torch.randn_like(p) for n, p in params.items()}
+    hv = F.hvp(batched, params, v)
+    expected = {n: torch.zeros_like(p) for n, p in params.items()}
+    for i in range(0, 320, 32):
+        sub = F.ModelLoss(model, x[i:i + 32], y[i:i + 32], per_sample_loss(data.classes), batch=None)
+        for n, h in F.hvp(sub, params, v).items():
+            expected[n] += h / 10
+    for n in params:
+        torch.testing.assert_close(hv[n], expected[n], rtol=1e-9, atol=1e-11)
+
+
+def test_batching_does_not_change_a_model_without_batch_norm():
+    data = grawa_sim.data.load("digits", torch.float64)
+    torch.manual_seed(0)
+    model = models.build("mlp", data.input_shape, data.outputs, 16).double()
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    a = F.model_loss(model, data, batch=32)(params)
+    b = F.model_loss(model, data, batch=None)(params)
+    assert float(a) == pytest.approx(float(b), rel=1e-12)

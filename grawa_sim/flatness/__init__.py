@@ -32,18 +32,23 @@ from grawa_sim.flatness.measure import (
 )
 from grawa_sim.flatness.sharpness import epsilon_sharpness, stacked_epsilon_sharpness
 from grawa_sim.flatness.spectrum import (
+    Extremes,
     Spectrum,
+    extreme_eigenvalues,
     hessian_trace,
     lanczos_spectrum,
     rademacher,
+    stacked_extreme_eigenvalues,
     stacked_hessian_trace,
     stacked_lanczos_spectrum,
+    stacked_power_iteration,
     stacked_top_eigenvalue,
     top_eigenvalue,
 )
 
 __all__ = [
-    "FLATNESS_CSV", "METRICS", "Batched", "Layout", "ModelLoss", "Settings", "Spectrum", "epsilon_sharpness",
+    "FLATNESS_CSV", "METRICS", "Batched", "Extremes", "extreme_eigenvalues", "stacked_extreme_eigenvalues",
+    "stacked_power_iteration", "Layout", "ModelLoss", "Settings", "Spectrum", "epsilon_sharpness",
     "hessian_matrix", "hessian_trace", "hvp", "interpolate", "landscape_1d", "landscape_2d", "lanczos_spectrum",
     "measure", "measure_result", "measure_run", "measure_tensors", "measure_workers", "model_loss",
     "probe_indices", "rademacher", "random_direction", "stacked_epsilon_sharpness", "stacked_hessian_trace",

@@ -1,10 +1,12 @@
-"""Loss closures of models on a fixed probe set, and the metric table of a run (evaluated model + workers).
+"""Loss closures of models on a fixed probe set, and the metric table of a run (average, center, workers).
 
-Batch norm: by default the loss is measured in *train* mode (batch statistics of the
-probe batch, running statistics neither used nor updated) on a fixed probe set of 320
-training samples drawn with a fixed seed, as the GRAWA authors' flatness code does.
-``mode="eval"`` uses the running statistics instead (the evaluated model: the mean of
-the workers' statistics; a worker: its own).
+Batch norm: by default the loss is measured in *train* mode on a fixed probe set of 320
+training samples drawn with a fixed seed, split into batches of 32 whose losses (and so
+Hessian-vector products) are averaged, each batch normalised by its own statistics: the
+GRAWA authors' flatness setting. ``batch=None`` normalises all 320 samples as one batch.
+``mode="eval"`` uses the running statistics instead (the average and the center: the mean
+of the workers' statistics; a worker: its own). Models without batch norm give the same
+loss either way (the mean of equal-size batch means is the overall mean).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch.func import functional_call
 
 from grawa_sim.flatness.core import Batched, LossClosure, Params
 from grawa_sim.flatness.sharpness import stacked_epsilon_sharpness
-from grawa_sim.flatness.spectrum import stacked_hessian_trace, stacked_lanczos_spectrum, stacked_top_eigenvalue
+from grawa_sim.flatness.spectrum import stacked_extreme_eigenvalues, stacked_hessian_trace, stacked_lanczos_spectrum
 
 MODES = ("train", "eval")
 METRICS = ("loss", "lambda_max", "trace", "lanczos", "eps_sharpness")
@@ -45,9 +47,15 @@ class ModelLoss:
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, per_sample, mode: str = "train",
-                 buffers: Params | None = None):
+                 buffers: Params | None = None, batch: int | None = None):
         if mode not in MODES:
             raise ValueError(f"mode: must be one of {', '.join(MODES)} (got {mode!r})")
+        if batch is not None and batch < 1:
+            raise ValueError(f"batch: must be >= 1 or None (got {batch})")
+        from grawa_sim.batchnorm import has_batchnorm
+
+        # batches only change the loss where batch statistics are used: train-mode batch norm
+        self.batch = batch if (batch is not None and mode == "train" and has_batchnorm(model)) else None
         self.model = copy.deepcopy(model)
         if mode == "train":
             torch.func.replace_all_batch_norm_modules_(self.model)  # batch statistics, no running ones
@@ -62,24 +70,29 @@ class ModelLoss:
         tensors = dict(params)
         if self.mode == "eval":
             tensors.update(self.buffers if buffers is None else buffers)
-        out = functional_call(self.model, tensors, (self.x,))
-        return self.per_sample(out, self.y).mean()
+        if self.batch is None:
+            return self.per_sample(functional_call(self.model, tensors, (self.x,)), self.y).mean()
+        losses = [self.per_sample(functional_call(self.model, tensors, (xb,)), yb).mean()
+                  for xb, yb in zip(self.x.split(self.batch), self.y.split(self.batch))]
+        return torch.stack(losses).mean()  # the mean of the batches' losses: their HVPs are averaged
 
 
 def model_loss(model: nn.Module, data, *, mode: str = "train", probe: int | None = 320, seed: int = 0,
-               buffers: Params | None = None) -> ModelLoss:
+               buffers: Params | None = None, batch: int | None = 32) -> ModelLoss:
     """The loss closure of ``model`` on ``probe`` training samples of ``data`` (a grawa_sim Dataset).
 
     Cross-entropy for classification, 0.5 * squared error for regression (the training
     loss), averaged over the probe set `probe_indices(len(train), probe, seed)`;
-    ``probe=None`` uses the whole training set. See `ModelLoss` for ``mode``.
+    ``probe=None`` uses the whole training set. In train mode batch norm normalises each
+    ``batch`` samples by their own statistics and the batches' losses are averaged (the
+    reference: 10 batches of 32); ``batch=None``: the probe set as one batch. See `ModelLoss`.
     """
     from grawa_sim.ensemble import per_sample_loss
 
     idx = probe_indices(len(data.y_train), probe, seed)
     device = next(model.parameters()).device
     return ModelLoss(model, data.x_train[idx].to(device), data.y_train[idx].to(device),
-                     per_sample_loss(data.classes), mode, buffers)
+                     per_sample_loss(data.classes), mode, buffers, batch)
 
 
 @dataclass(frozen=True)
@@ -106,8 +119,9 @@ class Settings:
 def stacked_measure(op: Batched, metrics: Sequence[str] = METRICS, settings: Settings = Settings()) -> dict:
     """Every requested metric of the M models of ``op``: column name -> tensor [M].
 
-    Columns: ``loss``; ``lambda_max``, ``lambda_max_converged``, ``lambda_max_iters``
-    (power iteration); ``trace``, ``trace_se`` (Hutchinson); ``ritz_max``, ``ritz_sum``
+    Columns: ``loss``; ``lambda_max`` and ``lambda_min`` (the largest and smallest algebraic
+    eigenvalues, power iteration on shifted Hessians), their ``*_converged`` flags and
+    ``lambda_hvps`` (Hessian-vector products taken); ``trace``, ``trace_se`` (Hutchinson); ``ritz_max``, ``ritz_sum``
     (Lanczos; ``ritz_sum`` is the authors' "trace", not ``trace``); ``eps_sharpness`` (%).
     """
     unknown = set(metrics) - set(METRICS)
@@ -117,8 +131,10 @@ def stacked_measure(op: Batched, metrics: Sequence[str] = METRICS, settings: Set
     if "loss" in metrics:
         out["loss"] = op.loss().double()
     if "lambda_max" in metrics:
-        out["lambda_max"], out["lambda_max_converged"], out["lambda_max_iters"] = stacked_top_eigenvalue(
-            op, s.power_iters, s.power_tol, s.seed)
+        ext = stacked_extreme_eigenvalues(op, s.power_iters, s.power_tol, s.seed)
+        out["lambda_max"], out["lambda_max_converged"] = ext.lambda_max, ext.max_converged
+        out["lambda_min"], out["lambda_min_converged"] = ext.lambda_min, ext.min_converged
+        out["lambda_hvps"] = ext.hvps
     if "trace" in metrics:
         out["trace"], out["trace_se"] = stacked_hessian_trace(op, s.trace_samples, s.seed)
     if "lanczos" in metrics:
@@ -154,60 +170,79 @@ def measure_workers(loss_fn: LossClosure, stacked: Params, buffers: Params | Non
     return df
 
 
-def _stack(first: Params, rest: Params) -> Params:
-    return {n: torch.cat([first[n].unsqueeze(0).to(rest[n].dtype), rest[n]]) for n in rest}
+CENTERS = {"easgd": "x~ (EASGD's center)", "lsgd": "the last leader (LSGD)",
+           "mgrawa": "x_C (GRAWA's weighted center)", "lgrawa": "x_C (GRAWA's layer-wise weighted center)"}
+
+
+def measured_models(algorithm: str) -> list[tuple[str, str]]:
+    """(row name, what it measures) of the non-worker rows of a flatness table.
+
+    ``average``: the uniform average of the workers, for every algorithm (DP: its one model,
+    which every worker equals), where the reference code measures flatness; ``center``: the
+    algorithm's own center where it has one (EASGD's x~, LSGD's leader, GRAWA's x_C).
+    """
+    rows = [("average", "the model (all workers equal)" if algorithm == "dp" else "uniform average of the workers")]
+    if algorithm in CENTERS:
+        rows.append(("center", CENTERS[algorithm]))
+    return rows
 
 
 def measure_tensors(config, tensors: dict[str, Params], *, mode: str = "train", probe: int | None = 320,
-                    probe_seed: int = 0, metrics: Sequence[str] = METRICS, settings: Settings = Settings(),
-                    center: bool = False, execution: str = "vmap") -> pd.DataFrame:
+                    probe_seed: int = 0, batch: int | None = 32, metrics: Sequence[str] = METRICS,
+                    settings: Settings = Settings(), center: bool = True, execution: str = "vmap") -> pd.DataFrame:
     """The flatness table of a finished run given its final tensors (`storage.load_params` layout).
 
-    Rows: ``model="evaluated"`` (worker empty), optionally ``"center"``, then one
-    ``model="worker"`` row per worker; all measured in one vmapped call over M + 1 (+ 1)
-    models (``execution="loop"``: one model after another; faster for the 1-D CNNs on CPU,
-    see `grawa_sim.bench_flatness`). The loss is `model_loss` (``mode``, ``probe``
-    samples drawn with ``probe_seed``); in eval mode the evaluated model and the center use
-    the mean of the workers' running statistics. Columns ``mode`` and ``probe`` record the choice.
+    Rows (column ``model``): ``average``, the uniform average of the workers (for every
+    algorithm; DP's workers are all equal to its model); ``center`` (with ``center=True``, for
+    EASGD, LSGD and GRAWA), the algorithm's own center; then one ``worker`` row per worker.
+    Column ``measured`` says in words which model a row is. All rows are measured in one vmapped
+    call (``execution="loop"``: one model after another). The loss is `model_loss` (``mode``,
+    ``probe`` samples drawn with ``probe_seed``, ``batch``); in eval mode the average and the
+    center use the mean of the workers' running statistics. Columns ``mode``, ``probe`` and
+    ``batch`` record the choice.
     """
     from grawa_sim.runner import build_problem
 
-    model, data = build_problem(config)
-    model = model.to(next(iter(tensors["workers"].values())).device)
-    loss_fn = model_loss(model, data, mode=mode, probe=probe, seed=probe_seed)
     workers, wbuf = tensors["workers"], tensors.get("buffers") or {}
-    names = ["evaluated"] + (["center"] if center else [])
-    stacked = _stack(tensors["evaluated"], workers)
-    if center:
-        stacked = {n: torch.cat([stacked[n][:1], tensors["center"][n].unsqueeze(0), stacked[n][1:]]) for n in stacked}
+    model, data = build_problem(config)
+    model = model.to(next(iter(workers.values())).device)
+    loss_fn = model_loss(model, data, mode=mode, probe=probe, seed=probe_seed, batch=batch)
+    named = [r for r in measured_models(config.algorithm) if center or r[0] != "center"]
+    m = next(iter(workers.values())).shape[0]
+    heads = {"average": {n: w.mean(0) for n, w in workers.items()}, "center": tensors.get("center")}
+    stacked = {n: torch.cat([torch.stack([heads[name][n].to(w.dtype) for name, _ in named]), w])
+               for n, w in workers.items()}
     buffers = None
     if mode == "eval" and wbuf:
         avg = {n: b.mean(0) if b.is_floating_point() else b[0] for n, b in wbuf.items()}
-        buffers = _stack(avg, wbuf)
-        if center:
-            buffers = {n: torch.cat([b[:1], b[:1], b[1:]]) for n, b in buffers.items()}
+        buffers = {n: torch.cat([torch.stack([avg[n]] * len(named)), b]) for n, b in wbuf.items()}
     df = measure_workers(loss_fn, stacked, buffers, metrics, settings, execution)
-    m = next(iter(workers.values())).shape[0]
-    df.insert(0, "model", names + ["worker"] * m)
-    df["worker"] = pd.array([pd.NA] * len(names) + list(range(m)), dtype="Int64")
+    df.insert(0, "model", [name for name, _ in named] + ["worker"] * m)
+    df.insert(1, "measured", [what for _, what in named] + [f"worker {i}" for i in range(m)])
+    df["worker"] = pd.array([pd.NA] * len(named) + list(range(m)), dtype="Int64")
     df["mode"], df["probe"] = mode, "all" if probe is None else probe
+    df["batch"] = "all" if batch is None else batch
     return df
 
 
 def measure_result(result, **kwargs) -> pd.DataFrame:
-    """`measure_tensors` on a `grawa_sim.Result` (its evaluated model, center and workers)."""
+    """`measure_tensors` on a `grawa_sim.Result` (the average and center of its workers, and each worker)."""
     tensors = {"workers": result.workers, "buffers": result.buffers, "evaluated": result.evaluated,
                "center": result.center}
     return measure_tensors(result.config, tensors, **kwargs)
 
 
 def summary_columns(table: pd.DataFrame) -> dict[str, float]:
-    """Flat columns for a run's summary: the evaluated model's metrics as ``flat_<metric>`` and the
-    mean over workers as ``flat_worker_<metric>`` (numeric metric columns only)."""
-    metric_cols = [c for c in table.columns if c not in ("model", "worker", "mode", "probe")]
-    ev = table[table["model"] == "evaluated"].iloc[0]
+    """Flat columns for a run's summary: the uniform average's metrics as ``flat_<metric>``, the
+    center's as ``flat_center_<metric>`` (when measured) and the mean over workers as
+    ``flat_worker_<metric>`` (numeric metric columns only)."""
+    metric_cols = [c for c in table.columns if c not in ("model", "measured", "worker", "mode", "probe", "batch")]
+    out = {}
+    for name, prefix in (("average", "flat_"), ("center", "flat_center_")):
+        rows = table[table["model"] == name]
+        if len(rows):
+            out.update({f"{prefix}{c}": float(rows.iloc[0][c]) for c in metric_cols})
     wk = table[table["model"] == "worker"]
-    out = {f"flat_{c}": float(ev[c]) for c in metric_cols}
     out.update({f"flat_worker_{c}": float(wk[c].astype(float).mean()) for c in metric_cols})
     return out
 

@@ -30,60 +30,126 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 # --- power iteration ----------------------------------------------------------------------
-def stacked_top_eigenvalue(op: Batched, iters: int = 100, tol: float = 1e-4, seed: int = 0,
-                           init: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Power iteration on every model at once: (values [M], converged [M], iterations [M]).
+def stacked_power_iteration(op: Batched, iters: int = 100, tol: float = 1e-4, seed: int = 0,
+                            init: torch.Tensor | None = None, shift: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Power iteration on A_i = H_i - s_i I for every model at once: (values [M], converged [M], iterations [M]).
 
-    v <- H v / ||H v||;  lambda_k = v_k^T H v_k (the Rayleigh quotient, signed).
-    Model i stops (its value and vector frozen) at the first k >= 2 with
-    |lambda_k - lambda_{k-1}| < tol * |lambda_k| (``tol=0``: never, all ``iters`` products are
-    taken), or when H v = 0 (value 0); the others go on until all stop or ``iters`` products
-    were taken. ``init`` ([n] or [M, n]) replaces the seeded Gaussian start.
-
-    Power iteration converges to the eigenvalue of largest *magnitude*: when the most
-    negative eigenvalue is larger in magnitude than the largest positive one (a saddle),
-    the result is that negative value. Use `lanczos_spectrum` for the largest algebraic
-    eigenvalue. When lambda_max and -lambda_max are both eigenvalues it does not converge.
+    v <- A v / ||A v||;  mu_k = v_k^T A v_k (the Rayleigh quotient, signed); the returned value is
+    mu + s, an eigenvalue of H. It converges to the eigenvalue of A of largest *magnitude* (the
+    dominant one), which can be the most negative eigenvalue of H. Model i stops (its value and
+    vector frozen) at the first k >= 2 with |mu_k - mu_{k-1}| < tol * |mu_k| (``tol=0``: never),
+    or when A v = 0; the others go on until all stop or ``iters`` products were taken.
+    ``init`` ([n] or [M, n]) replaces the seeded Gaussian start; ``shift`` is s ([M], default 0).
     """
+    values, converged, done_at, _ = _power(op, iters, tol, seed, init, shift)
+    return values, converged, done_at
+
+
+def _power(op: Batched, iters: int, tol: float, seed: int, init: torch.Tensor | None,
+           shift: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`stacked_power_iteration` plus the relative residual ||A v - mu v|| / |mu| of each final vector."""
     if iters < 1:
         raise ValueError(f"iters: must be >= 1 (got {iters})")
     m, n = op.models, op.size
+    s = torch.zeros(m, dtype=torch.float64, device=op.device) if shift is None else shift.double().to(op.device)
     v = (_gaussian(seed, n) if init is None else init.double()).to(op.device).expand(m, n)
     v = (v / v.norm(dim=-1, keepdim=True)).to(op.dtype)
     values = torch.full((m,), float("nan"), dtype=torch.float64, device=op.device)
     active = torch.ones(m, dtype=torch.bool, device=op.device)
     done_at = torch.full((m,), iters, dtype=torch.long, device=op.device)
     converged = torch.zeros(m, dtype=torch.bool, device=op.device)
+    residual = torch.full((m,), float("inf"), dtype=torch.float64, device=op.device)
     for k in range(1, iters + 1):
-        hv = op.hvp(v)
-        lam = _dot(v, hv)
-        stop = active & (lam - values).abs().lt(tol * lam.abs())  # NaN at k = 1, tol = 0: never
-        norm = hv.double().norm(dim=-1)
-        null = active & (norm == 0)  # H v = 0: v is an eigenvector of eigenvalue 0
+        av = op.hvp(v).double() - s[:, None] * v.double()
+        mu = _dot(v, av)
+        res = (av - mu[:, None] * v.double()).norm(dim=-1) / mu.abs().clamp_min(1e-300)
+        residual = torch.where(active, res, residual)
+        stop = active & (mu - values).abs().lt(tol * mu.abs())  # NaN at k = 1, tol = 0: never
+        norm = av.norm(dim=-1)
+        null = active & (norm == 0)  # A v = 0: v is an eigenvector of eigenvalue s
         stop |= null
-        values = torch.where(active, lam, values)
+        values = torch.where(active, mu, values)
         update = active & ~null
-        v = torch.where(update[:, None], hv / norm.clamp_min(1e-300)[:, None].to(op.dtype), v)
+        v = torch.where(update[:, None], (av / norm.clamp_min(1e-300)[:, None]).to(op.dtype), v)
         converged |= stop
         done_at = torch.where(stop, k, done_at)
         active &= ~stop
         if not active.any():
             break
-    return values, converged, done_at
+    return values + s, converged, done_at, residual
+
+
+RESIDUAL = 0.1  # an end found by power iteration must satisfy ||H v - d v|| <= RESIDUAL |d|
+
+
+@dataclass(frozen=True)
+class Extremes:
+    """The largest and smallest (algebraic) Hessian eigenvalues of M models, with convergence flags."""
+
+    lambda_max: torch.Tensor
+    lambda_min: torch.Tensor
+    max_converged: torch.Tensor
+    min_converged: torch.Tensor
+    hvps: torch.Tensor  # Hessian-vector products taken per model
+
+
+def stacked_extreme_eigenvalues(op: Batched, iters: int = 100, tol: float = 1e-4, seed: int = 0,
+                                init: torch.Tensor | None = None) -> Extremes:
+    """lambda_max and lambda_min of every model by power iteration on shifted operators.
+
+    1. Power iteration on H finds the dominant eigenvalue d (largest |lambda|), an end of the
+       spectrum: lambda_max when d > 0, lambda_min when d < 0.
+    2. On H - d I every eigenvalue lambda - d has the sign opposite to d's end, and the dominant
+       one is the other end e (e - d = the largest |lambda - d|).
+    3. Where step 1 did not end at an eigenvector (relative residual ||H v - d v|| / |d| above
+       ``RESIDUAL``, as when lambda_max = -lambda_min and v keeps both eigenvectors; d is then only
+       a Rayleigh quotient inside the spectrum), step 2 still ends at the end e farther from d;
+       iterating on H - e I gives the other end.
+    lambda_max = max of the two ends, lambda_min = min; each pass takes at most ``iters`` products.
+    """
+    d, conv_d, it_d, res_d = _power(op, iters, tol, seed, init, None)
+    e, conv_e, it_e = stacked_power_iteration(op, iters, tol, seed, init, shift=d)
+    first, conv_first, hvps = d, conv_d, it_d + it_e
+    redo = ~(conv_d & (res_d <= RESIDUAL))
+    if bool(redo.any()):
+        f, conv_f, it_f = stacked_power_iteration(op, iters, tol, seed, init, shift=e)
+        first = torch.where(redo, f, d)
+        conv_first = torch.where(redo, conv_f, conv_d)
+        hvps = hvps + torch.where(redo, it_f, 0)
+    top = first >= e
+    return Extremes(lambda_max=torch.where(top, first, e), lambda_min=torch.where(top, e, first),
+                    max_converged=torch.where(top, conv_first, conv_e),
+                    min_converged=torch.where(top, conv_e, conv_first), hvps=hvps)
+
+
+def stacked_top_eigenvalue(op: Batched, iters: int = 100, tol: float = 1e-4, seed: int = 0,
+                           init: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """lambda_max, the largest algebraic Hessian eigenvalue, of every model: (values [M], converged [M],
+    Hessian-vector products [M]). See `stacked_extreme_eigenvalues`; `stacked_power_iteration` gives
+    the dominant (largest-magnitude) eigenvalue instead, as PyHessian does."""
+    ext = stacked_extreme_eigenvalues(op, iters, tol, seed, init)
+    return ext.lambda_max, ext.max_converged, ext.hvps
 
 
 def top_eigenvalue(loss_fn: LossClosure, params: Params, iters: int = 100, tol: float = 1e-4, seed: int = 0,
                    method: str = "reverse") -> tuple[float, bool]:
-    """(lambda, converged): the top Hessian eigenvalue of ``loss_fn`` at ``params`` by power iteration.
+    """(lambda_max, converged): the largest algebraic Hessian eigenvalue of ``loss_fn`` at ``params``.
 
-    lambda = v^T H v with v <- H v / ||H v|| from a seeded Gaussian start, stopped when
-    the relative change of lambda falls to ``tol`` (``converged``) or after ``iters``
-    Hessian-vector products. Power iteration finds the eigenvalue of largest |lambda|;
-    the signed Rayleigh quotient is returned, so a dominant negative curvature shows as
-    a negative value (see `stacked_top_eigenvalue`).
+    Power iteration from a seeded Gaussian start, stopped when the relative change of the
+    Rayleigh quotient falls to ``tol`` or after ``iters`` products per pass; a second pass on the
+    shifted Hessian H - d I turns a dominant negative eigenvalue d into the largest one (see
+    `stacked_extreme_eigenvalues`). `extreme_eigenvalues` also gives lambda_min.
     """
     values, converged, _ = stacked_top_eigenvalue(single(loss_fn, params, method), iters, tol, seed)
     return float(values[0]), bool(converged[0])
+
+
+def extreme_eigenvalues(loss_fn: LossClosure, params: Params, iters: int = 100, tol: float = 1e-4, seed: int = 0,
+                        method: str = "reverse") -> tuple[float, float]:
+    """(lambda_max, lambda_min) of the Hessian of ``loss_fn`` at ``params`` (see `stacked_extreme_eigenvalues`)."""
+    ext = stacked_extreme_eigenvalues(single(loss_fn, params, method), iters, tol, seed)
+    return float(ext.lambda_max[0]), float(ext.lambda_min[0])
 
 
 # --- Hutchinson ---------------------------------------------------------------------------
