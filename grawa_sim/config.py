@@ -57,7 +57,10 @@ FIELD_HELP = {
     "grawa_norm": "GRAWA model score: layer_sum or global",
     "grawa_smoothing": "bias-corrected moving average of GRAWA scores",
     "dtype": "float32 or float64",
-    "eval_every": "evaluation period in local steps (default: about steps/20, a multiple of tau)",
+    "eval_every": "evaluation period in local steps (default: about steps/20, a multiple of tau; "
+                  "with a time_budget: every eval_seconds instead)",
+    "eval_seconds": "evaluation period in simulated seconds, at the first round past each mark "
+                    "(default with a time_budget and no eval_every: time_budget/20)",
     "execution": "auto, vmap or unrolled (stacked forward pass)",
     "bn_recalibration": "batches of 256 to re-estimate BN statistics of the evaluated model (0: average)",
     "schedule": "sync or async",
@@ -128,6 +131,7 @@ class Config:
     grawa_smoothing: bool = True
     dtype: str = "float32"
     eval_every: int | None = None
+    eval_seconds: float | None = None
     execution: str = "auto"
     bn_recalibration: int = 10
     # simulated time (grawa_sim/schedule.py)
@@ -317,7 +321,15 @@ def resolve(config: Config) -> Config:
     _unit_interval("prox", prox)
     if c.algorithm == "dp" and prox != 0:
         _fail("prox", "DP keeps all workers identical; the proximal pull must be 0", prox)
-    eval_every = c.eval_every
+    eval_every, eval_seconds = c.eval_every, c.eval_seconds
+    if eval_seconds is None and eval_every is None and c.time_budget is not None:
+        eval_seconds = c.time_budget / 20  # about 20 points over the budget, whatever the step count
+        eval_every = c.steps  # the step budget's end only
+    if eval_seconds is not None:
+        _number("eval_seconds", eval_seconds)
+        if not eval_seconds > 0:
+            _fail("eval_seconds", "must be > 0", eval_seconds)
+        eval_seconds = float(eval_seconds)
     if eval_every is None:  # about 20 evaluations, right after a round (a multiple of tau)
         period = 1 if c.algorithm == "dp" else tau
         eval_every = max(1, round(c.steps / 20 / period)) * period
@@ -326,6 +338,7 @@ def resolve(config: Config) -> Config:
         _fail("eval_every", "must be >= 1", eval_every)
     alpha = (DEFAULT_ALPHA if c.alpha is None else float(c.alpha)) if c.partition == "dirichlet" else None
     return dataclasses.replace(c, tau=tau, pull=float(pull), prox=float(prox), eval_every=eval_every,
+                               eval_seconds=eval_seconds,
                                lr_schedule=lr_schedule, augment=augment, alpha=alpha)
 
 

@@ -246,6 +246,7 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     update_lr(0)
     evaluate(0)
     next_eval, shown, tick_index = cfg.eval_every, 0, 0
+    next_time = cfg.eval_seconds if cfg.eval_seconds is not None else math.inf
     for tick in schedule.ticks():
         tick_index += 1
         if on_step is not None:
@@ -274,10 +275,14 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
         if cfg.wall_budget is not None:  # every rank must stop at the same tick: share the decision
             late = torch.tensor([[float(time.perf_counter() - start >= cfg.wall_budget)]])
             out_of_wall = bool(axis.all_reduce_sum(late) > 0)
-        if step >= next_eval or done or out_of_time or out_of_wall:
+        now = schedule.totals.sim_time
+        timed = tick.round and now >= next_time  # right after a round, once per eval_seconds mark
+        if step >= next_eval or timed or done or out_of_time or out_of_wall:
             evaluate(step)
             while next_eval <= step:
                 next_eval += cfg.eval_every
+            while next_time <= now:
+                next_time += cfg.eval_seconds
             bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.3f}", refresh=False)
         bar.update(math.floor(step) - shown)
         shown = math.floor(step)

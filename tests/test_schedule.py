@@ -247,3 +247,22 @@ def test_the_clock_charges_every_collective_a_round_calls(algorithm):
         assert charged.pop(("reduce", "sum")) == charged.pop(("broadcast", "sum")) == sizes
         charged[("all_reduce", "sum")] = sizes
     assert axis.calls == charged
+
+
+@pytest.mark.parametrize("algorithm", ["dp", "mgrawa"])
+def test_time_budget_runs_get_about_twenty_evaluations_by_default(algorithm):
+    cfg = dataclasses.replace(BASE, algorithm=algorithm, steps=100_000, time_budget=4.0, eval_every=None)
+    hist = run(cfg, progress=False).history
+    assert 18 <= len(hist) <= 23  # step 0, ~20 marks of 0.2 s, the end of the budget
+    marks = hist["sim_time"].iloc[1:-1].to_numpy()
+    assert (marks[1:] - marks[:-1] > 0).all()
+    if algorithm == "mgrawa":  # evaluations fall right after a round
+        rows = hist.iloc[1:-1]
+        assert (rows["steps_mean"] == rows["round"] * cfg.tau).all()
+
+
+def test_eval_seconds_must_be_positive():
+    from grawa_sim.config import ConfigError, resolve
+
+    with pytest.raises(ConfigError, match="eval_seconds: must be > 0"):
+        resolve(dataclasses.replace(BASE, eval_seconds=0.0))
