@@ -160,6 +160,7 @@ def _launch_ranks(args, cfg: Config) -> None:
 
 
 def cmd_sweep(args) -> None:
+    from grawa_sim import experiments
     from grawa_sim.runner import validate
     from grawa_sim.sweep import grid, sweep
 
@@ -170,9 +171,8 @@ def cmd_sweep(args) -> None:
         validate(c)
     _check_out(args.out)
     histories = sweep(configs, args.out, progress=_progress(args))
-    finals = histories.groupby("run", sort=False).tail(1)
-    cols = ["run", "test_acc", "test_loss", "train_loss", "spread"]
-    print(finals[cols].to_string(index=False))
+    print(experiments.format_table(experiments.summary(histories, by=experiments.swept_fields(configs)))
+          .to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"wrote {Path(args.out) / 'results.csv'}")
 
 
@@ -198,7 +198,7 @@ def cmd_reproduce(args) -> None:
                                   f"MNIST-1D, 1-D CNN, M={configs[0].workers}, reference tau per algorithm")
     table_path = Path(args.out) / "summary.csv"
     table.to_csv(table_path)
-    print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    print(experiments.format_table(table).to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"wrote {fig}, {table_path} and {Path(args.out) / 'results.csv'}")
 
 
@@ -297,14 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sweep)
 
-    for name, func, text in (
-        ("reproduce", cmd_reproduce, "the main job: all six algorithms on MNIST-1D, figures and a table"),
+    for name, func, text, seeds in (
+        ("reproduce", cmd_reproduce, "the main job: all six algorithms on MNIST-1D, figures and a table", 5),
         ("anchor", cmd_anchor, "MNIST-1D logistic / MLP / CNN against their published accuracies, "
-                               "then the CNN with M = 8 under every algorithm"),
+                               "then the CNN with M = 8 under every algorithm", 3),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--quick", action="store_true", help="a few steps and one seed (also GRAWA_QUICK=1)")
-        p.add_argument("--seeds", type=_converter(int, "seeds"), default=3)
+        p.add_argument("--seeds", type=_converter(int, "seeds"), default=seeds, help="seeds per algorithm")
         p.add_argument("--out", default=f"results/{name}", help="sweep directory (resumable)")
         p.add_argument("--figures", default=None, help="figure folder (default: figures/ of the project)")
         p.add_argument("--no-progress", action="store_true")

@@ -95,6 +95,12 @@ def test_sweep_command_writes_one_row_per_run_and_resumes(tmp_path, capsys, monk
     assert len(list((out / "runs").iterdir())) == 4
     printed = capsys.readouterr().out
     assert "test_acc" in printed and "results.csv" in printed
+    # one row per swept value (the seeds pooled): the algorithm, its mean ± 95 % interval over n = 2 seeds
+    table = printed.split("wrote")[0]
+    for algorithm in ("dp", "mgrawa"):
+        finals = results[results["algorithm"] == algorithm]["test_acc"]
+        line = next(row for row in table.splitlines() if row.startswith(algorithm))
+        assert f"{finals.mean():.3f} ± " in line and "(n=2)" in line
 
     def no_run(*args, **kwargs):
         raise AssertionError("a finished run was run again")
@@ -318,4 +324,4 @@ def test_reproduce_quick(tmp_path, capsys):
     table = printed.split("wrote")[0]
     for algorithm in ALGORITHMS:
         assert re.search(rf"^{algorithm}\s", table, re.MULTILINE), f"{algorithm} missing from:\n{printed}"
-    assert "test_acc_mean" in table
+    assert "(n=1)" in table and "worst seed" in table  # mean (± 95 % interval when n > 1), the worst seed
