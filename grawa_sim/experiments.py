@@ -163,8 +163,8 @@ def summary(histories: pd.DataFrame, by: str | list[str] = "algorithm") -> pd.Da
     """Final test accuracy per ``by`` (algorithm, model, swept fields, ...), best first.
 
     Columns: ``test_acc_mean``, ``_std``, ``n`` (seeds), ``test_acc_ci95`` (half-width of the 95 %
-    t-interval), ``_low``, ``_high``, ``_worst`` (the lowest seed: a collapsed seed shows here), ``test_loss``, ``spread``,
-    ``steps``, and Welch's t-test against the group with the best mean (``p_vs_best``,
+    t-interval), ``_low``, ``_high``, ``_worst`` (the lowest seed: a collapsed seed shows here),
+    ``test_loss``, ``spread``, ``steps``, and Welch's t-test against the group with the best mean (``p_vs_best``,
     ``significant``: p < 0.05).
     """
     last = finals(histories)

@@ -8,50 +8,70 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 COLORS = {"dp": "tab:gray", "localsgd": "tab:blue", "easgd": "tab:green",
-          "lsgd": "tab:purple", "mgrawa": "tab:red", "lgrawa": "tab:orange"}
+          "lsgd": "tab:purple", "mgrawa": "tab:red", "lgrawa": "tab:olive"}
+LINESTYLES = {"dp": ":", "localsgd": "-", "easgd": "-.", "lsgd": (0, (5, 1, 1, 1)), "mgrawa": "-", "lgrawa": "--"}
 LABELS = {"dp": "DP", "localsgd": "LocalSGD", "easgd": "EASGD", "lsgd": "LSGD",
           "mgrawa": "MGRAWA", "lgrawa": "LGRAWA"}
+BAND = "line: mean over seeds; band: 95 % t-interval of the mean; thin lines: single seeds"
 
 
-def curves(histories: pd.DataFrame, metric: str = "test_acc", x: str = "step", ax=None, title: str | None = None):
-    """One line per algorithm: the mean over seeds, shaded between the seeds' min and max.
+def curves(histories: pd.DataFrame, metric: str = "test_acc", x: str = "step", ax=None, title: str | None = None,
+           legend: bool = True):
+    """One line per algorithm: the mean over seeds, a band for the 95 % t-interval of the mean, and a
+    thin line per seed (so a collapsed seed shows instead of being averaged away).
 
     Seeds are aligned on the evaluation index (their x values may differ slightly, e.g. sim_time).
     """
+    from grawa_sim.stats import interval
+
     ax = ax or plt.subplots(figsize=(6, 4))[1]
     for algorithm, group in histories.groupby("algorithm", sort=False):
         group = group.assign(_row=group.groupby("run").cumcount())
-        stats = group.groupby("_row").agg(x=(x, "mean"), mean=(metric, "mean"), min=(metric, "min"),
-                                          max=(metric, "max")).set_index("x")
-        color = COLORS.get(algorithm)
-        ax.plot(stats.index, stats["mean"], label=LABELS.get(algorithm, algorithm), color=color)
+        color, style = COLORS.get(algorithm), LINESTYLES.get(algorithm, "-")
+        rows = group.groupby("_row")
+        xs = rows[x].mean()
+        ivs = [interval(v) for _, v in rows[metric]]
+        mean = [iv.mean for iv in ivs]
+        ax.plot(xs, mean, label=LABELS.get(algorithm, algorithm), color=color, ls=style, lw=1.8)
         if group["seed"].nunique() > 1:
-            ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2)
+            ax.fill_between(xs, [iv.low for iv in ivs], [iv.high for iv in ivs], color=color, alpha=0.15, lw=0)
+            for _, one in group.groupby("run"):
+                ax.plot(one[x], one[metric], color=color, ls=style, lw=0.5, alpha=0.45)
     ax.set_xlabel({"step": "local steps per worker", "sim_time": "simulated seconds"}.get(x, x))
-    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_ylabel({"test_acc": "test accuracy", "train_loss": "train loss"}.get(metric, metric.replace("_", " ")))
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if legend:
+        ax.legend()
     return ax
 
 
+def figure_legend(fig, ax, columns: int = 6) -> None:
+    """One legend for the whole figure, below the panels, with what the lines and bands are."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=columns, bbox_to_anchor=(0.5, -0.08), frameon=False)
+    fig.text(0.5, -0.12, BAND, ha="center", fontsize=8, color="0.3")
+
+
 def save(fig, path: str | Path) -> Path:
-    """Save a figure as PNG (writes to a temporary name, then renames)."""
+    """Save a figure as PNG and, beside it, PDF (each written to a temporary name, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    tmp.replace(path)
+    for target in (path, path.with_suffix(".pdf")):
+        tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        tmp.replace(target)
     return path
 
 
 def comparison_figure(histories: pd.DataFrame, path: str | Path, title: str) -> Path:
     """Test accuracy and train loss of the evaluated model against local steps, side by side."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    curves(histories, "test_acc", ax=left, title=title)
-    curves(histories, "train_loss", ax=right, title="train loss (evaluated model)")
+    curves(histories, "test_acc", ax=left, title=title, legend=False)
+    curves(histories, "train_loss", ax=right, title="train loss (evaluated model)", legend=False)
     right.set_yscale("log")
+    figure_legend(fig, left)
     out = save(fig, path)
     plt.close(fig)
     return out
@@ -62,11 +82,12 @@ def panels_figure(histories: pd.DataFrame, labels: pd.Series, path: str | Path, 
     """Test accuracy against ``x``, one panel per distinct label (in order of appearance)."""
     names = list(dict.fromkeys(labels))
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), sharey=True)
-    for ax, name in zip(axes if len(names) > 1 else [axes], names):
-        curves(histories[labels == name], "test_acc", x=x, ax=ax, title=name)
+    panels = list(axes) if len(names) > 1 else [axes]
+    for ax, name in zip(panels, names):
+        curves(histories[labels == name], "test_acc", x=x, ax=ax, title=name, legend=False)
         if marker is not None:
             ax.axvline(marker, color="k", lw=0.8, ls=":")
-        ax.legend(fontsize=7)
+    figure_legend(fig, panels[0])
     out = save(fig, path)
     plt.close(fig)
     return out

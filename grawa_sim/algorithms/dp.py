@@ -16,8 +16,10 @@ class DPState:
 class DP(Algorithm):
     """Every step g_i <- (1/M) sum_j g_j (all-reduce mean), then the same SGD update on every worker.
 
-    All workers stay identical, equal to one model trained on the M*B batch
-    (losses are batch means and every worker's batch has B samples).
+    All workers stay identical. Without batch norm and without SAM they equal one model trained on
+    the M*B batch (losses are batch means and every worker's batch has B samples); batch norm
+    normalises each worker's B samples by their own statistics, and SAM takes each worker's ascent
+    step from its own gradient, so with either the update differs from the M*B-batch one.
     Evaluated on the (single) model.
     """
 
