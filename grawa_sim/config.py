@@ -356,8 +356,10 @@ def to_dict(config: Config) -> dict:
 
 
 def run_identity(config: Config) -> dict:
-    """The fields that decide a run's numbers: every field but ``data_dir`` (where the data lives)."""
-    return {k: v for k, v in to_dict(config).items() if k != "data_dir"}
+    """The fields that decide a run's numbers: every field but ``data_dir`` (where the data lives),
+    leaving out fields that are unset (None), so that adding an optional field keeps the keys of
+    earlier runs."""
+    return {k: v for k, v in to_dict(config).items() if k != "data_dir" and v is not None}
 
 
 def from_dict(values: dict) -> Config:

@@ -94,6 +94,21 @@ def test_run_key_differs_between_configs(change):
     assert run_key(validate(BASE)) != run_key(validate(dataclasses.replace(BASE, **change)))
 
 
+def test_run_key_leaves_out_unset_fields_so_new_optional_fields_keep_old_keys():
+    import hashlib
+    import json
+
+    from grawa_sim.config import to_dict
+
+    cfg = validate(BASE)
+    # the key of a config written before an optional field existed: its dict without the field
+    before = {k: v for k, v in to_dict(cfg).items() if k not in ("data_dir", "eval_seconds", "time_budget")}
+    digest = hashlib.sha1(json.dumps(before, sort_keys=True).encode()).hexdigest()[:10]
+    assert cfg.eval_seconds is None and cfg.time_budget is None
+    assert run_key(cfg).endswith(digest)
+    assert run_key(cfg) != run_key(dataclasses.replace(cfg, eval_seconds=0.5))
+
+
 def test_run_key_ignores_where_the_data_lives(tmp_path):
     cfg = validate(BASE)
     moved = dataclasses.replace(cfg, data_dir="/elsewhere")
