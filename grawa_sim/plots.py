@@ -8,10 +8,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 COLORS = {"dp": "tab:gray", "localsgd": "tab:blue", "easgd": "tab:green",
-          "lsgd": "tab:purple", "mgrawa": "tab:red", "lgrawa": "tab:olive"}
-LINESTYLES = {"dp": ":", "localsgd": "-", "easgd": "-.", "lsgd": (0, (5, 1, 1, 1)), "mgrawa": "-", "lgrawa": "--"}
+          "lsgd": "tab:purple", "mgrawa": "tab:red", "lgrawa": "tab:olive", "dp+sam": "black"}
+LINESTYLES = {"dp": ":", "localsgd": "-", "easgd": "-.", "lsgd": (0, (5, 1, 1, 1)), "mgrawa": "-", "lgrawa": "--",
+              "dp+sam": ":"}
 LABELS = {"dp": "DP", "localsgd": "LocalSGD", "easgd": "EASGD", "lsgd": "LSGD",
-          "mgrawa": "MGRAWA", "lgrawa": "LGRAWA"}
+          "mgrawa": "MGRAWA", "lgrawa": "LGRAWA", "dp+sam": "DP+SAM"}
 BAND = "line: mean over seeds; band: 95 % t-interval of the mean; thin lines: single seeds"
 
 

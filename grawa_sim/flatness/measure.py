@@ -189,12 +189,14 @@ def measured_models(algorithm: str) -> list[tuple[str, str]]:
 
 def measure_tensors(config, tensors: dict[str, Params], *, mode: str = "train", probe: int | None = 320,
                     probe_seed: int = 0, batch: int | None = 32, metrics: Sequence[str] = METRICS,
-                    settings: Settings = Settings(), center: bool = True, execution: str = "vmap") -> pd.DataFrame:
+                    settings: Settings = Settings(), center: bool = True, workers: bool = True,
+                    execution: str = "vmap") -> pd.DataFrame:
     """The flatness table of a finished run given its final tensors (`storage.load_params` layout).
 
     Rows (column ``model``): ``average``, the uniform average of the workers (for every
     algorithm; DP's workers are all equal to its model); ``center`` (with ``center=True``, for
-    EASGD, LSGD and GRAWA), the algorithm's own center; then one ``worker`` row per worker.
+    EASGD, LSGD and GRAWA), the algorithm's own center; then (with ``workers=True``) one ``worker``
+    row per worker.
     Column ``measured`` says in words which model a row is. All rows are measured in one vmapped
     call (``execution="loop"``: one model after another). The loss is `model_loss` (``mode``,
     ``probe`` samples drawn with ``probe_seed``, ``batch``); in eval mode the average and the
@@ -203,19 +205,19 @@ def measure_tensors(config, tensors: dict[str, Params], *, mode: str = "train", 
     """
     from grawa_sim.runner import build_problem
 
-    workers, wbuf = tensors["workers"], tensors.get("buffers") or {}
+    stacked_workers, wbuf = tensors["workers"], tensors.get("buffers") or {}
     model, data = build_problem(config)
-    model = model.to(next(iter(workers.values())).device)
+    model = model.to(next(iter(stacked_workers.values())).device)
     loss_fn = model_loss(model, data, mode=mode, probe=probe, seed=probe_seed, batch=batch)
     named = [r for r in measured_models(config.algorithm) if center or r[0] != "center"]
-    m = next(iter(workers.values())).shape[0]
-    heads = {"average": {n: w.mean(0) for n, w in workers.items()}, "center": tensors.get("center")}
-    stacked = {n: torch.cat([torch.stack([heads[name][n].to(w.dtype) for name, _ in named]), w])
-               for n, w in workers.items()}
+    m = next(iter(stacked_workers.values())).shape[0] if workers else 0
+    heads = {"average": {n: w.mean(0) for n, w in stacked_workers.items()}, "center": tensors.get("center")}
+    stacked = {n: torch.cat([torch.stack([heads[name][n].to(w.dtype) for name, _ in named]), w[:m]])
+               for n, w in stacked_workers.items()}
     buffers = None
     if mode == "eval" and wbuf:
         avg = {n: b.mean(0) if b.is_floating_point() else b[0] for n, b in wbuf.items()}
-        buffers = {n: torch.cat([torch.stack([avg[n]] * len(named)), b]) for n, b in wbuf.items()}
+        buffers = {n: torch.cat([torch.stack([avg[n]] * len(named)), b[:m]]) for n, b in wbuf.items()}
     df = measure_workers(loss_fn, stacked, buffers, metrics, settings, execution)
     df.insert(0, "model", [name for name, _ in named] + ["worker"] * m)
     df.insert(1, "measured", [what for _, what in named] + [f"worker {i}" for i in range(m)])
