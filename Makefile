@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # torch is pinned so that this machine takes its local CPU wheel; torchvision stays out.
 TORCH := torch==2.13.0
 
-.PHONY: test reproduce notebooks anchor bench lint strip clean
+.PHONY: test reproduce notebooks anchor bench gpu-check lint strip clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ anchor: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m grawa_sim bench
+
+# The prepared GPU check (under 5 minutes on one CUDA GPU): with the machine's own CUDA build of torch,
+# not the venv's CPU wheel. Wheels in .whl/ (mnist1d, pyhessian, requests ...) are installed offline first.
+GPU_OUT ?= results/gpu_check.json
+GPU_SITE ?= /tmp/grawa-gpu-site
+gpu-check:
+	@if ls .whl/*.whl >/dev/null 2>&1; then $(PYTHON) -m pip install -q --no-index --no-deps --target $(GPU_SITE) .whl/*.whl; fi
+	PYTHONPATH=$(GPU_SITE):$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) -m grawa_sim bench --gpu --out $(GPU_OUT)
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check grawa_sim tests

@@ -215,6 +215,21 @@ def cmd_anchor(args) -> None:
 def cmd_bench(args) -> None:
     from grawa_sim import bench
 
+    if args.gpu:
+        import torch
+
+        from grawa_sim import bench_gpu
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"gpu: bench --gpu needs a CUDA GPU and torch {torch.__version__} sees none "
+                              f"(torch.cuda.is_available() is False)")
+        out = Path(args.out or "results/gpu_check.json")
+        if out.is_dir():
+            raise ConfigError(f"out: bench --gpu writes a JSON file, and this is a directory (got '{out}')")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        bench_gpu.check("cuda", out=out)
+        print(f"wrote {out}")
+        return
     if args.float32_gap:
         bench.float32_gap()
         return
@@ -318,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lambda_max and trace against PyHessian (pip install -e '.[bench]') instead")
     p.add_argument("--distributed", action="store_true",
                    help="the simulator (M = 8, one process) against 8 gloo processes instead")
+    p.add_argument("--gpu", action="store_true",
+                   help="the prepared GPU check (under 5 minutes on one CUDA GPU): stacked vs loop at M = 8, 64, "
+                        "256 for mlp, cnn, resnet20, peak memory per worker, vmapped flatness vs PyHessian")
+    p.add_argument("--out", default=None, help="with --gpu: the JSON file to write (default results/gpu_check.json)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("flatness", help="Hessian lambda_max, trace, Lanczos, eps-sharpness of a saved run")

@@ -26,14 +26,14 @@ from grawa_sim.data import TrainingStream
 from grawa_sim.runner import build_engine, build_problem
 
 
-def _stepper(cfg: Config, axis: StackedAxis | None = None) -> Callable[[int], None]:
+def _stepper(cfg: Config, axis: StackedAxis | None = None, device: torch.device | str = "cpu") -> Callable[[int], None]:
     """A closure doing n training steps (sampling, local step, rounds; no evaluation, no clock) of cfg.
 
     The same model, shards and batch stream as run(cfg); the timed loop is the training part of
     run()'s synchronous tick loop only, so the benchmark measures the engine, not the evaluation.
     """
     cfg = resolve(cfg)
-    model, data = build_problem(cfg)
+    model, data = build_problem(cfg, device)
     axis = axis or StackedAxis(cfg.workers)
     engine = build_engine(cfg, model, data, axis)
     stream = TrainingStream(cfg, data, axis.local_slice)
