@@ -3,8 +3,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# torch is pinned so that this machine takes its local CPU wheel; torchvision stays out.
-TORCH := torch==2.13.0
+# torch is pinned (constraints.txt: torch==2.13.0) so that this machine takes its local CPU wheel;
+# pyproject.toml asks only for a range, which CUDA builds satisfy. torchvision stays out.
+CONSTRAINTS := constraints.txt
 
 .PHONY: test reproduce notebooks anchor bench gpu-check lint strip clean
 
@@ -12,13 +13,13 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[notebooks]"
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(PY)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) torch
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[notebooks]"
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(PY) -m pip install --quiet -e ".[dev,notebooks]"
+$(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) $(VENV)/.installed
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev,notebooks]"
 	touch $@
 
 test: $(VENV)/.installed-dev

@@ -287,13 +287,14 @@ def _environment(device: torch.device) -> dict:
 def check(device: str | torch.device = "cuda", models: tuple[str, ...] = MODELS, workers: tuple[int, ...] = WORKERS,
           total_cap: float = TOTAL_CAP, hard_cap: float | None = HARD_CAP, repeats: int = 3, batch_size: int = 32,
           flatness_models: tuple[str, ...] = ("mlp", "cnn"), flatness_workers: int = 8, flatness_iters: int = 50,
-          flatness_train_steps: int = 100, out: str | Path | None = None, log=sys.stdout) -> dict:
+          flatness_train_steps: int = 100, out: str | Path | None = None, log=None) -> dict:
     """Run the GPU check on ``device``; the report as a dict (also written to ``out`` as JSON after every cell).
 
     ``total_cap``: the seconds the check plans with (training, then flatness, each with its
     share; a cell gets its share of what is left); ``hard_cap``: a watchdog writes the report
     and ends the process (exit 3) if the check is still running then (None: no watchdog).
     """
+    log = log or sys.stdout  # the current one (not the one at import)
     device = torch.device(device)
     clock = Clock()
     report: dict = {"check": "grawa_sim bench --gpu", "caps_s": {"total": total_cap, "hard": hard_cap},
