@@ -3,22 +3,23 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# torch is pinned so that this machine takes its local CPU wheel; torchvision stays out.
-TORCH := torch==2.13.0
+# torch is pinned (constraints.txt: torch==2.13.0) so that this machine takes its local CPU wheel;
+# pyproject.toml asks only for a range, which CUDA builds satisfy. torchvision stays out.
+CONSTRAINTS := constraints.txt
 
-.PHONY: test reproduce notebooks anchor bench lint strip clean
+.PHONY: test reproduce notebooks anchor bench gpu-check lint strip clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[notebooks]"
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(PY)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) torch
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[notebooks]"
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(PY) -m pip install --quiet -e ".[dev,notebooks]"
+$(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) $(VENV)/.installed
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev,notebooks]"
 	touch $@
 
 test: $(VENV)/.installed-dev
@@ -36,6 +37,14 @@ anchor: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m grawa_sim bench
+
+# The prepared GPU check (under 5 minutes on one CUDA GPU): with the machine's own CUDA build of torch,
+# not the venv's CPU wheel. Wheels in .whl/ (mnist1d, pyhessian, requests ...) are installed offline first.
+GPU_OUT ?= results/gpu_check.json
+GPU_SITE ?= /tmp/grawa-gpu-site
+gpu-check:
+	@if ls .whl/*.whl >/dev/null 2>&1; then $(PYTHON) -m pip install -q --no-index --no-deps --target $(GPU_SITE) .whl/*.whl; fi
+	PYTHONPATH=$(GPU_SITE):$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) -m grawa_sim bench --gpu --out $(GPU_OUT)
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check grawa_sim tests

@@ -115,10 +115,17 @@ def cmd_run(args) -> None:
     _fetch_data(args, [asked])
     cfg = validate(asked)  # after the download: validate() reads the data
     _check_out(args.out)
+    devices = None
+    if args.devices is not None:
+        from grawa_sim.devices import parse_devices
+
+        if args.ranks is not None or args.device is not None:
+            raise ConfigError(f"devices: give --devices, or --device / --ranks, not both (got {args.devices!r})")
+        devices = parse_devices(args.devices)
     if args.ranks is not None:
         _launch_ranks(args, cfg)
         return
-    result = run(cfg, progress=_progress(args))
+    result = run(cfg, progress=_progress(args), devices=devices)
     if args.out:
         save_result(result, args.out)
     final = result.final
@@ -165,6 +172,9 @@ def cmd_sweep(args) -> None:
     from grawa_sim.sweep import grid, sweep
 
     axes = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
+    if len(axes.get("device", ())) > 1:
+        named = ",".join(axes["device"])
+        raise ConfigError(f"device: a sweep computes on one device, it is not a grid axis (got {named!r})")
     configs = grid(Config(), **axes)
     _fetch_data(args, configs)
     for c in configs:
@@ -179,9 +189,11 @@ def cmd_sweep(args) -> None:
 def _experiment_setup(args) -> tuple[bool, Path]:
     """Checks shared by `reproduce` and `anchor`; returns (quick, figure folder)."""
     from grawa_sim import experiments
+    from grawa_sim.devices import resolve_device
 
     if args.seeds < 1:
         raise ConfigError(f"seeds: must be >= 1 (got {args.seeds})")
+    resolve_device(args.device)
     _check_out(args.out)
     return args.quick or experiments.quick_mode(), Path(args.figures) if args.figures else experiments.figures_dir()
 
@@ -191,7 +203,8 @@ def cmd_reproduce(args) -> None:
     from grawa_sim.sweep import sweep
 
     quick, figures = _experiment_setup(args)
-    configs = experiments.comparison_configs(quick, seeds=args.seeds)
+    configs = [dataclasses.replace(c, device=args.device)
+               for c in experiments.comparison_configs(quick, seeds=args.seeds)]
     histories = sweep(configs, args.out, progress=_progress(args))
     table = experiments.summary(histories)
     fig = plots.comparison_figure(histories, figures / "comparison_mnist1d.png",
@@ -206,7 +219,8 @@ def cmd_anchor(args) -> None:
     from grawa_sim import anchor, plots
 
     quick, figures = _experiment_setup(args)
-    singles, ensemble = anchor.anchor(args.out, quick=quick, seeds=args.seeds, progress=_progress(args))
+    singles, ensemble = anchor.anchor(args.out, quick=quick, seeds=args.seeds, progress=_progress(args),
+                                      device=args.device)
     print(anchor.report(singles, ensemble))
     fig = plots.anchor_figure(singles, ensemble, figures / "anchor_mnist1d.png", anchor.PUBLISHED["cnn"])
     print(f"wrote {fig}, {Path(args.out) / 'single' / 'anchor.csv'} and {Path(args.out) / 'ensemble' / 'anchor.csv'}")
@@ -214,30 +228,53 @@ def cmd_anchor(args) -> None:
 
 def cmd_bench(args) -> None:
     from grawa_sim import bench
+    from grawa_sim.devices import resolve_device
 
+    if args.gpu:
+        import torch
+
+        from grawa_sim import bench_gpu
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"gpu: bench --gpu needs a CUDA GPU and torch {torch.__version__} sees none "
+                              f"(torch.cuda.is_available() is False)")
+        out = Path(args.out or "results/gpu_check.json")
+        if out.is_dir():
+            raise ConfigError(f"out: bench --gpu writes a JSON file, and this is a directory (got '{out}')")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        bench_gpu.check("cuda", out=out)
+        print(f"wrote {out}")
+        return
+    device = resolve_device(args.device)
     if args.float32_gap:
-        bench.float32_gap()
+        bench.float32_gap(device=device)
         return
     if args.flatness:
         from grawa_sim import bench_flatness
 
-        bench_flatness.compare(tuple(args.models.split(",")), workers=8)
+        bench_flatness.compare(tuple(args.models.split(",")), workers=8, device=device)
         return
     if args.distributed:
         bench.distributed()
         return
     workers = tuple(int(v) for v in args.workers.split(","))
-    bench.backends(tuple(args.models.split(",")), workers, budget=args.budget, repeats=args.repeats)
+    bench.backends(tuple(args.models.split(",")), workers, budget=args.budget, repeats=args.repeats, device=device)
 
 
 def cmd_notebooks(args) -> None:
     from grawa_sim import notebook_runner
 
-    notebook_runner.main([*args.paths, *(["--quick"] if args.quick else [])])
+    if args.device is not None:
+        from grawa_sim.devices import resolve_device
+
+        resolve_device(args.device)  # a one-line error here rather than a failing cell
+    notebook_runner.main([*args.paths, *(["--quick"] if args.quick else []),
+                          *(["--device", args.device] if args.device is not None else [])])
 
 
 def cmd_flatness(args) -> None:
     from grawa_sim import flatness
+    from grawa_sim.devices import resolve_device
     from grawa_sim.storage import CONFIG, PARAMS
 
     run_dir = Path(args.run)
@@ -250,6 +287,7 @@ def cmd_flatness(args) -> None:
         raise ConfigError(f"batch: must be >= 0 (0: one batch; got {args.batch})")
     if args.eps < 0:
         raise ConfigError(f"eps: must be >= 0 (got {args.eps})")
+    device = resolve_device(args.device)
     metrics = tuple(args.metrics.split(","))
     unknown = [m for m in metrics if m not in flatness.METRICS]
     if unknown:
@@ -257,8 +295,8 @@ def cmd_flatness(args) -> None:
     settings = flatness.Settings(power_iters=args.power_iters, trace_samples=args.trace_samples,
                                  lanczos_steps=args.lanczos_steps, lanczos_starts=args.lanczos_starts,
                                  eps=args.eps, seed=args.seed)
-    table = flatness.measure_run(run_dir, mode=args.mode, probe=args.probe, batch=args.batch or None, metrics=metrics,
-                                 execution=args.execution, settings=settings)
+    table = flatness.measure_run(run_dir, mode=args.mode, probe=args.probe, batch=args.batch or None,
+                                 metrics=metrics, execution=args.execution, settings=settings, device=device)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"wrote {run_dir / 'flatness.csv'}")
 
@@ -286,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranks", type=_converter(int, "ranks"), default=None,
                    help="run on R torch.distributed processes on this machine (starts torchrun)")
     p.add_argument("--port", type=_converter(int, "port"), default=None, help="rendezvous port (default: a free one)")
+    p.add_argument("--devices", default=None, help="shard the workers over these devices in this process, "
+                                                   "e.g. cuda:0,cuda:1 (or cpu,cpu)")
     p.add_argument("--timeout", type=_converter(float, "timeout"), default=60.0,
                    help="seconds a rank waits for the others in a collective before the job fails")
     p.set_defaults(func=cmd_run)
@@ -307,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seeds", type=_converter(int, "seeds"), default=seeds, help="seeds per algorithm")
         p.add_argument("--out", default=f"results/{name}", help="sweep directory (resumable)")
         p.add_argument("--figures", default=None, help="figure folder (default: figures/ of the project)")
+        p.add_argument("--device", default="auto", help=FIELD_HELP["device"])
         p.add_argument("--no-progress", action="store_true")
         p.set_defaults(func=func)
 
@@ -320,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lambda_max and trace against PyHessian (pip install -e '.[bench]') instead")
     p.add_argument("--distributed", action="store_true",
                    help="the simulator (M = 8, one process) against 8 gloo processes instead")
+    p.add_argument("--gpu", action="store_true",
+                   help="the prepared GPU check (under 5 minutes on one CUDA GPU): stacked vs loop at M = 8, 64, "
+                        "256 for mlp, cnn, resnet20, peak memory per worker, vmapped flatness vs PyHessian")
+    p.add_argument("--out", default=None, help="with --gpu: the JSON file to write (default results/gpu_check.json)")
+    p.add_argument("--device", default="auto", help="where to measure (not with --gpu, which takes cuda; "
+                                                    "--distributed runs gloo on the CPU): " + FIELD_HELP["device"])
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("flatness", help="Hessian lambda_max, trace, Lanczos, eps-sharpness of a saved run")
@@ -338,11 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lanczos-starts", type=_converter(int, "lanczos_starts"), default=3)
     p.add_argument("--eps", type=_converter(float, "eps"), default=1e-3)
     p.add_argument("--seed", type=_converter(int, "seed"), default=0)
+    p.add_argument("--device", default="auto", help=FIELD_HELP["device"])
     p.set_defaults(func=cmd_flatness)
 
     p = sub.add_parser("notebooks", help="execute notebooks/*.ipynb headless (regenerates their figures)")
     p.add_argument("paths", nargs="*")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--device", default=None, help="sets $GRAWA_DEVICE for the notebooks' kernels: "
+                                                  "what device='auto' means there")
     p.set_defaults(func=cmd_notebooks)
     return parser
 

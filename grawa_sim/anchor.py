@@ -9,6 +9,7 @@ algorithms, all through the resumable sweep, and report mean and std over seeds.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -37,17 +38,20 @@ def ensemble_configs(quick: bool, seeds: int = 3) -> list[Config]:
 
 
 def anchor(out: str | Path, quick: bool = False, seeds: int = 3, progress: bool | None = None,
-           log=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run (or resume) both parts under ``out``; return (single-worker table, M = 8 table).
+           log=None, device: str = "auto") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run (or resume) both parts under ``out`` on ``device``; return (single-worker table, M = 8 table).
 
     The single-worker table has a ``published`` column (NaN where nothing is published); both
     are written as CSV next to the runs.
     """
     out = Path(out)
-    singles = summary(sweep(single_configs(quick, seeds), out / "single", progress, log), by="model")
+    def on(configs: list[Config]) -> list[Config]:
+        return [dataclasses.replace(c, device=device) for c in configs]
+
+    singles = summary(sweep(on(single_configs(quick, seeds)), out / "single", progress, log), by="model")
     singles = singles.reindex(list(SINGLE_MODELS))
     singles.insert(0, "published", [PUBLISHED.get(m, float("nan")) for m in singles.index])
-    ensemble = summary(sweep(ensemble_configs(quick, seeds), out / "ensemble", progress, log))
+    ensemble = summary(sweep(on(ensemble_configs(quick, seeds)), out / "ensemble", progress, log))
     singles.to_csv(out / "single" / "anchor.csv")
     ensemble.to_csv(out / "ensemble" / "anchor.csv")
     return singles, ensemble

@@ -26,14 +26,14 @@ from grawa_sim.data import TrainingStream
 from grawa_sim.runner import build_engine, build_problem
 
 
-def _stepper(cfg: Config, axis: StackedAxis | None = None) -> Callable[[int], None]:
+def _stepper(cfg: Config, axis: StackedAxis | None = None, device: torch.device | str = "cpu") -> Callable[[int], None]:
     """A closure doing n training steps (sampling, local step, rounds; no evaluation, no clock) of cfg.
 
     The same model, shards and batch stream as run(cfg); the timed loop is the training part of
     run()'s synchronous tick loop only, so the benchmark measures the engine, not the evaluation.
     """
     cfg = resolve(cfg)
-    model, data = build_problem(cfg)
+    model, data = build_problem(cfg, device)
     axis = axis or StackedAxis(cfg.workers)
     engine = build_engine(cfg, model, data, axis)
     stream = TrainingStream(cfg, data, axis.local_slice)
@@ -51,63 +51,80 @@ def _stepper(cfg: Config, axis: StackedAxis | None = None) -> Callable[[int], No
     return steps
 
 
-def side_by_side(contenders: dict[str, Callable[[int], None]], steps: int, repeats: int) -> dict[str, float]:
-    """Median steps/s of each contender, interleaved repeat by repeat after one warm-up."""
+def _sync(device: torch.device | str) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so that a timer measures it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def side_by_side(contenders: dict[str, Callable[[int], None]], steps: int, repeats: int,
+                 device: torch.device | str = "cpu") -> dict[str, float]:
+    """Median steps/s of each contender, interleaved repeat by repeat after one warm-up.
+
+    On a CUDA ``device`` the device is synchronised before and after every timed block.
+    """
     for fn in contenders.values():
         fn(max(2, steps // 5))
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
+            _sync(device)
             t0 = time.perf_counter()
             fn(steps)
+            _sync(device)
             times[name].append(steps / (time.perf_counter() - t0))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
 def backends(models_: tuple[str, ...] = ("mlp", "cnn"), workers: tuple[int, ...] = (4, 16, 64),
-             budget: float = 0.5, repeats: int = 3, out=sys.stdout) -> list[dict]:
+             budget: float = 0.5, repeats: int = 3, out=None, device: torch.device | str = "cpu") -> list[dict]:
     """steps/s of the stacked engine (vmap and unrolled execution) against the loop backend.
 
     LocalSGD with tau = 32, batch 32, MNIST-1D; image models (resnet20, vgg*) train on synthetic
     CIFAR-10-format data with augmentation, written to a temporary folder. ``budget`` is roughly
     the seconds of one loop-backend repeat; the step count is derived from a quick probe.
+    On a CUDA ``device`` every timed block is synchronised (see `side_by_side`).
     """
+    out = out or sys.stdout  # the current one (not the one at import)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in models_:
             for m in workers:
-                rows.append(_backend_row(model, m, budget, repeats, tmp))
+                rows.append(_backend_row(model, m, budget, repeats, tmp, torch.device(device)))
                 print(json.dumps(rows[-1]), file=out, flush=True)
     return rows
 
 
-def _backend_row(model: str, m: int, budget: float, repeats: int, tmp: str) -> dict:
+def _backend_row(model: str, m: int, budget: float, repeats: int, tmp: str,
+                 device: torch.device | str = "cpu") -> dict:
     images = model in IMAGE_MODELS
     if images and not (Path(tmp) / cifar.FOLDERS["cifar10"]).exists():
         cifar.synthetic(tmp, "cifar10", train=2048, test=256)
     base = Config(algorithm="localsgd", workers=m, tau=32, model=model, batch_size=32,
                   dataset="cifar10" if images else "mnist1d", data_dir=tmp if images else None)
     contenders = {
-        "vmap": _stepper(dataclasses.replace(base, execution="vmap")),
-        "unrolled": _stepper(dataclasses.replace(base, execution="unrolled")),
-        "loop": _stepper(dataclasses.replace(base, backend="loop")),
+        "vmap": _stepper(dataclasses.replace(base, execution="vmap"), device=device),
+        "unrolled": _stepper(dataclasses.replace(base, execution="unrolled"), device=device),
+        "loop": _stepper(dataclasses.replace(base, backend="loop"), device=device),
     }
     t0 = time.perf_counter()
     contenders["loop"](3)
+    _sync(device)
     steps = max(3, int(budget / ((time.perf_counter() - t0) / 3)))
-    rate = side_by_side(contenders, steps, repeats)
-    return {"model": model, "workers": m, "steps": steps,
+    rate = side_by_side(contenders, steps, repeats, device)
+    return {"model": model, "workers": m, "steps": steps, "device": str(device),
             **{f"{k}_steps_per_s": round(v, 2) for k, v in rate.items()},
             "vmap_over_loop": round(rate["vmap"] / rate["loop"], 2),
             "unrolled_over_loop": round(rate["unrolled"] / rate["loop"], 2),
-            "auto": resolve_execution(base)}
+            "auto": resolve_execution(base, device)}
 
 
-def float32_gap(steps: int = 100, out=sys.stdout) -> list[dict]:
+def float32_gap(steps: int = 100, out=None, device: torch.device | str = "cpu") -> list[dict]:
     """Max |vmap - loop| over final worker parameters and history, float32 vs float64, every algorithm.
 
     Same settings as the parity tests (M = 3, tau = 8, momentum 0.9, weight decay 1e-3).
     """
+    out = out or sys.stdout  # the current one (not the one at import)
     from grawa_sim.config import ALGORITHMS
     from grawa_sim.runner import run
 
@@ -119,8 +136,8 @@ def float32_gap(steps: int = 100, out=sys.stdout) -> list[dict]:
         for dtype in ("float32", "float64"):
             cfg = Config(algorithm=algorithm, sam=sam, model=model, dtype=dtype, workers=3, steps=steps, tau=8,
                          lr=0.05, momentum=0.9, weight_decay=1e-3, batch_size=16, eval_every=steps)
-            fast = run(cfg, progress=False)
-            ref = run(Config(**{**cfg.__dict__, "backend": "loop"}), progress=False)
+            fast = run(cfg, progress=False, device=device)
+            ref = run(Config(**{**cfg.__dict__, "backend": "loop"}), progress=False, device=device)
             gap = max(float((fast.workers[n] - ref.workers[n]).abs().max()) for n in fast.workers)
             row[f"{dtype}_param_gap"] = float(f"{gap:.2e}")
             cols = ["train_loss", "test_loss"]
@@ -130,24 +147,25 @@ def float32_gap(steps: int = 100, out=sys.stdout) -> list[dict]:
     return rows
 
 
-def resolve_execution(cfg: Config) -> str:
-    """What execution="auto" picks for cfg's model on the CPU."""
+def resolve_execution(cfg: Config, device: torch.device | str = "cpu") -> str:
+    """What execution="auto" picks for cfg's model on ``device``."""
     from grawa_sim.ensemble import choose_execution
 
     model, _ = build_problem(cfg)
-    return choose_execution(model, "auto", torch.device("cpu"))
+    return choose_execution(model, "auto", torch.device(device))
 
 
 DISTRIBUTED_BENCH = Config(algorithm="mgrawa", workers=8, tau=32, model="mlp", dataset="mnist1d", batch_size=32)
 
 
-def distributed(steps: int = 200, repeats: int = 3, out=sys.stdout) -> dict:
+def distributed(steps: int = 200, repeats: int = 3, out=None) -> dict:
     """steps/s of the one-process simulator (M = 8) against 8 gloo processes with one worker each.
 
     Same config (MGRAWA, tau 32, MLP, B 32). The simulator is timed in this process; the
     distributed run is started with torchrun and times itself on rank 0 after a warm-up and
     a barrier (process start-up excluded). Repeats alternate simulator / distributed.
     """
+    out = out or sys.stdout  # the current one (not the one at import)
     import subprocess
     import tempfile
 

@@ -78,14 +78,14 @@ def _module(template: torch.nn.Module, stacked: dict, buffers: dict, i: int) -> 
     return m
 
 
-def _theirs(hessian, template, stacked, buffers, batch, seed: int, iters: int, samples: int):
+def _theirs(hessian, template, stacked, buffers, batch, seed: int, iters: int, samples: int, cuda: bool = False):
     """PyHessian, one worker at a time: (lambda_max per worker, trace estimate per worker)."""
     criterion = torch.nn.CrossEntropyLoss()
     lams, traces = [], []
     for i in range(next(iter(stacked.values())).shape[0]):
         with warnings.catch_warnings():  # its backward(create_graph=True) warns about a reference cycle
             warnings.simplefilter("ignore", UserWarning)
-            h = hessian(_module(template, stacked, buffers, i), criterion, data=batch, cuda=False)
+            h = hessian(_module(template, stacked, buffers, i), criterion, data=batch, cuda=cuda)
         torch.manual_seed(seed)
         eig, _ = h.eigenvalues(maxIter=iters, tol=0.0, top_n=1)  # tol 0: all iters
         torch.manual_seed(seed)
@@ -109,34 +109,43 @@ def _ours(contender: str, loss_fn, stacked, init, probes, iters: int):
 def compare(models: tuple[str, ...] = ("mlp", "cnn"), dataset: str = "mnist1d", workers: int = 8,
             probe: int = 320, iters: int = 100, samples: int = 100, train_steps: int = 200, repeats: int = 3,
             contenders: tuple[str, ...] = ("vmap/reverse", "vmap/forward", "loop/reverse"), seed: int = 0,
-            out=sys.stdout) -> list[dict]:
+            out=None, device: torch.device | str = "cpu") -> list[dict]:
     """Our lambda_max and Hutchinson trace vs PyHessian's: agreement (%) and seconds per worker.
 
     ``contenders``: ours as ``execution/method`` (`flatness.core.Batched`): ``vmap`` measures
     all workers in one vmapped call per product, ``loop`` one model after another in one
     call; ``reverse`` reuses the gradient graph (as PyHessian does), ``forward`` is
-    ``jvp(grad(.))``. One JSON line per model and contender.
+    ``jvp(grad(.))``. One JSON line per model and contender. ``device``: where both sides measure
+    (the workers are trained on the CPU, then moved); CUDA timings are synchronised.
     """
+    out = out or sys.stdout  # the current one (not the one at import)
+    device = torch.device(device)
     hessian = _pyhessian()
     rows = []
     for model in models:
         template, data, stacked, buffers = _trained_workers(model, dataset, workers, train_steps, seed)
+        template = template.to(device)
+        stacked = {n: p.to(device) for n, p in stacked.items()}
+        buffers = {n: b.to(device) for n, b in buffers.items()}
         if data.classes == 0:
             raise ValueError(f"dataset: the PyHessian comparison needs a classification set (got {dataset!r})")
         loss_fn = flatness.model_loss(template, data, probe=probe, seed=seed)
         if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in template.modules()):
             raise ValueError(f"model: PyHessian measures in eval mode, use a model without batch norm (got {model!r})")
         x, y = loss_fn.x, loss_fn.y
-        init, probes = _replayed_draws([p[0] for p in stacked.values()], seed, samples)
+        init, probes = _replayed_draws([p[0].cpu() for p in stacked.values()], seed, samples)
 
-        runs = {"pyhessian": partial(_theirs, hessian, template, stacked, buffers, (x, y), seed, iters, samples),
+        runs = {"pyhessian": partial(_theirs, hessian, template, stacked, buffers, (x, y), seed, iters, samples,
+                                     device.type == "cuda"),
                 **{c: partial(_ours, c, loss_fn, stacked, init, probes, iters) for c in contenders}}
         times: dict[str, list[float]] = {k: [] for k in runs}
         values: dict[str, tuple[list[float], list[float]]] = {}
         for _ in range(repeats):
             for name, fn in runs.items():
+                _sync(device)
                 t0 = time.perf_counter()
                 values[name] = fn()
+                _sync(device)
                 times[name].append(time.perf_counter() - t0)
         ref_lam, ref_tr = values["pyhessian"]
         theirs_s = statistics.median(times["pyhessian"]) / workers
@@ -146,7 +155,7 @@ def compare(models: tuple[str, ...] = ("mlp", "cnn"), dataset: str = "mnist1d", 
             ours_s = statistics.median(times[name]) / workers
             row = {
                 "model": model, "params": n, "workers": workers, "probe": probe, "iters": iters, "samples": samples,
-                "threads": torch.get_num_threads(), "contender": name,
+                "threads": torch.get_num_threads(), "device": str(device), "contender": name,
                 "lambda_max_pyhessian": round(statistics.mean(ref_lam), 4),
                 "trace_pyhessian": round(statistics.mean(ref_tr), 3),
                 "lambda_agreement_pct": float(f"{max(_pct(a, b) for a, b in zip(lam, ref_lam)):.2e}"),
@@ -157,6 +166,11 @@ def compare(models: tuple[str, ...] = ("mlp", "cnn"), dataset: str = "mnist1d", 
             print(json.dumps(row), file=out, flush=True)
             rows.append(row)
     return rows
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _pct(a: float, b: float) -> float:

@@ -2,8 +2,9 @@
 
 Every per-worker tensor has a leading dimension of the workers held locally.
 Algorithms talk to the other workers only through these calls, so the
-same round code runs on one device (``StackedAxis``) or on several
-torch.distributed ranks (a subclass that adds ``dist.all_reduce`` etc.).
+same round code runs on one device (``StackedAxis``), on several devices of one
+process (``ShardedAxis``: a thread per shard, partial results combined on the first
+device) or on several torch.distributed ranks (``DistributedAxis``).
 """
 
 from __future__ import annotations
@@ -95,3 +96,100 @@ class DistributedAxis(StackedAxis):
         parts = [torch.empty_like(local) for _ in range(self.world_size)]
         dist.all_gather(parts, local)
         return torch.cat(parts).to(t.device)
+
+
+class ShardGroup:
+    """Where the S shards of one process meet: one thread per shard, a barrier, a slot per shard.
+
+    ``exchange(index, value, combine)``: every shard hands in its value; once all are in, shard
+    0 computes ``combine(values)`` and every shard gets that result. Two barrier passes per call
+    suffice: a shard writes its next slot only after the combine has read them all, and shard 0
+    overwrites the result only once every shard has arrived at the next call (read the last one).
+    ``abort()`` (a shard failed) breaks the barrier: the other shards raise BrokenBarrierError.
+    """
+
+    def __init__(self, shards: int):
+        import threading
+
+        self.shards = shards
+        self.barrier = threading.Barrier(shards)
+        self.slots: list = [None] * shards
+        self.result = None
+
+    def exchange(self, index: int, value, combine):
+        self.slots[index] = value
+        self.barrier.wait()
+        if index == 0:
+            self.result = combine(self.slots)
+        self.barrier.wait()
+        return self.result
+
+    def abort(self) -> None:
+        self.barrier.abort()
+
+
+def shard_sizes(workers: int, shards: int) -> list[int]:
+    """Consecutive shards as equal as can be, the larger first: 5 workers on 3 shards -> [2, 2, 1]."""
+    if shards < 1 or workers < shards:
+        raise ValueError(f"devices: need between 1 and workers={workers} shards (got {shards})")
+    base, extra = divmod(workers, shards)
+    return [base + (i < extra) for i in range(shards)]
+
+
+class ShardedAxis(StackedAxis):
+    """Shard ``index`` of the worker axis split over S devices of one process (a thread per shard).
+
+    Shard s holds ``sizes[s]`` consecutive workers on ``devices[s]``. A reduction reduces the
+    local slice first, then the S partial results are combined on ``devices[0]`` (in shard
+    order, so every shard gets the same bits) and copied back to each shard's device. Every
+    shard must call the same collectives in the same order, as with `DistributedAxis`.
+    """
+
+    def __init__(self, workers: int, index: int, group: ShardGroup, devices: list[torch.device],
+                 sizes: list[int] | None = None):
+        sizes = sizes or shard_sizes(workers, len(devices))
+        if len(sizes) != len(devices) or sum(sizes) != workers or min(sizes) < 1:
+            raise ValueError(f"devices: shard sizes {sizes} do not split {workers} workers over {len(devices)} devices")
+        super().__init__(workers)
+        self.index, self.group, self.devices, self.sizes = index, group, list(devices), list(sizes)
+        self.offset = sum(sizes[:index])
+        self.home = self.devices[0]
+
+    @property
+    def local_workers(self) -> int:
+        return self.sizes[self.index]
+
+    def _combine(self, part: torch.Tensor, reduce) -> torch.Tensor:
+        def combine(parts: list[torch.Tensor]) -> torch.Tensor:
+            out = parts[0].to(self.home, copy=True)
+            for p in parts[1:]:
+                out = reduce(out, p.to(self.home))
+            return out
+
+        total = self.group.exchange(self.index, part, combine)
+        return total.to(part.device, copy=True)  # every shard its own copy: none shares storage with another
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        return self._combine(t.sum(dim=0, keepdim=True), torch.add)
+
+    def all_reduce_min(self, t: torch.Tensor) -> torch.Tensor:
+        return self._combine(t.min(dim=0, keepdim=True).values, torch.minimum)
+
+    def _owner(self, src: int) -> tuple[int, int]:
+        start = 0
+        for shard, size in enumerate(self.sizes):
+            if src < start + size:
+                return shard, src - start
+            start += size
+        raise IndexError(f"worker {src} out of range for {self.workers} workers")
+
+    def broadcast(self, t: torch.Tensor, src: int) -> torch.Tensor:
+        owner, local = self._owner(src)
+        mine = t[local : local + 1] if owner == self.index else None
+        # copied on the home device inside the exchange: the owner may update t once the exchange returns
+        value = self.group.exchange(self.index, mine, lambda parts: parts[owner].to(self.home, copy=True))
+        return value.to(t.device, copy=True)
+
+    def all_gather(self, t: torch.Tensor) -> torch.Tensor:
+        gathered = self.group.exchange(self.index, t, lambda parts: torch.cat([p.to(self.home) for p in parts]))
+        return gathered.to(t.device, copy=True)

@@ -48,6 +48,8 @@ FIELD_HELP = {
     "dataset": "one of " + ", ".join(DATASETS),
     "model": "one of " + ", ".join(MODELS),
     "width": "model width: hidden units / first-stage channels (default: the model's standard width)",
+    "device": "where to compute: auto (CUDA when available, else the CPU), cpu, cuda or cuda:N; "
+              "not part of a run's identity",
     "data_dir": "folder holding cifar-10-batches-py / cifar-100-python (default: $GRAWA_DATA or ./data)",
     "augment": "random crop (4-pixel padding) + horizontal flip per sample (default: on for CIFAR)",
     "partition": "iid (equal random shards) or dirichlet (label-skewed, concentration alpha)",
@@ -120,6 +122,7 @@ class Config:
     model: str = "mlp"
     width: int | None = None
     data_dir: str | None = None
+    device: str = "auto"
     augment: bool | None = None
     partition: str = "iid"
     alpha: float | None = None
@@ -282,6 +285,9 @@ def resolve(config: Config) -> Config:
     _choice("execution", c.execution, EXECUTIONS)
     _choice("schedule", c.schedule, SCHEDULES)
     _choice("lr_decay_unit", c.lr_decay_unit, LR_DECAY_UNITS)
+    from grawa_sim.devices import check_name  # the name only; availability is checked when a run starts
+
+    check_name(c.device)
     tau = DEFAULT_TAU[c.algorithm] if c.tau is None else c.tau
     for field, value in (("workers", c.workers), ("tau", tau), ("batch_size", c.batch_size),
                          ("steps", c.steps), ("seed", c.seed), ("bn_recalibration", c.bn_recalibration)):
@@ -355,11 +361,14 @@ def to_dict(config: Config) -> dict:
     return dataclasses.asdict(config)
 
 
+NOT_IDENTITY = ("data_dir", "device")  # where the data lives, where the run computes
+
+
 def run_identity(config: Config) -> dict:
-    """The fields that decide a run's numbers: every field but ``data_dir`` (where the data lives),
-    leaving out fields that are unset (None), so that adding an optional field keeps the keys of
-    earlier runs."""
-    return {k: v for k, v in to_dict(config).items() if k != "data_dir" and v is not None}
+    """The fields that decide a run's numbers: every field but ``data_dir`` and ``device``
+    (NOT_IDENTITY), leaving out fields that are unset (None), so that adding an optional field keeps
+    the keys of earlier runs."""
+    return {k: v for k, v in to_dict(config).items() if k not in NOT_IDENTITY and v is not None}
 
 
 def from_dict(values: dict) -> Config:

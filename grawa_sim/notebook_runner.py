@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from grawa_sim.devices import DEVICE_ENV
 from grawa_sim.experiments import FIGURES_ENV, QUICK_ENV, RESULTS_ENV, project_root
 
 
@@ -23,18 +24,21 @@ def notebooks() -> list[Path]:
 
 
 def execute(path: str | os.PathLike, quick: bool = False, figures: str | os.PathLike | None = None,
-            results: str | os.PathLike | None = None, timeout: int = 1800) -> None:
+            results: str | os.PathLike | None = None, timeout: int = 1800, device: str | None = None) -> None:
     """Run every cell of one notebook in a fresh kernel; raises on the first failing cell.
 
-    ``figures`` / ``results`` redirect the figure folder and the run cache (default: the project's).
+    ``figures`` / ``results`` redirect the figure folder and the run cache (default: the project's);
+    ``device`` sets $GRAWA_DEVICE for the kernel (what every config's ``device="auto"`` means there).
     """
     import nbformat
     from nbclient import NotebookClient
 
     path = Path(path).resolve()
     nb = nbformat.read(path, as_version=4)
-    saved = {k: os.environ.get(k) for k in (QUICK_ENV, FIGURES_ENV, RESULTS_ENV)}
+    saved = {k: os.environ.get(k) for k in (QUICK_ENV, FIGURES_ENV, RESULTS_ENV, DEVICE_ENV)}
     os.environ[QUICK_ENV] = "1" if quick else "0"
+    if device is not None:
+        os.environ[DEVICE_ENV] = device
     for key, value in ((FIGURES_ENV, figures), (RESULTS_ENV, results)):
         if value is not None:
             os.environ[key] = str(Path(value).resolve())
@@ -67,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grawa_sim notebooks")
     parser.add_argument("paths", nargs="*", help="notebooks (default: notebooks/*.ipynb)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--device", default=None,
+                        help="where the notebooks' runs compute: auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--strip", action="store_true", help="strip outputs instead of executing")
     args = parser.parse_args(argv)
     paths = [Path(p) for p in args.paths] or notebooks()
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: {'stripped' if strip(path) else 'clean'}")
         else:
             print(f"executing {path} ({'quick' if args.quick else 'full'})", file=sys.stderr, flush=True)
-            execute(path, quick=args.quick)
+            execute(path, quick=args.quick, device=args.device)
     return 0
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,12 +23,14 @@ from grawa_sim.batchnorm import Recalibrator, has_batchnorm
 from grawa_sim.collectives import StackedAxis
 from grawa_sim.config import Config, ConfigError, check_shard_size, resolve
 from grawa_sim.data import Dataset, TrainingStream, load
+from grawa_sim.devices import resolve_device
 from grawa_sim.ensemble import VmapEngine, per_sample_loss
 from grawa_sim.lr_schedule import lr_at
 from grawa_sim.reference_loop import LoopEngine
 from grawa_sim.schedule import ClockModel, Schedule, round_collectives
 
 Params = dict[str, torch.Tensor]
+_GLOBAL_RNG = threading.RLock()  # model initialisation seeds torch's global generator (shards run in threads)
 
 
 @dataclass
@@ -142,6 +145,7 @@ def validate(config: Config) -> Config:
     worker's forward-backward pass on B samples: step_time = FLOPs / device_flops.
     """
     cfg = resolve(config)
+    resolve_device(cfg.device)  # a CUDA device where there is none: an error before any work
     data = load(cfg.dataset, data_dir=cfg.data_dir)
     check_shard_size(cfg, len(data.y_train))
     if cfg.step_time is None:
@@ -156,7 +160,7 @@ def step_flops(model: str, input_shape: tuple[int, ...], outputs: int, batch_siz
     """FLOPs of one forward-backward pass of ``model`` on ``batch_size`` samples (torch's FLOP counter)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.random.fork_rng(devices=[]):
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = models.build(model, input_shape, outputs, width)
     x = torch.zeros(batch_size, *input_shape)
@@ -173,14 +177,15 @@ def build_problem(config: Config, device: torch.device | str = "cpu") -> tuple[n
     if torch.device(device).type != "cpu":
         data = dataclasses.replace(data, **{f: getattr(data, f).to(device)
                                             for f in ("x_train", "y_train", "x_test", "y_test")})
-    with torch.random.fork_rng(devices=[]):
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):  # the global generator: one thread at a time
         torch.manual_seed(cfg.seed)
         model = models.build(cfg.model, data.input_shape, data.outputs, cfg.width).to(_dtype(cfg.dtype))
     return model.to(device), data
 
 
 def run(config: Config, progress: bool | None = None, axis: StackedAxis | None = None,
-        device: torch.device | str = "cpu", on_step: Callable[[int], None] | None = None) -> Result:
+        device: torch.device | str | None = None, on_step: Callable[[int], None] | None = None,
+        devices: list[torch.device | str] | None = None) -> Result:
     """Train ``config.workers`` workers with ``config.algorithm``; evaluate every ``eval_every`` steps.
 
     ``progress=None`` shows a tqdm bar only in a terminal or a notebook.
@@ -189,9 +194,24 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     grawa_sim.distributed). Every rank draws the same shards, batches and probes for all M
     workers and keeps its own slice, so any placement computes the same numbers.
     ``on_step(step)`` is called before every local step.
+    ``device`` (default ``config.device``; ``auto``: CUDA when available, else the CPU) is where
+    the workers compute; the tensors of the Result stay there. ``devices`` (two or more) shards
+    the worker axis over them in this process (grawa_sim.sharded; the Result on the first).
     Raises ``ValueError("<field>: <why> (got <value>)")`` on invalid input.
     """
+    if devices is not None:
+        if axis is not None or device is not None:
+            raise ConfigError(f"devices: give devices, or device / axis, not both (got {devices!r})")
+        from grawa_sim.devices import parse_devices
+
+        devices = parse_devices(devices)
+        if len(devices) > 1:
+            from grawa_sim.sharded import run_sharded
+
+            return run_sharded(config, devices, progress, on_step)
+        device = devices[0]
     cfg = validate(config)
+    device = resolve_device(cfg.device if device is None else device)
     axis = axis or StackedAxis(cfg.workers)
     model, data = build_problem(cfg, device)
     engine = build_engine(cfg, model, data, axis)

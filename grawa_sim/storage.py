@@ -75,7 +75,7 @@ def load_history(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 def load_params(run_dir: str | os.PathLike) -> dict[str, dict[str, torch.Tensor]]:
     """The final tensors of a saved run: {"workers", "buffers", "evaluated", "center"} -> name -> tensor."""
-    return torch.load(Path(run_dir) / PARAMS, weights_only=True)
+    return torch.load(Path(run_dir) / PARAMS, weights_only=True, map_location="cpu")  # also a run made on a GPU
 
 
 def is_complete(run_dir: str | os.PathLike, config: Config) -> bool:

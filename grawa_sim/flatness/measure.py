@@ -249,15 +249,19 @@ def summary_columns(table: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def measure_run(run_dir: str | os.PathLike, *, write: bool = True, **kwargs) -> pd.DataFrame:
+def measure_run(run_dir: str | os.PathLike, *, write: bool = True, device=None, **kwargs) -> pd.DataFrame:
     """The flatness table of a saved run directory (``config.json`` + ``params.pt``); writes
-    ``run_dir/flatness.csv`` atomically unless ``write=False``. Keyword arguments as `measure_tensors`.
+    ``run_dir/flatness.csv`` atomically unless ``write=False``. ``device``: where to measure (default:
+    the CPU, where the tensors are loaded). Other keyword arguments as `measure_tensors`.
     """
     from grawa_sim.storage import CONFIG, PARAMS, load_config, load_params, write_csv_atomic
 
     if not (Path(run_dir) / CONFIG).is_file() or not (Path(run_dir) / PARAMS).is_file():
         raise ValueError(f"run: not a finished run directory with {CONFIG} and {PARAMS} (got '{run_dir}')")
-    table = measure_tensors(load_config(run_dir), load_params(run_dir), **kwargs)
+    tensors = load_params(run_dir)
+    if device is not None:
+        tensors = {k: {n: t.to(device) for n, t in v.items()} for k, v in tensors.items()}
+    table = measure_tensors(load_config(run_dir), tensors, **kwargs)
     if write:
         write_csv_atomic(table, Path(run_dir) / FLATNESS_CSV)
     return table
