@@ -11,6 +11,8 @@ and epsilon-sharpness. The runs share the comparison's cache folder, so the CNN 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -29,12 +31,17 @@ METHODS = (("dp", False), ("dp", True), ("localsgd", False), ("easgd", False), (
            ("mgrawa", False), ("lgrawa", False))
 NETS = ("cnn", "cnn_bn")
 METRICS = ("loss", "lambda_max", "trace", "lanczos", "eps_sharpness")
-# cheaper than the toolkit's defaults (100 power iterations per pass, 100 probes, 3 x 100 Lanczos
-# steps): this CPU measures 2 models x 57 runs; the published numbers used 100 Lanczos steps
-SETTINGS = Settings(power_iters=100, power_tol=1e-4, trace_samples=30, lanczos_steps=30, lanczos_starts=1,
+# the reference code's Lanczos (100 steps, 3 random starts: the Ritz sum depends on the step count),
+# 100 power iterations per pass, 100 Hutchinson probes, 10 ascent steps for epsilon-sharpness
+SETTINGS = Settings(power_iters=100, power_tol=1e-4, trace_samples=100, lanczos_steps=100, lanczos_starts=3,
                     eps_steps=10)
 QUICK_SETTINGS = Settings(power_iters=5, trace_samples=2, lanczos_steps=4, lanczos_starts=1, eps_steps=2)
-TABLE = "flatness-study.csv"
+
+
+def table_name(settings: Settings) -> str:
+    """The cache file of a run's flatness rows under ``settings`` (other settings, another file)."""
+    digest = hashlib.sha1(json.dumps(dataclasses.asdict(settings), sort_keys=True).encode()).hexdigest()[:8]
+    return f"flatness-study-{digest}.csv"
 
 # The authors' table (DenseNet-121 on CIFAR-100, 8 workers, 3 seeds): mean top eigenvalue / Ritz sum
 PUBLISHED = pd.DataFrame({"lambda_max": [33.9, 28.5, 9.5, 10.8, 10.9, 13.3],
@@ -60,15 +67,15 @@ def configs(quick: bool, seeds: int = 3) -> list[Config]:
 def measure(configs_: list[Config], out: str | os.PathLike, settings: Settings = SETTINGS,
             progress=None) -> pd.DataFrame:
     """The flatness rows (uniform average and center) of every finished run of ``configs_`` under
-    ``out/runs``, with the run's method, net, seed and final accuracies; cached per run in
-    ``<run>/flatness-study.csv`` (recomputed when missing)."""
+    ``out/runs``, with the run's method, net, seed and final accuracies; cached per run and settings
+    in ``<run>/flatness-study-<settings digest>.csv`` (computed when missing)."""
     rows = []
     todo = list(configs_)
     bar = progress(todo) if progress else todo
     for cfg in bar:
         cfg = validate(cfg)
         run_dir = Path(out) / "runs" / run_key(cfg)
-        path = run_dir / TABLE
+        path = run_dir / table_name(settings)
         if path.is_file():
             table = pd.read_csv(path)
         else:
