@@ -89,8 +89,17 @@ def add_config_flags(parser: argparse.ArgumentParser, lists: bool = False) -> No
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    """The Config of a single run's flags; a flag that would have no effect (``--tau`` with DP, ``--alpha``
+    without Dirichlet shards, ...) is an error here."""
+    from grawa_sim.config import unused_fields
+
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
-    return Config(**values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigWarning)
+        config = Config(**values)  # bad values first
+    for field, why in unused_fields(config):
+        raise ConfigError(f"{field}: {why} (got {getattr(config, field)!r})")
+    return config
 
 
 def _progress(args) -> bool | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 
 ALGORITHMS = ("dp", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa")
@@ -102,8 +103,9 @@ class Config:
     the reference samples of the chosen algorithm when left as ``None`` (DEFAULT_*).
     DP communicates every step and takes no ``tau`` (nor ``pull``, ``prox``).
 
-    A Config validates itself when it is built (``ConfigError``, a ValueError); a field set where it has
-    no effect (``alpha`` without Dirichlet shards, ``tau`` with DP, ``tau`` > ``steps``, ...) is an error.
+    A Config validates itself when it is built (``ConfigError``, a ValueError; ``tau`` > ``steps`` too: no
+    round would happen); a field set where it has no effect (``alpha`` without Dirichlet shards, ``tau`` or
+    ``pull`` with DP, ...) gives a ``ConfigWarning`` naming it and is left out of the resolved config.
     """
 
     algorithm: str = "mgrawa"
@@ -274,8 +276,11 @@ def _check_data_fields(c: Config) -> bool:
     return augment
 
 
-def _check(c: Config) -> dict:
-    """Every check that needs no data; the resolved values of the defaulted fields (see `resolve`)."""
+def _check(c: Config, warn: bool = True) -> dict:
+    """Every check that needs no data; the resolved values of the defaulted fields (see `resolve`).
+
+    A field set where it has no effect (`UNUSED`) gives a ConfigWarning naming it when ``warn``.
+    """
     _choice("algorithm", c.algorithm, ALGORITHMS)
     _choice("dataset", c.dataset, DATASETS)
     _choice("model", c.model, MODELS)
@@ -318,7 +323,7 @@ def _check(c: Config) -> dict:
     _check_time_fields(c)
     lr_schedule = _check_lr_schedule(c)
     augment = _check_data_fields(c)
-    _check_unused(c, tau)
+    _check_unused(c, tau, warn)
     pull = DEFAULT_PULL[c.algorithm] if c.pull is None else c.pull
     prox = DEFAULT_PROX[c.algorithm] if c.prox is None else c.prox
     _unit_interval("pull", pull)
@@ -333,12 +338,17 @@ def _check(c: Config) -> dict:
     if eval_every < 1:
         _fail("eval_every", "must be >= 1", eval_every)
     alpha = (DEFAULT_ALPHA if c.alpha is None else float(c.alpha)) if c.partition == "dirichlet" else None
-    return dict(tau=tau, pull=float(pull), prox=float(prox), eval_every=eval_every,
-                lr_schedule=lr_schedule, augment=augment, alpha=alpha)
+    resolved = dict(tau=tau, pull=float(pull), prox=float(prox), eval_every=eval_every,
+                    lr_schedule=lr_schedule, augment=augment, alpha=alpha)
+    for field, _ in unused_fields(c):  # an ignored field is left out: the same run as without it
+        resolved[field] = {"tau": DEFAULT_TAU[c.algorithm], "pull": DEFAULT_PULL[c.algorithm]}.get(
+            field, Config.__dataclass_fields__[field].default)
+    return resolved
 
 
-# Fields that only some configurations use: (field, is it unused by config c?, why). Setting one where it
-# is unused is an error for a single Config; grid() leaves it unset there instead (with a warning).
+# Fields that only some configurations use: (field, is it unused by config c?, why). Setting one where it is
+# unused warns (a shared base changed with dataclasses.replace is legitimate); the command line's `run` makes
+# an explicit flag of that kind an error; grid() leaves it unset in those combinations (one warning).
 UNUSED = (
     ("alpha", lambda c: c.partition != "dirichlet", "is only used by partition 'dirichlet'"),
     ("tau", lambda c: c.algorithm == "dp" and c.tau != 1, "DP communicates every step and takes no tau"),
@@ -348,10 +358,14 @@ UNUSED = (
 )
 
 
-def _check_unused(c: Config, tau: int) -> None:
-    for field, unused, why in UNUSED:
-        if getattr(c, field) is not None and unused(c):
-            _fail(field, why, getattr(c, field))
+def unused_fields(c) -> list[tuple[str, str]]:
+    """(field, why) for every field that ``c`` (a Config or any object with its fields) sets without effect."""
+    return [(field, why) for field, unused, why in UNUSED if getattr(c, field) is not None and unused(c)]
+
+
+def _check_unused(c: Config, tau: int, warn: bool) -> None:
+    for field, why in unused_fields(c) if warn else ():
+        warnings.warn(f"{field}: {why}; ignored (got {getattr(c, field)!r})", ConfigWarning, stacklevel=5)
     if c.algorithm != "dp" and tau > c.steps:
         _fail("tau", f"larger than steps={c.steps}: no round would happen", tau)
 
@@ -360,7 +374,7 @@ def resolve(config: Config) -> Config:
     """Validate ``config`` and return a copy with the per-algorithm defaults filled in."""
     if not isinstance(config, Config):
         raise TypeError(f"expected a grawa_sim.Config, got {type(config).__name__}")
-    return dataclasses.replace(config, **_check(config))
+    return dataclasses.replace(config, **_check(config, warn=False))
 
 
 def check_shard_size(config: Config, train_size: int) -> None:

@@ -89,7 +89,8 @@ def sweep(configs: Iterable[Config], out: str | os.PathLike, progress: bool | No
         run_dir = out / "runs" / key
         status = stored_status(run_dir, cfg)
         if status is not None:
-            print(f"[{i}/{len(resolved)}] {key}: {status} before, reused", file=log)
+            said = "done before" if status == FINISHED else f"diverged before (step {load_status(run_dir)['step']})"
+            print(f"[{i}/{len(resolved)}] {key}: {said}, reused", file=log)
         else:
             print(f"[{i}/{len(resolved)}] {key}: running", file=log)
             try:
