@@ -5,9 +5,21 @@
     >>> result.history[["step", "test_acc"]]
 """
 
-from grawa_sim.algorithms.grawa import grawa_weights
 from grawa_sim.config import Config
-from grawa_sim.runner import Result, run
 
 __all__ = ["Config", "Result", "grawa_weights", "run"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """torch is imported on first use of run / Result / grawa_weights, so the command line can check its
+    input and output folder before that import (a few seconds)."""
+    if name in ("run", "Result"):
+        from grawa_sim import runner
+
+        return getattr(runner, name)
+    if name == "grawa_weights":
+        from grawa_sim.algorithms.grawa import grawa_weights
+
+        return grawa_weights
+    raise AttributeError(f"module 'grawa_sim' has no attribute {name!r}")

@@ -1,6 +1,9 @@
 """Command line: python -m grawa_sim {run, sweep, reproduce, anchor, bench, flatness, notebooks}.
 
-Bad input prints one line ``error: <field>: <why> (got <value>)`` and exits 2.
+Bad input (an --out folder that cannot be written included, checked before any training) prints one
+line ``error: <field>: <why> (got <value>)`` and exits 2; a diverged run, running out of memory and a
+failed write print one ``error:`` line and exit 1. A field that has no effect in a legitimate
+combination prints one ``warning: <field>: ...`` line.
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ import re
 import sys
 import types
 import typing
+import warnings
 from pathlib import Path
 
-from grawa_sim.algorithms.grawa import DivergenceError
-from grawa_sim.config import FIELD_HELP, Config, ConfigError
+from grawa_sim.config import FIELD_HELP, Config, ConfigError, ConfigWarning
 
 USAGE_ERROR = 2
 
@@ -86,8 +89,17 @@ def add_config_flags(parser: argparse.ArgumentParser, lists: bool = False) -> No
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    """The Config of a single run's flags; a flag that would have no effect (``--tau`` with DP, ``--alpha``
+    without Dirichlet shards, ...) is an error here."""
+    from grawa_sim.config import unused_fields
+
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
-    return Config(**values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigWarning)
+        config = Config(**values)  # bad values first
+    for field, why in unused_fields(config):
+        raise ConfigError(f"{field}: {why} (got {getattr(config, field)!r})")
+    return config
 
 
 def _progress(args) -> bool | None:
@@ -108,13 +120,18 @@ def _fetch_data(args, configs: list[Config]) -> None:
 
 
 def cmd_run(args) -> None:
-    from grawa_sim.runner import run, validate
-    from grawa_sim.storage import save_result
+    _check_out(args.out)
+    if args.ranks is not None:
+        from grawa_sim.distributed import check_timeout
 
+        check_timeout(args.timeout)
     asked = config_from_args(args)
+
+    from grawa_sim.runner import run, validate
+    from grawa_sim.storage import check_run_folder, save_result
+
     _fetch_data(args, [asked])
     cfg = validate(asked)  # after the download: validate() reads the data
-    _check_out(args.out)
     devices = None
     if args.devices is not None:
         from grawa_sim.devices import parse_devices
@@ -122,12 +139,14 @@ def cmd_run(args) -> None:
         if args.ranks is not None or args.device is not None:
             raise ConfigError(f"devices: give --devices, or --device / --ranks, not both (got {args.devices!r})")
         devices = parse_devices(args.devices)
+    if args.out:
+        check_run_folder(args.out, cfg, args.overwrite)
     if args.ranks is not None:
         _launch_ranks(args, cfg)
         return
     result = run(cfg, progress=_progress(args), devices=devices)
     if args.out:
-        save_result(result, args.out)
+        save_result(result, args.out, overwrite=args.overwrite)
     final = result.final
     print(f"{cfg.algorithm} M={cfg.workers} tau={cfg.tau} steps={int(final['step'])} rounds={int(final['round'])} "
           f"test_acc={final['test_acc']:.4f} test_loss={final['test_loss']:.4f} "
@@ -156,7 +175,10 @@ def _launch_ranks(args, cfg: Config) -> None:
             skip = "=" not in token
             continue
         argv.append(token)
-    code = distributed.launch(args.ranks, argv, port=args.port, timeout=args.timeout)
+    code, message = distributed.launch(args.ranks, argv, port=args.port, timeout=args.timeout)
+    if message is not None:  # the ranks' one line: divergence, bad input, out of memory, a write error
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(code or 1)
     if code == 2:  # a rank rejected the input and said why
         raise SystemExit(2)
     if code:
@@ -167,6 +189,7 @@ def _launch_ranks(args, cfg: Config) -> None:
 
 
 def cmd_sweep(args) -> None:
+    _check_out(args.out)
     from grawa_sim import experiments
     from grawa_sim.runner import validate
     from grawa_sim.sweep import grid, sweep
@@ -179,11 +202,17 @@ def cmd_sweep(args) -> None:
     _fetch_data(args, configs)
     for c in configs:
         validate(c)
-    _check_out(args.out)
     histories = sweep(configs, args.out, progress=_progress(args))
     print(experiments.format_table(experiments.summary(histories, by=experiments.swept_fields(configs)))
           .to_string(float_format=lambda v: f"{v:.4g}"))
+    _print_diverged(histories.groupby("run", sort=False).tail(1))
     print(f"wrote {Path(args.out) / 'results.csv'}")
+
+
+def _print_diverged(finals) -> None:
+    diverged = int((finals["status"] == "diverged").sum()) if "status" in finals else 0
+    if diverged:
+        print(f"{diverged} of {len(finals)} runs diverged (status 'diverged' in results.csv; lower their lr)")
 
 
 def _experiment_setup(args) -> tuple[bool, Path]:
@@ -194,31 +223,37 @@ def _experiment_setup(args) -> tuple[bool, Path]:
     if args.seeds < 1:
         raise ConfigError(f"seeds: must be >= 1 (got {args.seeds})")
     resolve_device(args.device)
+    quick = args.quick or experiments.quick_mode()
+    if args.out is None:  # quick runs never mix with (or touch) the full results
+        args.out = str(experiments.results_dir(quick) / args.command)
     _check_out(args.out)
-    return args.quick or experiments.quick_mode(), Path(args.figures) if args.figures else experiments.figures_dir()
+    figures = Path(args.figures) if args.figures else experiments.figures_dir(quick)
+    _check_out(str(figures))
+    return quick, figures
 
 
 def cmd_reproduce(args) -> None:
+    quick, figures = _experiment_setup(args)
     from grawa_sim import experiments, plots
+    from grawa_sim.storage import write_csv_atomic
     from grawa_sim.sweep import sweep
 
-    quick, figures = _experiment_setup(args)
     configs = [dataclasses.replace(c, device=args.device)
                for c in experiments.comparison_configs(quick, seeds=args.seeds)]
     histories = sweep(configs, args.out, progress=_progress(args))
     table = experiments.summary(histories)
     fig = plots.comparison_figure(histories, figures / "comparison_mnist1d.png",
                                   f"MNIST-1D, 1-D CNN, M={configs[0].workers}, reference tau per algorithm")
-    table_path = Path(args.out) / "summary.csv"
-    table.to_csv(table_path)
+    table_path = write_csv_atomic(table, Path(args.out) / "summary.csv", index=True)
     print(experiments.format_table(table).to_string(float_format=lambda v: f"{v:.4g}"))
+    _print_diverged(histories.groupby("run", sort=False).tail(1))
     print(f"wrote {fig}, {table_path} and {Path(args.out) / 'results.csv'}")
 
 
 def cmd_anchor(args) -> None:
+    quick, figures = _experiment_setup(args)
     from grawa_sim import anchor, plots
 
-    quick, figures = _experiment_setup(args)
     singles, ensemble = anchor.anchor(args.out, quick=quick, seeds=args.seeds, progress=_progress(args),
                                       device=args.device)
     print(anchor.report(singles, ensemble))
@@ -273,13 +308,15 @@ def cmd_notebooks(args) -> None:
 
 
 def cmd_flatness(args) -> None:
+    run_dir = Path(args.run)
+    if not (run_dir / "config.json").is_file() or not (run_dir / "params.pt").is_file():
+        raise ConfigError(f"run: not a finished run directory with config.json and params.pt (got '{args.run}')")
+    _check_out(args.run)  # flatness.csv is written there
     from grawa_sim import flatness
     from grawa_sim.devices import resolve_device
-    from grawa_sim.storage import CONFIG, PARAMS
+    from grawa_sim.storage import load_params
 
-    run_dir = Path(args.run)
-    if not (run_dir / CONFIG).is_file() or not (run_dir / PARAMS).is_file():
-        raise ConfigError(f"run: not a finished run directory with {CONFIG} and {PARAMS} (got '{args.run}')")
+    load_params(run_dir)  # an unreadable params.pt: one line, before any work
     for field in ("probe", "power_iters", "trace_samples", "lanczos_steps", "lanczos_starts"):
         if getattr(args, field) < 1:
             raise ConfigError(f"{field}: must be >= 1 (got {getattr(args, field)})")
@@ -302,14 +339,12 @@ def cmd_flatness(args) -> None:
 
 
 def _check_out(out: str | None) -> None:
-    """--out must be a directory or creatable as one: no regular file at it or above it."""
-    if not out:
-        return
-    for folder in (Path(out), *Path(out).absolute().parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise ConfigError(f"out: {folder} exists and is not a directory (got '{out}')")
-            return
+    """--out must be a folder this process can write, or can create: probed with a small write, before any
+    training (and before torch is imported); nothing is left behind."""
+    if out:
+        from grawa_sim.folders import check_writable
+
+        check_writable(out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train once; writes DIR/history.csv and DIR/config.json with --out DIR")
     add_config_flags(p)
     p.add_argument("--out", help="directory for history.csv, weights.csv and config.json")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run of another configuration in --out (a run folder is always replaced whole)")
     p.add_argument("--download", action="store_true", help="download CIFAR into --data-dir when missing (internet)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--ranks", type=_converter(int, "ranks"), default=None,
@@ -345,8 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("--quick", action="store_true", help="a few steps and one seed (also GRAWA_QUICK=1)")
         p.add_argument("--seeds", type=_converter(int, "seeds"), default=seeds, help="seeds per algorithm")
-        p.add_argument("--out", default=f"results/{name}", help="sweep directory (resumable)")
-        p.add_argument("--figures", default=None, help="figure folder (default: figures/ of the project)")
+        p.add_argument("--out", default=None,
+                       help=f"sweep directory (resumable; default results/{name}, results/quick/{name} when quick)")
+        p.add_argument("--figures", default=None,
+                       help="figure folder (default: figures/ of the project; results/quick/figures when quick)")
         p.add_argument("--device", default="auto", help=FIELD_HELP["device"])
         p.add_argument("--no-progress", action="store_true")
         p.set_defaults(func=func)
@@ -397,7 +436,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, ConfigWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _one_line_failure(e: BaseException) -> bool:
+    """Divergence, out of memory, a failed write: reported in one line (their modules are loaded by then)."""
+    names = {"DivergenceError": "grawa_sim.algorithms.grawa", "OutOfMemory": "grawa_sim.runner",
+             "StorageError": "grawa_sim.storage"}
+    return any(isinstance(e, getattr(sys.modules[m], n)) for n, m in names.items() if m in sys.modules)
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser().parse_args(argv)
@@ -406,12 +464,16 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return USAGE_ERROR
-    except DivergenceError as e:
+    except (ValueError, MemoryError, OSError) as e:
+        if not _one_line_failure(e):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = previous
     return 0
 
 

@@ -1,6 +1,6 @@
 """Run configuration: one plain dataclass, validated with one-line messages.
 
-`Config` holds what the user asked for; `resolve(config)` fills the
+`Config` holds what the user asked for and checks it when built; `resolve(config)` fills the
 per-algorithm defaults (``pull=None``, ``prox=None``, ``eval_every=None``) and
 validates every field, raising ``ValueError("<field>: <why> (got <value>)")``.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 
 ALGORITHMS = ("dp", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa")
@@ -53,7 +54,7 @@ FIELD_HELP = {
     "data_dir": "folder holding cifar-10-batches-py / cifar-100-python (default: $GRAWA_DATA or ./data)",
     "augment": "random crop (4-pixel padding) + horizontal flip per sample (default: on for CIFAR)",
     "partition": "iid (equal random shards) or dirichlet (label-skewed, concentration alpha)",
-    "alpha": "Dirichlet concentration of partition='dirichlet' (default 0.5; small: more skew; iid ignores it)",
+    "alpha": "Dirichlet concentration of partition='dirichlet' (default 0.5; small: more skew; only with dirichlet)",
     "backend": "vmap (stacked engine) or loop (per-worker reference)",
     "sam": "DP+SAM (dp only)",
     "grawa_norm": "GRAWA model score: layer_sum or global",
@@ -105,7 +106,11 @@ class Config:
 
     ``tau``, ``pull`` (lambda, reference c2) and ``prox`` (p, reference p2) default to
     the reference samples of the chosen algorithm when left as ``None`` (DEFAULT_*).
-    DP communicates every step and ignores ``tau``.
+    DP communicates every step and takes no ``tau`` (nor ``pull``, ``prox``).
+
+    A Config validates itself when it is built (``ConfigError``, a ValueError; ``tau`` > ``steps`` too: no
+    round would happen); a field set where it has no effect (``alpha`` without Dirichlet shards, ``tau`` or
+    ``pull`` with DP, ...) gives a ``ConfigWarning`` naming it and is left out of the resolved config.
     """
 
     algorithm: str = "mgrawa"
@@ -157,9 +162,16 @@ class Config:
     # flatness of the final models (grawa_sim/flatness): lambda_max, trace, Lanczos, eps-sharpness
     flatness: bool = False
 
+    def __post_init__(self):
+        _check(self)  # a Config that exists is valid (the data-dependent checks wait for runner.validate)
+
 
 class ConfigError(ValueError):
     """Invalid user input; the message reads '<field>: <why> (got <value>)'."""
+
+
+class ConfigWarning(UserWarning):
+    """A legitimate combination in which a field has no effect; the message names the field."""
 
 
 def _fail(field: str, why: str, value: object) -> None:
@@ -271,11 +283,11 @@ def _check_data_fields(c: Config) -> bool:
     return augment
 
 
-def resolve(config: Config) -> Config:
-    """Validate ``config`` and return a copy with the per-algorithm defaults filled in."""
-    if not isinstance(config, Config):
-        raise TypeError(f"expected a grawa_sim.Config, got {type(config).__name__}")
-    c = config
+def _check(c: Config, warn: bool = True) -> dict:
+    """Every check that needs no data; the resolved values of the defaulted fields (see `resolve`).
+
+    A field set where it has no effect (`UNUSED`) gives a ConfigWarning naming it when ``warn``.
+    """
     _choice("algorithm", c.algorithm, ALGORITHMS)
     _choice("dataset", c.dataset, DATASETS)
     _choice("model", c.model, MODELS)
@@ -321,6 +333,7 @@ def resolve(config: Config) -> Config:
     _check_time_fields(c)
     lr_schedule = _check_lr_schedule(c)
     augment = _check_data_fields(c)
+    _check_unused(c, tau, warn)
     pull = DEFAULT_PULL[c.algorithm] if c.pull is None else c.pull
     prox = DEFAULT_PROX[c.algorithm] if c.prox is None else c.prox
     _unit_interval("pull", pull)
@@ -343,9 +356,43 @@ def resolve(config: Config) -> Config:
     if eval_every < 1:
         _fail("eval_every", "must be >= 1", eval_every)
     alpha = (DEFAULT_ALPHA if c.alpha is None else float(c.alpha)) if c.partition == "dirichlet" else None
-    return dataclasses.replace(c, tau=tau, pull=float(pull), prox=float(prox), eval_every=eval_every,
-                               eval_seconds=eval_seconds,
-                               lr_schedule=lr_schedule, augment=augment, alpha=alpha)
+    resolved = dict(tau=tau, pull=float(pull), prox=float(prox), eval_every=eval_every,
+                    eval_seconds=eval_seconds, lr_schedule=lr_schedule, augment=augment, alpha=alpha)
+    for field, _ in unused_fields(c):  # an ignored field is left out: the same run as without it
+        resolved[field] = {"tau": DEFAULT_TAU[c.algorithm], "pull": DEFAULT_PULL[c.algorithm]}.get(
+            field, Config.__dataclass_fields__[field].default)
+    return resolved
+
+
+# Fields that only some configurations use: (field, is it unused by config c?, why). Setting one where it is
+# unused warns (a shared base changed with dataclasses.replace is legitimate); the command line's `run` makes
+# an explicit flag of that kind an error; grid() leaves it unset in those combinations (one warning).
+UNUSED = (
+    ("alpha", lambda c: c.partition != "dirichlet", "is only used by partition 'dirichlet'"),
+    ("tau", lambda c: c.algorithm == "dp" and c.tau != 1, "DP communicates every step and takes no tau"),
+    ("pull", lambda c: c.algorithm == "dp" and c.pull != 0, "DP has no rounds to pull in"),
+    ("sam_rho", lambda c: not c.sam and c.sam_rho != Config.sam_rho, "is only used with sam=true"),
+    ("speed_spread", lambda c: c.speeds is not None and c.speed_spread != 0, "is not used when speeds are given"),
+)
+
+
+def unused_fields(c) -> list[tuple[str, str]]:
+    """(field, why) for every field that ``c`` (a Config or any object with its fields) sets without effect."""
+    return [(field, why) for field, unused, why in UNUSED if getattr(c, field) is not None and unused(c)]
+
+
+def _check_unused(c: Config, tau: int, warn: bool) -> None:
+    for field, why in unused_fields(c) if warn else ():
+        warnings.warn(f"{field}: {why}; ignored (got {getattr(c, field)!r})", ConfigWarning, stacklevel=5)
+    if c.algorithm != "dp" and tau > c.steps:
+        _fail("tau", f"larger than steps={c.steps}: no round would happen", tau)
+
+
+def resolve(config: Config) -> Config:
+    """Validate ``config`` and return a copy with the per-algorithm defaults filled in."""
+    if not isinstance(config, Config):
+        raise TypeError(f"expected a grawa_sim.Config, got {type(config).__name__}")
+    return dataclasses.replace(config, **_check(config, warn=False))
 
 
 def check_shard_size(config: Config, train_size: int) -> None:

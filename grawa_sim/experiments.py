@@ -15,6 +15,7 @@ from grawa_sim.sweep import grid
 QUICK_ENV = "GRAWA_QUICK"
 FIGURES_ENV = "GRAWA_FIGURES"
 RESULTS_ENV = "GRAWA_RESULTS"
+SCRATCH_ENV = "GRAWA_SCRATCH"  # quick modes and the tests write here instead of figures/ and results/
 
 
 def quick_mode() -> bool:
@@ -32,16 +33,26 @@ def project_root(start: Path | None = None) -> Path:
     return here
 
 
-def figures_dir() -> Path:
-    """Where figures go: $GRAWA_FIGURES, else <project root>/figures."""
-    path = Path(os.environ.get(FIGURES_ENV) or project_root() / "figures")
+def scratch_dir() -> Path:
+    """Where quick modes write: $GRAWA_SCRATCH, else <project root>/results/quick (ignored by git)."""
+    return Path(os.environ.get(SCRATCH_ENV) or project_root() / "results" / "quick")
+
+
+def figures_dir(quick: bool | None = None) -> Path:
+    """Where figures go: $GRAWA_FIGURES, else <project root>/figures; quick runs (``quick``, default
+    `quick_mode()`) never touch the committed figures: <scratch>/figures."""
+    quick = quick_mode() if quick is None else quick
+    default = scratch_dir() / "figures" if quick else project_root() / "figures"
+    path = Path(os.environ.get(FIGURES_ENV) or default)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def results_dir() -> Path:
-    """Where sweeps of the notebooks cache their runs: $GRAWA_RESULTS, else <project root>/results."""
-    return Path(os.environ.get(RESULTS_ENV) or project_root() / "results")
+def results_dir(quick: bool | None = None) -> Path:
+    """Where sweeps of the notebooks cache their runs: $GRAWA_RESULTS, else <project root>/results
+    (<scratch>/results for quick runs)."""
+    quick = quick_mode() if quick is None else quick
+    return Path(os.environ.get(RESULTS_ENV) or (scratch_dir() / "results" if quick else project_root() / "results"))
 
 
 SEEDS = 5  # seeds per setting of the comparison and the time-budget study
@@ -62,7 +73,8 @@ def quickstart_configs(quick: bool) -> list[Config]:
     """MGRAWA, LGRAWA, LocalSGD and DP on MNIST-1D (MLP, M = 8): about a minute in full mode."""
     base = Config(dataset="mnist1d", model="mlp", workers=8, tau=32, lr=0.05, momentum=0.9,
                   batch_size=32, steps=64 if quick else 3000, eval_every=32 if quick else None)
-    return grid(base, algorithm=["mgrawa", "lgrawa", "localsgd", "dp"])
+    dp = dataclasses.replace(base, algorithm="dp", tau=None)  # DP takes no tau
+    return [*grid(base, algorithm=["mgrawa", "lgrawa", "localsgd"]), dp]
 
 
 TIME_BUDGET_CLOCK = dict(step_time=0.01, bandwidth=1.25e8, latency=5e-4)  # 10 ms steps, 1 Gbit/s, 0.5 ms

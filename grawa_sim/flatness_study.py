@@ -68,19 +68,20 @@ def measure(configs_: list[Config], out: str | os.PathLike, settings: Settings =
             progress=None) -> pd.DataFrame:
     """The flatness rows (uniform average and center) of every finished run of ``configs_`` under
     ``out/runs``, with the run's method, net, seed and final accuracies; cached per run and settings
-    in ``<run>/flatness-study-<settings digest>.csv`` (computed when missing)."""
+    in ``out/flatness-study/<run key>-flatness-study-<settings digest>.csv`` (computed when missing)."""
     rows = []
     todo = list(configs_)
     bar = progress(todo) if progress else todo
     for cfg in bar:
         cfg = validate(cfg)
         run_dir = Path(out) / "runs" / run_key(cfg)
-        path = run_dir / table_name(settings)
+        path = Path(out) / "flatness-study" / f"{run_key(cfg)}-{table_name(settings)}"
         if path.is_file():
             table = pd.read_csv(path)
         else:
             table = measure_tensors(load_config(run_dir), load_params(run_dir), metrics=METRICS, settings=settings,
                                     workers=False)
+            path.parent.mkdir(parents=True, exist_ok=True)
             write_csv_atomic(table, path)
         final = load_history(run_dir).iloc[-1]
         table = table.assign(method=method_name(cfg.algorithm, cfg.sam), net=cfg.model, seed=cfg.seed,

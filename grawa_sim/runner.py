@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
 import math
+import re
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,9 +22,10 @@ from torch.func import functional_call
 
 from grawa_sim import algorithms, models
 from grawa_sim.algorithms import Hyper
+from grawa_sim.algorithms.grawa import DivergenceError
 from grawa_sim.batchnorm import Recalibrator, has_batchnorm
 from grawa_sim.collectives import StackedAxis
-from grawa_sim.config import Config, ConfigError, check_shard_size, resolve
+from grawa_sim.config import Config, ConfigError, ConfigWarning, check_shard_size, resolve
 from grawa_sim.data import Dataset, TrainingStream, load
 from grawa_sim.devices import resolve_device
 from grawa_sim.ensemble import VmapEngine, per_sample_loss
@@ -31,9 +35,36 @@ from grawa_sim.schedule import ClockModel, Schedule, round_collectives
 
 Params = dict[str, torch.Tensor]
 _GLOBAL_RNG = threading.RLock()  # model initialisation seeds torch's global generator (shards run in threads)
+DIVERGENCE_CHECK_EVERY = 16  # ticks between finiteness checks when no round or evaluation comes sooner
+SPREAD_CHUNK = 1 << 22  # float64 elements the spread metric holds at once (32 MiB)
 
 
-@dataclass
+class OutOfMemory(MemoryError):
+    """The run does not fit in memory; the message is one line naming M and the model."""
+
+
+@contextlib.contextmanager
+def memory_errors(config: Config, device: torch.device | str = "cpu"):
+    """Turn an allocator failure (CPU or CUDA) into one OutOfMemory line naming M and the model."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as e:
+        text = str(e)
+        if isinstance(e, OutOfMemory) or not (isinstance(e, (MemoryError, torch.OutOfMemoryError))
+                                              or "can't allocate memory" in text or "out of memory" in text.lower()):
+            raise
+        asked = re.search(r"[Tt]ried to allocate ([\d.]+ ?[KMGT]?i?B)", text)
+        size = re.search(r"allocate (\d+) bytes", text)
+        amount = asked.group(1) if asked else (f"{int(size.group(1)) / 2**30:.1f} GiB" if size else None)
+        width = f" width {config.width}" if config.width is not None else ""
+        raise OutOfMemory(
+            f"memory: M={config.workers} workers of model {config.model}{width} ({config.dtype}) do not fit in "
+            f"{'GPU' if torch.device(device).type == 'cuda' else 'CPU'} memory"
+            + (f" (an allocation of {amount} failed)" if amount else "")
+            + "; use fewer workers, a smaller model or batch") from None
+
+
+@dataclass(repr=False)
 class Result:
     """A finished run.
 
@@ -59,6 +90,14 @@ class Result:
     @property
     def final(self) -> pd.Series:
         return self.history.iloc[-1]
+
+    def __repr__(self) -> str:
+        c = self.config
+        text = f"Result({c.algorithm}, M={c.workers}, {c.model} on {c.dataset}, seed={c.seed}, {len(self.history)} rows"
+        if len(self.history):
+            last = self.final
+            text += "".join(f", {k}={last[k]:.4g}" for k in ("step", "test_acc", "test_loss") if k in last)
+        return text + (", flatness" if self.flatness is not None else "") + ")"
 
 
 class Evaluator:
@@ -100,9 +139,24 @@ def average_buffers(buffers: Params, axis: StackedAxis) -> Params:
             for n, b in buffers.items()}
 
 
-def spread(params: Params, axis: StackedAxis) -> float:
-    """Mean over workers of ||x_i - mean_j x_j||_2 (all parameters as one vector), in float64."""
-    sq = sum((p.double() - axis.all_reduce_mean(p.double())).flatten(1).square().sum(1) for p in params.values())
+def spread(params: Params, axis: StackedAxis, chunk: int = SPREAD_CHUNK) -> float:
+    """Mean over workers of ||x_i - mean_j x_j||_2 (all parameters as one vector), in float64.
+
+    Layer by layer and a few workers at a time: at most about ``chunk`` float64 elements exist at once.
+    """
+    sq = None
+    for p in params.values():
+        flat = p.detach().flatten(1)
+        rows = max(1, chunk // max(1, flat.shape[1]))
+        parts = flat.split(rows)
+        total = parts[0].double().sum(0, keepdim=True)
+        for part in parts[1:]:
+            total += part.double().sum(0, keepdim=True)
+        mean = axis.all_reduce_sum(total) / axis.workers
+        layer = torch.cat([(part.double() - mean).square().sum(1) for part in parts])
+        sq = layer if sq is None else sq + layer
+    if sq is None:
+        return 0.0
     return float(axis.all_reduce_sum(sq.sqrt())) / axis.workers
 
 
@@ -149,9 +203,22 @@ def validate(config: Config) -> Config:
     data = load(cfg.dataset, data_dir=cfg.data_dir)
     check_shard_size(cfg, len(data.y_train))
     if cfg.step_time is None:
-        flops = step_flops(cfg.model, data.input_shape, data.outputs, cfg.batch_size, data.classes, cfg.width)
+        with memory_errors(cfg):
+            flops = step_flops(cfg.model, data.input_shape, data.outputs, cfg.batch_size, data.classes, cfg.width)
         cfg = dataclasses.replace(cfg, step_time=flops / cfg.device_flops)
+    _warn_cosine_cut_short(cfg)
     return cfg
+
+
+def _warn_cosine_cut_short(cfg: Config) -> None:
+    """A cosine schedule over ``steps`` that the time budget surely ends first never anneals to 0: say so."""
+    if cfg.lr_schedule != "cosine" or cfg.lr_decay_unit != "steps" or cfg.time_budget is None:
+        return
+    fastest = cfg.step_time * min(worker_speeds(cfg))  # no worker steps faster than this
+    if cfg.steps * fastest > cfg.time_budget:
+        warnings.warn(f"lr_schedule: the cosine anneals to 0 at steps={cfg.steps}, but time_budget="
+                      f"{cfg.time_budget:g} s ends the run by step {int(cfg.time_budget / fastest)}; set "
+                      f"lr_decay_unit='seconds' to anneal over the budget", ConfigWarning, stacklevel=3)
 
 
 @functools.lru_cache(maxsize=64)
@@ -197,7 +264,9 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     ``device`` (default ``config.device``; ``auto``: CUDA when available, else the CPU) is where
     the workers compute; the tensors of the Result stay there. ``devices`` (two or more) shards
     the worker axis over them in this process (grawa_sim.sharded; the Result on the first).
-    Raises ``ValueError("<field>: <why> (got <value>)")`` on invalid input.
+    Raises ``ValueError("<field>: <why> (got <value>)")`` on invalid input, ``DivergenceError`` (one line
+    naming the step) at the first non-finite loss, gradient or parameter, ``OutOfMemory`` (one line naming
+    M and the model) when the run does not fit.
     """
     if devices is not None:
         if axis is not None or device is not None:
@@ -212,6 +281,17 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
         device = devices[0]
     cfg = validate(config)
     device = resolve_device(cfg.device if device is None else device)
+    with memory_errors(cfg, device):
+        return _run(cfg, progress, axis, device, on_step)
+
+
+def _diverged(cfg: Config, step: float, rows: list[dict], what: str = "a loss, gradient or parameter"):
+    step = int(step) if float(step).is_integer() else step
+    return DivergenceError(f"diverged at step {step} ({cfg.algorithm}, M={cfg.workers}, lr={cfg.lr:g}): {what} is "
+                           f"NaN or infinite; lower the lr", step=step, history=pd.DataFrame(rows), config=cfg)
+
+
+def _run(cfg: Config, progress, axis, device, on_step) -> Result:
     axis = axis or StackedAxis(cfg.workers)
     model, data = build_problem(cfg, device)
     engine = build_engine(cfg, model, data, axis)
@@ -225,7 +305,23 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     schedule = build_schedule(cfg, model)
     rows, weight_rows = [], []
     rounds, recent = 0, []
+    unchecked: list[tuple[float, torch.Tensor]] = []  # (step, its losses all finite?) since the last check
     start = time.perf_counter()
+
+    def check_finite() -> None:
+        """Stop at the first step whose loss was not finite; every rank takes part and agrees on the step."""
+        if not unchecked and type(axis) is StackedAxis:
+            return
+        first = math.inf
+        if unchecked:
+            finite = torch.stack([f for _, f in unchecked]).cpu()
+            if not bool(finite.all()):
+                first = unchecked[int((~finite).nonzero()[0, 0])][0]
+            unchecked.clear()
+        if type(axis) is not StackedAxis:
+            first = float(axis.all_reduce_min(torch.tensor([[first]], dtype=torch.float64, device=axis.device))[0, 0])
+        if math.isfinite(first):
+            raise _diverged(cfg, first, rows)
 
     def evaluate(step: float) -> None:
         averaged = average_buffers(engine.stacked_buffers(), axis)
@@ -253,6 +349,8 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
             "spread": spread(engine.stacked_params(), axis),
         })
         recent.clear()
+        if not all(math.isfinite(rows[-1][k]) for k in ("train_loss", "test_loss", "spread")):
+            raise _diverged(cfg, step, rows[:-1], "the evaluated model's loss or the workers' spread")
 
     lr_now = [cfg.lr]
 
@@ -267,48 +365,58 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     evaluate(0)
     next_eval, shown, tick_index = cfg.eval_every, 0, 0
     next_time = cfg.eval_seconds if cfg.eval_seconds is not None else math.inf
-    for tick in schedule.ticks():
-        tick_index += 1
-        if on_step is not None:
-            on_step(tick_index)
-        local = tick.stepping[mine]
-        if bool(local.all()):
-            losses = engine.local_step(*stream.batch())
-        else:  # drawn even when none of this rank's workers steps, so every rank's stream stays in step
-            x, y = stream.batch(local)
-            workers = torch.nonzero(local).flatten()
-            losses = engine.local_step(x, y, workers=workers) if len(workers) else None
-        if losses is not None:
-            recent.append((losses.to(torch.float64).sum(), len(losses)))  # stays on the device until a row
-        if tick.round:
-            probe = stream.probe() if needs_probe else None
-            info = engine.communicate(probe) if not every_step else None
-            rounds += 1
-            if info is not None and info.weights is not None:
-                weight_rows += _weight_rows(rounds, axis.all_gather(info.weights), layers)
-        step = float(schedule.steps.double().mean())
-        step = int(step) if step.is_integer() else round(step, 3)
-        update_lr(step)
-        done = step >= cfg.steps
-        out_of_time = cfg.time_budget is not None and schedule.totals.sim_time >= cfg.time_budget
-        out_of_wall = False
-        if cfg.wall_budget is not None:  # every rank must stop at the same tick: share the decision
-            late = torch.tensor([[float(time.perf_counter() - start >= cfg.wall_budget)]])
-            out_of_wall = bool(axis.all_reduce_sum(late) > 0)
-        now = schedule.totals.sim_time
-        timed = tick.round and now >= next_time  # right after a round, once per eval_seconds mark
-        if step >= next_eval or timed or done or out_of_time or out_of_wall:
-            evaluate(step)
-            while next_eval <= step:
-                next_eval += cfg.eval_every
-            while next_time <= now:
-                next_time += cfg.eval_seconds
-            bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.3f}", refresh=False)
-        bar.update(math.floor(step) - shown)
-        shown = math.floor(step)
-        if done or out_of_time or out_of_wall:
-            break
-    bar.close()
+    try:
+        for tick in schedule.ticks():
+            tick_index += 1
+            if on_step is not None:
+                on_step(tick_index)
+            local = tick.stepping[mine]
+            if bool(local.all()):
+                losses = engine.local_step(*stream.batch())
+            else:  # drawn even when none of this rank's workers steps, so every rank's stream stays in step
+                x, y = stream.batch(local)
+                workers = torch.nonzero(local).flatten()
+                losses = engine.local_step(x, y, workers=workers) if len(workers) else None
+            step = float(schedule.steps.double().mean())
+            step = int(step) if step.is_integer() else round(step, 3)
+            if losses is not None:
+                recent.append((losses.to(torch.float64).sum(), len(losses)))  # stays on the device until a row
+                unchecked.append((step, torch.isfinite(losses).all()))
+            if (tick.round and not every_step) or tick_index % DIVERGENCE_CHECK_EVERY == 0:
+                check_finite()  # before a round spreads a non-finite worker to the others
+            if tick.round:
+                probe = stream.probe() if needs_probe else None
+                info = engine.communicate(probe) if not every_step else None
+                rounds += 1
+                if info is not None and info.weights is not None:
+                    weight_rows += _weight_rows(rounds, axis.all_gather(info.weights), layers)
+            update_lr(step)
+            done = step >= cfg.steps
+            out_of_time = cfg.time_budget is not None and schedule.totals.sim_time >= cfg.time_budget
+            out_of_wall = False
+            if cfg.wall_budget is not None:  # every rank must stop at the same tick: share the decision
+                late = torch.tensor([[float(time.perf_counter() - start >= cfg.wall_budget)]])
+                out_of_wall = bool(axis.all_reduce_sum(late) > 0)
+            now = schedule.totals.sim_time
+            timed = tick.round and now >= next_time  # right after a round, once per eval_seconds mark
+            if step >= next_eval or timed or done or out_of_time or out_of_wall:
+                check_finite()
+                evaluate(step)
+                while next_eval <= step:
+                    next_eval += cfg.eval_every
+                while next_time <= now:
+                    next_time += cfg.eval_seconds
+                bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.3f}", refresh=False)
+            bar.update(math.floor(step) - shown)
+            shown = math.floor(step)
+            if done or out_of_time or out_of_wall:
+                break
+    except DivergenceError as e:
+        if e.step is None:  # raised inside a round (GRAWA's scores): name the step
+            raise _diverged(cfg, float(schedule.steps.double().mean()), rows, "a gradient norm") from None
+        raise
+    finally:
+        bar.close()
     evaluated = engine.evaluated()
     result = Result(
         config=cfg, history=pd.DataFrame(rows),
@@ -326,8 +434,8 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     return result
 
 
-def build_schedule(cfg: Config, model: nn.Module) -> Schedule:
-    """The simulated clock of a run: its step-time model, schedule and per-round collectives."""
+def worker_speeds(cfg: Config) -> tuple[float, ...]:
+    """Per-worker step-time factors: ``speeds``, else all 1, or log-normal(``speed_spread``) drawn from the seed."""
     speeds = cfg.speeds
     if speeds is None:
         speeds = (1.0,) * cfg.workers
@@ -335,6 +443,12 @@ def build_schedule(cfg: Config, model: nn.Module) -> Schedule:
             generator = torch.Generator().manual_seed(cfg.seed * 31 + 7)
             draw = torch.randn(cfg.workers, generator=generator, dtype=torch.float64)
             speeds = tuple(float(v) for v in torch.exp(cfg.speed_spread * draw))
+    return speeds
+
+
+def build_schedule(cfg: Config, model: nn.Module) -> Schedule:
+    """The simulated clock of a run: its step-time model, schedule and per-round collectives."""
+    speeds = worker_speeds(cfg)
     clock = ClockModel(workers=cfg.workers, step_time=cfg.step_time, speeds=speeds,
                        straggler_prob=cfg.straggler_prob, straggler_slowdown=cfg.straggler_slowdown,
                        bandwidth=cfg.bandwidth, latency=cfg.latency, passes_per_step=2 if cfg.sam else 1,

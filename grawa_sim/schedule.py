@@ -60,8 +60,9 @@ def round_collectives(algorithm: str, parameters: int, layers: int) -> list[Coll
 
     DP: the gradient all-reduce. LocalSGD: the parameter all-reduce. EASGD: the mean of the workers
     reduced to the holder of x~ and the new x~ broadcast back. LSGD: an all-gather of one running loss
-    per worker, then the leader's parameters broadcast. MGRAWA / LGRAWA: the weights' normalisers,
-    a MIN all-reduce of the smallest score and a SUM all-reduce of the ratios (1 value per worker, or
+    per worker, then the leader's parameters broadcast. MGRAWA / LGRAWA: a one-value all-reduce of a
+    non-finite-score flag (so every rank stops at the same round), the weights' normalisers, a MIN
+    all-reduce of the smallest score and a SUM all-reduce of the ratios (1 value per worker, or
     one per layer), then the SUM all-reduce of the weighted parameters (tests/test_schedule.py records
     the collectives a round really calls and compares them with this table).
     """
@@ -73,8 +74,8 @@ def round_collectives(algorithm: str, parameters: int, layers: int) -> list[Coll
         return [Collective("all_gather", 1), Collective("broadcast", parameters)]
     if algorithm in ("mgrawa", "lgrawa"):
         normaliser = 1 if algorithm == "mgrawa" else layers
-        return [Collective("all_reduce", normaliser, "min"), Collective("all_reduce", normaliser),
-                Collective("all_reduce", parameters)]
+        return [Collective("all_reduce", 1), Collective("all_reduce", normaliser, "min"),
+                Collective("all_reduce", normaliser), Collective("all_reduce", parameters)]
     raise ValueError(f"algorithm: unknown {algorithm!r}")
 
 

@@ -66,22 +66,34 @@ def test_run_writes_history_and_config(tmp_path, capsys):
 
 def test_run_without_out_writes_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["run", *TINY, "--algorithm", "dp", "--no-progress"]) == 0
+    assert main(["run", *TINY[:-4], "--algorithm", "dp", "--no-progress"]) == 0  # DP takes no --tau
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.startswith("dp M=2 ") and "test_acc=" in out
     assert list(tmp_path.iterdir()) == []
 
 
-def test_run_into_existing_directory_replaces_results(tmp_path, capsys):
+def test_run_into_existing_directory_replaces_the_run_whole(tmp_path, capsys):
+    """Another run of the same config replaces the folder; one of another config needs --overwrite; a folder
+    holding other files is never replaced (writing a run replaces its folder whole)."""
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "notes.txt").write_text("kept")
     assert main(["run", *TINY, "--out", str(out), "--no-progress"]) == 0
-    assert main(["run", *TINY, "--steps", "8", "--out", str(out), "--no-progress"]) == 0
+    (out / "flatness.csv").write_text("model\nevaluated\n")  # left by `flatness --run` on the first run
+    assert main(["run", *TINY, "--out", str(out), "--no-progress"]) == 0
+    assert not (out / "flatness.csv").exists()
+    capsys.readouterr()
+    assert main(["run", *TINY, "--steps", "8", "--out", str(out), "--no-progress"]) == 2
+    assert "holds a run of another configuration" in capsys.readouterr().err
+    assert load_config(out) == validate(TINY_CONFIG)
+    assert main(["run", *TINY, "--steps", "8", "--out", str(out), "--overwrite", "--no-progress"]) == 0
     assert load_config(out) == validate(dataclasses.replace(TINY_CONFIG, steps=8))
     assert load_history(out)["step"].iloc[-1] == 8
-    assert (out / "notes.txt").read_text() == "kept"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("kept")
     capsys.readouterr()
+    assert main(["run", *TINY, "--out", str(mine), "--overwrite", "--no-progress"]) == 2
+    assert "holds files that are not a run's (notes.txt)" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
 
 
 def test_sweep_command_writes_one_row_per_run_and_resumes(tmp_path, capsys, monkeypatch):
@@ -278,19 +290,20 @@ def test_invalid_input_in_a_real_process(tmp_path):
 # ---------------------------------------------------------------- the Python API raises ValueError
 
 
-@pytest.mark.parametrize("config, field", [
-    (Config(workers=0), "workers"),
-    (Config(tau=0), "tau"),
-    (Config(algorithm="sgd"), "algorithm"),
-    (Config(pull=1.5), "pull"),
-    (Config(momentum=1.0), "momentum"),
-    (Config(workers="4"), "workers"),
-    (Config(sam=True, algorithm="lsgd"), "sam"),
-    (Config(dataset="digits", model="logistic", workers=2, batch_size=1000), "batch_size"),
+@pytest.mark.parametrize("fields, field", [
+    ({"workers": 0}, "workers"),
+    ({"tau": 0}, "tau"),
+    ({"algorithm": "sgd"}, "algorithm"),
+    ({"pull": 1.5}, "pull"),
+    ({"momentum": 1.0}, "momentum"),
+    ({"workers": "4"}, "workers"),
+    ({"sam": True, "algorithm": "lsgd"}, "sam"),
+    ({"dataset": "digits", "model": "logistic", "workers": 2, "batch_size": 1000}, "batch_size"),
 ], ids=["workers 0", "tau 0", "algorithm", "pull", "momentum", "workers str", "sam", "batch vs shard"])
-def test_api_run_raises_value_error(config, field):
+def test_api_run_raises_value_error(fields, field):
+    """Config(...) rejects what it can check alone when built; run() what needs the data (the shard size)."""
     with pytest.raises(ValueError) as info:
-        grawa_sim.run(config, progress=False)
+        grawa_sim.run(Config(**fields), progress=False)
     assert ERROR_LINE.fullmatch("error: " + str(info.value)), str(info.value)
     assert str(info.value).startswith(f"{field}: ")
 

@@ -65,7 +65,7 @@ def test_async_lets_a_fast_worker_do_more_steps():
 
 def test_dp_pays_one_allreduce_per_step_and_grawa_32x_less():
     dp = run(dataclasses.replace(BASE, algorithm="dp", steps=64, eval_every=64), progress=False).history.iloc[-1]
-    params = sum(p[0].numel() for p in run(dataclasses.replace(BASE, steps=1), progress=False).workers.values())
+    params = sum(p[0].numel() for p in run(dataclasses.replace(BASE, steps=8), progress=False).workers.values())
     allreduce = collective_time(Collective("all_reduce", params), 4, BW, LAT)
     assert dp["sim_time"] == pytest.approx(64 * (0.01 + allreduce), rel=1e-9)
     assert dp["comm_bytes"] == 64 * 2 * 3 * 4 * params

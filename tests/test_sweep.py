@@ -55,12 +55,12 @@ def quiet_sweep(configs, out):
 
 
 def test_grid_is_the_cartesian_product():
-    configs = grid(BASE, algorithm=["dp", "mgrawa", "lsgd"], seed=[0, 1], tau=[2, 4])
+    configs = grid(BASE, algorithm=["easgd", "mgrawa", "lsgd"], seed=[0, 1], tau=[2, 4])
     assert len(configs) == 3 * 2 * 2
     combos = [(c.algorithm, c.seed, c.tau) for c in configs]
     assert len(set(combos)) == 12
-    assert set(combos) == {(a, s, t) for a in ("dp", "mgrawa", "lsgd") for s in (0, 1) for t in (2, 4)}
-    assert combos[:3] == [("dp", 0, 2), ("dp", 0, 4), ("dp", 1, 2)]  # first axis varies slowest
+    assert set(combos) == {(a, s, t) for a in ("easgd", "mgrawa", "lsgd") for s in (0, 1) for t in (2, 4)}
+    assert combos[:3] == [("easgd", 0, 2), ("easgd", 0, 4), ("easgd", 1, 2)]  # first axis varies slowest
     for c in configs:  # everything else comes from the base
         assert dataclasses.replace(c, algorithm=BASE.algorithm, seed=BASE.seed, tau=BASE.tau) == BASE
 
@@ -196,9 +196,8 @@ def test_sweep_reruns_a_directory_holding_another_config(tmp_path, calls):
 
 
 def test_sweep_validates_every_config_before_running(tmp_path, calls):
-    bad = dataclasses.replace(BASE, momentum=1.0)
     with pytest.raises(ValueError, match=r"^momentum: "):
-        quiet_sweep([BASE, bad], tmp_path / "sweep")
+        quiet_sweep([BASE, dataclasses.replace(BASE, momentum=1.0)], tmp_path / "sweep")
     assert calls == []
     assert not (tmp_path / "sweep").exists()
 
@@ -252,26 +251,21 @@ def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path, monkeypatch
     assert hidden_files(out) == []
 
 
-def test_interruption_while_saving_leaves_no_config_and_no_temp_files(tmp_path, calls, monkeypatch):
-    """Interrupted between moving history.csv and config.json: the run is not complete and is redone."""
+def test_interruption_while_saving_leaves_no_run_and_no_temp_files(tmp_path, calls, monkeypatch):
+    """Interrupted at the move that puts the written folder in place: no run, nothing hidden; redone."""
     out = tmp_path / "sweep"
-    real_replace = grawa_sim.storage.os.replace
-    moves: list[str] = []
+    real_rename = grawa_sim.storage.os.rename
 
-    def interrupt_second_move(src, dst):
-        moves.append(Path(dst).name)
-        if len(moves) == 2:
-            raise KeyboardInterrupt
-        return real_replace(src, dst)
+    def interrupt(src, dst):
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(grawa_sim.storage.os, "replace", interrupt_second_move)
+    monkeypatch.setattr(grawa_sim.storage.os, "rename", interrupt)
     with pytest.raises(KeyboardInterrupt):
         quiet_sweep(CONFIGS[:1], out)
-    monkeypatch.setattr(grawa_sim.storage.os, "replace", real_replace)
+    monkeypatch.setattr(grawa_sim.storage.os, "rename", real_rename)
 
     d = run_dir(out, CONFIGS[0])
-    assert moves[0] == "history.csv"
-    assert not (d / "config.json").exists()
+    assert not d.exists()
     assert not is_complete(d, validate(CONFIGS[0]))
     assert hidden_files(out) == []
 
@@ -290,22 +284,29 @@ def two_results():
     return run(BASE, progress=False), run(dataclasses.replace(BASE, algorithm="dp", steps=4), progress=False)
 
 
-def test_save_result_replaces_files_in_an_existing_directory(tmp_path, two_results):
+def test_save_result_replaces_the_folder_whole(tmp_path, two_results):
     first, second = two_results
     out = tmp_path / "run"
     assert save_result(first, out) == out
     assert load_config(out) == validate(BASE)
-    (out / "notes.txt").write_text("mine")
+    (out / "flatness.csv").write_text("model\nevaluated\n")  # measured on the first run
 
-    save_result(second, out)
+    with pytest.raises(ConfigError, match=r"^out: holds a run of another configuration"):
+        save_result(second, out)
+    assert is_complete(out, first.config)
+    save_result(second, out, overwrite=True)
     assert load_config(out) == second.config
     assert is_complete(out, second.config)
     assert not is_complete(out, first.config)
     pd.testing.assert_frame_equal(load_history(out), pd.read_csv(io.StringIO(second.history.to_csv(index=False))))
     assert load_history(out)["step"].iloc[-1] == 4
-    expected = ["config.json", "history.csv", "notes.txt", "params.pt", "weights.csv"]
-    assert sorted(p.name for p in out.iterdir()) == expected
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.csv", "params.pt", "weights.csv"]
     assert hidden_files(tmp_path) == []
+
+    (out / "notes.txt").write_text("mine")  # never replaced: not only a run's files
+    with pytest.raises(ConfigError, match=r"^out: holds files that are not a run's \(notes.txt\)"):
+        save_result(first, out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine" and is_complete(out, second.config)
 
 
 def test_save_result_creates_parents(tmp_path, two_results):
@@ -314,24 +315,20 @@ def test_save_result_creates_parents(tmp_path, two_results):
     assert is_complete(out, two_results[0].config)
 
 
-def test_config_json_only_for_complete_runs(tmp_path, two_results, monkeypatch):
+def test_a_failed_write_leaves_the_earlier_run_whole(tmp_path, two_results, monkeypatch):
     first, second = two_results
     out = tmp_path / "run"
     save_result(first, out)
-    real_replace = grawa_sim.storage.os.replace
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    def fail_on_config(src, dst):
-        if Path(dst).name == "config.json":
-            raise OSError("disk full")
-        return real_replace(src, dst)
+    def full(*args, **kwargs):
+        raise OSError(28, "disk full")
 
-    monkeypatch.setattr(grawa_sim.storage.os, "replace", fail_on_config)
-    with pytest.raises(OSError, match="disk full"):
-        save_result(second, out)
-    # the old run's config.json is gone with its history: neither run counts as complete
-    assert not (out / "config.json").exists()
-    assert not is_complete(out, first.config)
-    assert not is_complete(out, second.config)
+    monkeypatch.setattr(grawa_sim.storage.torch, "save", full)
+    with pytest.raises(OSError, match=r"^out: cannot write '.*run': disk full"):
+        save_result(second, out, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert is_complete(out, first.config)
     assert hidden_files(tmp_path) == []
 
 

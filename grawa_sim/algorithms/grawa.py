@@ -13,7 +13,15 @@ SMOOTHING = 0.9**8  # b of the bias-corrected moving average of the scores (abou
 
 
 class DivergenceError(ValueError):
-    """GRAWA met a NaN or infinite gradient norm: the run diverged."""
+    """A NaN or infinite loss, gradient or parameter: the run diverged.
+
+    runner.run() raises it with ``step`` (the first local step that went non-finite), ``history``
+    (the rows evaluated before) and ``config``; the message is one line naming the step.
+    """
+
+    def __init__(self, message: str, step: float | None = None, history=None, config=None):
+        super().__init__(message)
+        self.step, self.history, self.config = step, history, config
 
 
 def grawa_weights(scores: torch.Tensor, axis: StackedAxis | None = None) -> torch.Tensor:
@@ -29,9 +37,10 @@ def grawa_weights(scores: torch.Tensor, axis: StackedAxis | None = None) -> torc
         raise ValueError(f"scores: must have shape [M] or [M, L] (got shape {tuple(scores.shape)})")
     if bool((scores < 0).any()):
         raise ValueError("scores: must be non-negative (gradient norms)")
-    if not bool(torch.isfinite(scores).all()):
-        raise DivergenceError("scores: a gradient norm is NaN or infinite; the run diverged (lower the lr?)")
     axis = axis or StackedAxis(scores.shape[0])
+    bad = (~torch.isfinite(scores)).reshape(scores.shape[0], -1).any(1, keepdim=True).double()
+    if bool(axis.all_reduce_sum(bad) > 0):  # every rank learns it, so all stop at the same round
+        raise DivergenceError("scores: a gradient norm is NaN or infinite; the run diverged (lower the lr?)")
     n = scores.double()
     smallest = axis.all_reduce_min(n)
     ratio = torch.where(smallest > 0, smallest / n.clamp(min=torch.finfo(n.dtype).tiny), (n == 0).double())

@@ -1,0 +1,375 @@
+"""Fault probe for issue 11 (reliability): one line of outcome per fault, run against any checkout.
+
+    python tests/fault_probe.py [--root DIR] [--only NAME,...]
+
+Each fault runs `python -m grawa_sim ...` (or a short snippet) in a scratch folder with
+PYTHONPATH=DIR, so the same probe measures the code before and after a change. Not a test
+(pytest does not collect it); the tests in test_reliability.py hold the fixed behaviour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+TINY = ["--dataset", "digits", "--model", "logistic", "--workers", "2", "--steps", "20", "--tau", "4",
+        "--batch-size", "8", "--no-progress"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Probe:
+    def __init__(self, root: Path, scratch: Path):
+        self.root, self.scratch = root, scratch
+        self.env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+        for key in ("GRAWA_QUICK", "GRAWA_FIGURES", "GRAWA_RESULTS", "GRAWA_SCRATCH"):
+            self.env.pop(key, None)
+
+    def cli(self, *argv, timeout=300, env=None, cwd=None):
+        start = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "grawa_sim", *map(str, argv)], capture_output=True, text=True,
+                              timeout=timeout, env={**self.env, **(env or {})}, cwd=cwd or self.scratch)
+        done.seconds = time.monotonic() - start
+        return done
+
+    def py(self, code, timeout=300, cwd=None):
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                              timeout=timeout, env=self.env, cwd=cwd or self.scratch)
+
+    def dir(self, name):
+        path = self.scratch / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def said(done) -> str:
+    """exit code, stderr line count, traceback or not, and the last stderr line (shortened)."""
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    last = lines[-1][:110] if lines else ""
+    tb = ", traceback" if "Traceback" in done.stderr else ""
+    return f"exit {done.returncode}, {len(lines)} stderr line(s){tb}: {last!r}"
+
+
+def hidden(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*"))
+
+
+# ---------------------------------------------------------------- the faults
+
+
+def f01_divergence(p: Probe) -> str:
+    parts = []
+    for algorithm in ("dp", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa"):
+        tau = [] if algorithm == "dp" else ["--tau", "4"]
+        flags = [f for f in TINY if f not in ("--tau", "4")]
+        done = p.cli("run", *flags, *tau, "--algorithm", algorithm, "--lr", "1e6")
+        nan = "test_loss=nan" in done.stdout
+        parts.append(f"{algorithm}: exit {done.returncode}{' NaN result' if nan else ''}"
+                     f"{' [' + done.stderr.strip().splitlines()[-1][:60] + ']' if done.returncode else ''}")
+    return "; ".join(parts)
+
+
+def f02_sweep_divergence(p: Probe) -> str:
+    out = p.scratch / "sweep-div"
+    flags = [f for f in TINY if f not in ("--tau", "4")]
+    done = p.cli("sweep", *flags, "--algorithm", "mgrawa,easgd", "--lr", "1e6,0.05", "--tau", "4", "--out", out)
+    results = out / "results.csv"
+    if not results.exists():
+        return f"{said(done)}; no results.csv"
+    import pandas as pd
+
+    table = pd.read_csv(results)
+    status = dict(table["status"].value_counts()) if "status" in table else "no status column"
+    printed = [line for line in done.stdout.splitlines() if "diverged" in line]
+    return f"exit {done.returncode}; results.csv rows {len(table)}/4, status {status}; printed {printed[-1:]}"
+
+
+def f03_distributed_divergence(p: Probe) -> str:
+    done = p.cli("run", *TINY, "--algorithm", "easgd", "--lr", "1e6", "--ranks", "2", "--timeout", "20",
+                 "--out", p.scratch / "dist-div", timeout=300)
+    return f"{said(done)}, {done.seconds:.0f} s, folder written: {(p.scratch / 'dist-div').exists()}"
+
+
+def f04_out_unwritable(p: Probe) -> str:
+    parts = []
+    ro = p.scratch / "ro"
+    ro.mkdir(exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)],
+                             capture_output=True).returncode == 0
+    try:
+        for name, out in (("/proc/foo", "/proc/foo"), ("read-only mount", ro / "run")):
+            if name == "read-only mount" and not mounted:
+                parts.append("read-only mount: not available here")
+                continue
+            done = p.cli("run", *TINY, "--steps", "2000", "--out", out)
+            parts.append(f"{name}: {said(done)} after {done.seconds:.1f} s")
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(ro)])
+    return "; ".join(parts)
+
+
+def f05_write_error(p: Probe) -> str:
+    full = p.scratch / "full"
+    full.mkdir(exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)],
+                      capture_output=True).returncode:
+        return "tmpfs mount not available"
+    try:
+        done = p.cli("run", *TINY, "--model", "mlp", "--out", full / "run")
+        left = sorted(str(x.relative_to(full)) for x in full.rglob("*"))
+        return f"disk full: {said(done)}; left in the folder: {left}"
+    finally:
+        subprocess.run(["umount", str(full)])
+
+
+def f06_replace_whole(p: Probe) -> str:
+    out = p.scratch / "whole"
+    p.cli("run", *TINY, "--out", out)
+    (out / "flatness.csv").write_text("model,lambda_max\nevaluated,1.0\n")
+    done = p.cli("run", *TINY, "--seed", "5", "--out", out)
+    seed = json.loads((out / "config.json").read_text())["seed"]
+    parts = [f"other config into a run folder: {said(done)}, folder holds seed {seed}"]
+    if done.returncode:
+        done = p.cli("run", *TINY, "--seed", "5", "--out", out, "--overwrite")
+        seed = json.loads((out / "config.json").read_text())["seed"]
+        parts.append(f"with --overwrite: exit {done.returncode}, folder holds seed {seed}")
+    kept = (out / "flatness.csv").exists()
+    return "; ".join(parts) + f"; earlier flatness.csv {'survives beside the new run' if kept else 'gone'}"
+
+
+def f07_stale_temps(p: Probe) -> str:
+    out = p.scratch / "temps"
+    p.cli("sweep", *TINY, "--out", out)
+    key = next((out / "runs").iterdir()).name
+    (out / "runs" / f".{key}.k1ll3d").mkdir()
+    (out / "runs" / f".{key}.k1ll3d" / "history.csv").write_text("step\n")
+    (out / ".results.csv.k1ll3d").write_text("run\n")
+    p.cli("sweep", *TINY, "--seed", "1", "--out", out)
+    return f"after the next sweep: {hidden(out) or 'none left'}"
+
+
+def f08_permissions(p: Probe) -> str:
+    out = p.scratch / "perm"
+    p.cli("sweep", *TINY, "--out", out)
+    run_dir = next((out / "runs").iterdir())
+    p.cli("flatness", "--run", run_dir, "--metrics", "loss", "--probe", "16")
+    modes = {name: oct(path.stat().st_mode & 0o777) for name, path in
+             (("results.csv", out / "results.csv"), ("flatness.csv", run_dir / "flatness.csv"),
+              ("history.csv", run_dir / "history.csv"), ("run folder", run_dir))}
+    return ", ".join(f"{k} {v}" for k, v in modes.items())
+
+
+def f09_truncated(p: Probe) -> str:
+    parts = []
+    for label, keep in (("cut to 3 rows", 4), ("empty", 0)):
+        out = p.scratch / f"trunc-{keep}"
+        p.cli("sweep", *TINY, "--out", out)
+        history = next((out / "runs").iterdir()) / "history.csv"
+        lines = history.read_text().splitlines(keepends=True)
+        history.write_text("".join(lines[:keep]))
+        done = p.cli("sweep", *TINY, "--out", out)
+        reused = "reused" in done.stderr
+        if done.returncode:
+            parts.append(f"{label}: {said(done)}")
+        else:
+            import pandas as pd
+
+            step = pd.read_csv(out / "results.csv")["step"].iloc[-1]
+            parts.append(f"{label}: exit 0, {'reused' if reused else 'recomputed'}, reported step {step}/20")
+    return "; ".join(parts)
+
+
+def f10_flatness_unreadable(p: Probe) -> str:
+    out = p.scratch / "badparams"
+    p.cli("run", *TINY, "--out", out)
+    (out / "params.pt").write_bytes(b"not a zip file at all")
+    done = p.cli("flatness", "--run", out, "--metrics", "loss")
+    advice = "weights_only=False" in done.stderr
+    return f"{said(done)}{'; passes on weights_only=False advice' if advice else ''}"
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pids) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+def f11_kill(p: Probe) -> str:
+    parts = []
+    for victim in ("torchrun", "launcher"):
+        out = p.scratch / f"kill-{victim}"
+        proc = subprocess.Popen([sys.executable, "-m", "grawa_sim", "run", "--ranks", "2", "--workers", "2",
+                                 "--steps", "100000", "--model", "mlp", "--out", str(out), "--no-progress",
+                                 "--timeout", "30"], env=p.env, cwd=p.scratch,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        ranks, deadline = [], time.monotonic() + 90
+        while time.monotonic() < deadline and len(ranks) < 2:
+            time.sleep(0.5)
+            family = _descendants(proc.pid)
+            ranks = [pid for pid in family if "grawa_sim.distributed" in
+                     Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                     and "torch.distributed.run" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode()]
+        family = _descendants(proc.pid)
+        torchrun = [pid for pid in family if pid not in ranks]
+        time.sleep(3)
+        target = proc.pid if victim == "launcher" else min(torchrun)
+        os.kill(target, signal.SIGKILL)
+        time.sleep(8)
+        left = _alive([pid for pid in family | {proc.pid} if pid != target])
+        names = ["rank" if pid in ranks else "launcher" if pid == proc.pid else "torchrun" for pid in left]
+        parts.append(f"SIGKILL {victim}: {len(left)} of {len(family)} others still running 8 s later"
+                     + (f" ({', '.join(sorted(names))})" if left else ""))
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return "; ".join(parts)
+
+
+def f12_timeout(p: Probe) -> str:
+    parts = []
+    for value in ("0", "-5"):
+        done = p.cli("run", *TINY, "--ranks", "2", "--timeout", value, timeout=120)
+        started = "torch.distributed" in done.stderr or "rank" in done.stderr or "test_acc" in done.stdout
+        parts.append(f"--timeout {value}: {said(done)}{' (torchrun started)' if started else ''}")
+    return "; ".join(parts)
+
+
+def f13_ignored(p: Probe) -> str:
+    cases = {
+        "--alpha without dirichlet": [*TINY, "--alpha", "0.3"],
+        "--tau with dp": [*TINY, "--algorithm", "dp"],
+        "tau > steps": [*[f for f in TINY if f not in ("--tau", "4")], "--tau", "64"],
+        "cosine cut by time_budget": [*TINY, "--lr-schedule", "cosine", "--time-budget", "0.001",
+                                      "--step-time", "0.001"],
+    }
+    parts = []
+    for name, argv in cases.items():
+        done = p.cli("run", *argv)
+        warned = [line for line in done.stderr.splitlines() if "warning" in line.lower()]
+        parts.append(f"{name}: exit {done.returncode}" + (f" [{done.stderr.strip().splitlines()[-1][:60]}]"
+                                                          if done.returncode else "")
+                     + (f" warning [{warned[0][:60]}]" if warned else ""))
+    done = p.py("""
+        from grawa_sim import Config
+        try:
+            Config(momentum=2.0); print("Config(momentum=2.0) built")
+        except ValueError as e:
+            print("Config(momentum=2.0) raises:", e)
+    """)
+    parts.append(done.stdout.strip() or said(done))
+    return "; ".join(parts)
+
+
+def f14_memory(p: Probe) -> str:
+    done = p.cli("run", "--dataset", "digits", "--model", "mlp", "--width", "4000000000", "--workers", "4",
+                 "--steps", "2", "--tau", "1", "--batch-size", "8", "--no-progress")
+    oom = f"huge model: {said(done)}"
+    spread = p.py("""
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from grawa_sim.collectives import StackedAxis
+        from grawa_sim.runner import spread
+        params = {"a": torch.randn(2048, 64, 64), "b": torch.randn(2048, 64, 32)}
+        class Peak(TorchDispatchMode):
+            live = 0
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in (out if isinstance(out, (tuple, list)) else [out]):
+                    if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
+                        Peak.live = max(Peak.live, t.numel() * 8)
+                return out
+        with Peak():
+            spread(params, StackedAxis(2048))
+        layer = params["a"].numel() * 8
+        mib = 2**20
+        print(f"spread: largest float64 temporary {Peak.live / mib:.0f} MiB (largest layer: {layer / mib:.0f} MiB)")
+    """)
+    return oom + "; " + (spread.stdout.strip() or said(spread))
+
+
+def f15_repr(p: Probe) -> str:
+    done = p.py("""
+        import grawa_sim as g
+        r = g.run(g.Config(dataset="digits", model="mlp", workers=8, steps=8, tau=4, batch_size=8), progress=False)
+        text = repr(r)
+        print(f"{len(text)} characters, {text.count(chr(10)) + 1} lines: {text[:70]!r}")
+    """)
+    return done.stdout.strip() or said(done)
+
+
+def f16_quick(p: Probe) -> str:
+    project = p.dir("fake-project")
+    (project / "pyproject.toml").write_text((p.root / "pyproject.toml").read_text())
+    (project / "figures").mkdir(exist_ok=True)
+    done = p.cli("reproduce", "--quick", "--out", project / "results" / "q", "--no-progress", cwd=project,
+                 timeout=600)
+    touched = sorted(x.name for x in (project / "figures").iterdir())
+    return f"reproduce --quick: exit {done.returncode}; committed figures/ now holds {touched or 'nothing new'}"
+
+
+FAULTS = {name: f for name, f in sorted(globals().items()) if name[:1] == "f" and name[1:3].isdigit()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", default=str(ROOT), help="the checkout to probe (default: this one)")
+    parser.add_argument("--only", default="", help="comma-separated fault numbers, e.g. 01,09")
+    parser.add_argument("--json", default=None, help="also write the outcomes to this JSON file")
+    args = parser.parse_args()
+    wanted = [w.zfill(2) for w in args.only.split(",") if w]
+    outcomes = {}
+    with tempfile.TemporaryDirectory(prefix="grawa-probe-") as scratch:
+        probe = Probe(Path(args.root).resolve(), Path(scratch))
+        for name, fault in FAULTS.items():
+            if wanted and name[1:3] not in wanted:
+                continue
+            start = time.monotonic()
+            try:
+                outcome = fault(probe)
+            except Exception as e:  # a probe that breaks says so and the others go on
+                outcome = f"probe failed: {type(e).__name__}: {e}"
+            outcomes[name] = outcome
+            print(f"{name} ({time.monotonic() - start:.0f} s): {outcome}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(outcomes, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
