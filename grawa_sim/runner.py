@@ -319,7 +319,8 @@ def _run(cfg: Config, progress, axis, device, on_step) -> Result:
                 first = unchecked[int((~finite).nonzero()[0, 0])][0]
             unchecked.clear()
         if type(axis) is not StackedAxis:
-            first = float(axis.all_reduce_min(torch.tensor([[first]], dtype=torch.float64, device=axis.device))[0, 0])
+            here = next(iter(engine.stacked_params().values())).device  # this rank's (or shard's) device
+            first = float(axis.all_reduce_min(torch.tensor([[first]], dtype=torch.float64, device=here))[0, 0])
         if math.isfinite(first):
             raise _diverged(cfg, first, rows)
 
