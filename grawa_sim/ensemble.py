@@ -35,7 +35,7 @@ def per_sample_loss(classes: int) -> Callable[[torch.Tensor, torch.Tensor], torc
 
 def choose_execution(model: nn.Module, execution: str, device: torch.device) -> str:
     """"auto": vmap, except 2-D convolutions on CPU, where vmap's grouped convolutions lose to a
-    per-worker loop (0.29x at M = 64, shared/DESIGN.md). 1-D convs and MLPs win under vmap
+    per-worker loop (0.29x at M = 64 on a 2-core CPU). 1-D convs and MLPs win under vmap
     here (`python -m grawa_sim bench`)."""
     if execution != "auto":
         return execution
