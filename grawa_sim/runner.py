@@ -304,20 +304,25 @@ def _run(cfg: Config, progress, axis, device, on_step) -> Result:
 
     schedule = build_schedule(cfg, model)
     rows, weight_rows = [], []
-    rounds, recent = 0, []
-    unchecked: list[tuple[float, torch.Tensor]] = []  # (step, its losses all finite?) since the last check
+    rounds = 0
+    recent: list[tuple[float, torch.Tensor, int]] = []  # (step, summed minibatch loss, count) since the last row
+    checked = [0]  # entries of ``recent`` already checked for finiteness
     start = time.perf_counter()
 
     def check_finite() -> None:
-        """Stop at the first step whose loss was not finite; every rank takes part and agrees on the step."""
-        if not unchecked and type(axis) is StackedAxis:
+        """Stop at the first step whose loss was not finite; every rank takes part and agrees on the step.
+
+        A step's summed minibatch loss (kept for the history anyway) is finite exactly when every loss is.
+        """
+        fresh = recent[checked[0]:]
+        checked[0] = len(recent)
+        if not fresh and type(axis) is StackedAxis:
             return
         first = math.inf
-        if unchecked:
-            finite = torch.stack([f for _, f in unchecked]).cpu()
+        if fresh:
+            finite = torch.isfinite(torch.stack([total for _, total, _ in fresh])).cpu()
             if not bool(finite.all()):
-                first = unchecked[int((~finite).nonzero()[0, 0])][0]
-            unchecked.clear()
+                first = fresh[int((~finite).nonzero()[0, 0])][0]
         if type(axis) is not StackedAxis:
             here = next(iter(engine.stacked_params().values())).device  # this rank's (or shard's) device
             first = float(axis.all_reduce_min(torch.tensor([[first]], dtype=torch.float64, device=here))[0, 0])
@@ -335,8 +340,8 @@ def _run(cfg: Config, progress, axis, device, on_step) -> Result:
             center = engine.center()
             center_loss, center_acc = evaluator(center, evaluator.statistics(center, averaged), "test")
         # mean minibatch loss since the last row over every local step taken (a collective on every rank)
-        loss_sum = float(torch.stack([s for s, _ in recent]).sum()) if recent else 0.0
-        local = torch.tensor([[loss_sum, sum(c for _, c in recent)]], dtype=torch.float64)
+        loss_sum = float(torch.stack([total for _, total, _ in recent]).sum()) if recent else 0.0
+        local = torch.tensor([[loss_sum, sum(c for _, _, c in recent)]], dtype=torch.float64)
         total, count = axis.all_reduce_sum(local)[0].tolist()
         worker_loss = total / count if count else float("nan")
         totals, steps = schedule.totals, schedule.steps
@@ -350,6 +355,7 @@ def _run(cfg: Config, progress, axis, device, on_step) -> Result:
             "spread": spread(engine.stacked_params(), axis),
         })
         recent.clear()
+        checked[0] = 0
         if not all(math.isfinite(rows[-1][k]) for k in ("train_loss", "test_loss", "spread")):
             raise _diverged(cfg, step, rows[:-1], "the evaluated model's loss or the workers' spread")
 
@@ -381,8 +387,7 @@ def _run(cfg: Config, progress, axis, device, on_step) -> Result:
             step = float(schedule.steps.double().mean())
             step = int(step) if step.is_integer() else round(step, 3)
             if losses is not None:
-                recent.append((losses.to(torch.float64).sum(), len(losses)))  # stays on the device until a row
-                unchecked.append((step, torch.isfinite(losses).all()))
+                recent.append((step, losses.to(torch.float64).sum(), len(losses)))  # on the device until a row
             if (tick.round and not every_step) or tick_index % DIVERGENCE_CHECK_EVERY == 0:
                 check_finite()  # before a round spreads a non-finite worker to the others
             if tick.round:
