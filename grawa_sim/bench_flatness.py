@@ -24,12 +24,16 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from functools import partial
+from typing import TypeVar
 
 import torch
 
 from grawa_sim import flatness
 from grawa_sim.flatness.core import Batched, Layout
+
+T = TypeVar("T")
 
 PYHESSIAN_MISSING = ("pyhessian is not installed: the flatness benchmark compares against it. "
                      "Install it into this environment with `pip install pyhessian` (GPL-3.0, benchmark only).")
@@ -142,11 +146,8 @@ def compare(models: tuple[str, ...] = ("mlp", "cnn"), dataset: str = "mnist1d", 
         values: dict[str, tuple[list[float], list[float]]] = {}
         for _ in range(repeats):
             for name, fn in runs.items():
-                _sync(device)
-                t0 = time.perf_counter()
-                values[name] = fn()
-                _sync(device)
-                times[name].append(time.perf_counter() - t0)
+                values[name], seconds = timed_call(fn, device)
+                times[name].append(seconds)
         ref_lam, ref_tr = values["pyhessian"]
         theirs_s = statistics.median(times["pyhessian"]) / workers
         n = Layout(stacked, lead=1).size
@@ -168,9 +169,19 @@ def compare(models: tuple[str, ...] = ("mlp", "cnn"), dataset: str = "mnist1d", 
     return rows
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; the CPU needs nothing)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed_call(fn: Callable[[], T], device: torch.device) -> tuple[T, float]:
+    """(fn(), seconds it took), the device synchronised before and after."""
+    sync(device)
+    t0 = time.perf_counter()
+    value = fn()
+    sync(device)
+    return value, time.perf_counter() - t0
 
 
 def _pct(a: float, b: float) -> float:

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import torch
 
+from grawa_sim.bench_flatness import sync, timed_call
+
 MODELS = ("mlp", "cnn", "resnet20")
 WORKERS = (8, 64, 256)
 TOTAL_CAP = 240.0  # seconds: the check plans to finish within this ...
@@ -70,18 +72,9 @@ class Clock:
         return time.perf_counter() - self.start
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn: Callable[[int], None], steps: int, device: torch.device) -> float:
     """Seconds for fn(steps), the device synchronised before and after."""
-    _sync(device)
-    t0 = time.perf_counter()
-    fn(steps)
-    _sync(device)
-    return time.perf_counter() - t0
+    return timed_call(lambda: fn(steps), device)[1]
 
 
 def _reset_memory(device: torch.device) -> int:
@@ -161,7 +154,7 @@ def _training_cell(model: str, m: int, device: torch.device, budget: float, repe
         baseline = _reset_memory(device)
         fn = _stepper(cfg, device=device)
         warm = _timed(fn, 1, device)  # the warm-up step: allocations of a step and of the optimiser state
-        _sync(device)
+        sync(device)
         peak = _peak(device)
         if peak is not None:
             memory[name] = {"peak_bytes": peak - baseline, "peak_bytes_per_worker": (peak - baseline) // m}
@@ -245,21 +238,15 @@ def _flatness_cell(model: str, device: torch.device, workers: int, iters: int, t
     values: dict[str, list[float]] = {}
     end = t_start + budget
     for name, fn in runs.items():  # warm-up (and the values if the cap stops us)
-        _sync(device)
-        t0 = time.perf_counter()
-        values[name] = fn()
-        _sync(device)
-        row[f"{name}_warmup_s"] = round(time.perf_counter() - t0, 4)
+        values[name], seconds = timed_call(fn, device)
+        row[f"{name}_warmup_s"] = round(seconds, 4)
     for r in range(repeats):
         if time.perf_counter() > end:
             row["note"] = f"time cap: {r} of {repeats} timed repeats"
             break
         for name, fn in runs.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            values[name] = fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - t0)
+            values[name], seconds = timed_call(fn, device)
+            times[name].append(seconds)
     for name in runs:
         measured = times[name] or [row[f"{name}_warmup_s"]]  # no repeat fitted: the warm-up, an upper bound
         row[f"{name}_s_per_worker"] = round(statistics.median(measured) / workers, 5)

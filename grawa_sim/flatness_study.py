@@ -94,32 +94,23 @@ def measure(configs_: list[Config], out: str | os.PathLike, settings: Settings =
 def summary(table: pd.DataFrame, row: str = "average",
             values: tuple[str, ...] = ("lambda_max", "trace", "ritz_sum", "eps_sharpness", "test_acc", "gap")
             ) -> pd.DataFrame:
-    """Per net and method, for the ``row`` model (average or center): mean ± 95 % half-width of each value."""
+    """Per net and method, for the ``row`` model (average or center): mean and 95 % half-width of each value."""
     part = table[table["model"] == row]
-    out = []
-    for (net, method), group in part.groupby(["net", "method"], sort=False):
-        entry = {"net": net, "method": method, "n": len(group)}
-        for v in values:
-            iv = stats.interval(group[v])
-            entry[v], entry[f"{v}_ci95"] = iv.mean, iv.half_width
-        out.append(entry)
-    return pd.DataFrame(out).set_index(["net", "method"])
+    columns = []
+    for v in values:
+        d = stats.describe(part, ["net", "method"], v)
+        columns.append(d[["mean", "ci95"]].rename(columns={"mean": v, "ci95": f"{v}_ci95"}))
+    n = stats.describe(part, ["net", "method"], values[0])["n"]
+    return pd.concat([n, *columns], axis=1)
 
 
 def versus(table: pd.DataFrame, metric: str = "lambda_max", reference: str = "dp",
            row: str = "average") -> pd.DataFrame:
     """Welch's t-test of every method's ``metric`` against ``reference``'s, per net (p < 0.05: significant)."""
     part = table[table["model"] == row]
-    out = []
-    for net, by_net in part.groupby("net", sort=False):
-        ref = by_net[by_net["method"] == reference][metric]
-        for method, group in by_net.groupby("method", sort=False):
-            if method == reference:
-                continue
-            w = stats.welch(group[metric], ref)
-            out.append({"net": net, "method": method, "difference": w.difference, "t": w.t, "p": w.p,
-                        "significant": w.significant})
-    return pd.DataFrame(out).set_index(["net", "method"])
+    tests = {net: stats.versus(by_net, "method", metric, reference).drop(index=reference)
+             for net, by_net in part.groupby("net", sort=False)}
+    return pd.concat(tests, names=["net"])[["difference", "t", "p", "significant"]]
 
 
 def ranking_agreement(summary_: pd.DataFrame, net: str) -> pd.DataFrame:

@@ -114,17 +114,24 @@ def describe(frame: pd.DataFrame, by: str | list[str], value: str) -> pd.DataFra
     return pd.DataFrame(rows).set_index(by)
 
 
-def versus_best(frame: pd.DataFrame, by: str, value: str, higher_is_better: bool = True) -> pd.DataFrame:
-    """Welch's test of every group against the group with the best mean: difference, t, p, significant."""
+def versus(frame: pd.DataFrame, by: str, value: str, reference=None, higher_is_better: bool = True) -> pd.DataFrame:
+    """Welch's test of every group of ``by`` against ``reference`` (default: the group with the best mean):
+    columns reference, difference (group − reference), t, p, significant (the reference row: False)."""
     groups = {k: g[value].to_numpy(float) for k, g in frame.groupby(by, sort=False)}
-    means = {k: np.nanmean(v) for k, v in groups.items()}
-    best = (max if higher_is_better else min)(means, key=means.get)
+    if reference is None:
+        means = {k: np.nanmean(v) for k, v in groups.items()}
+        reference = (max if higher_is_better else min)(means, key=means.get)
     rows = []
     for k, v in groups.items():
-        w = welch(v, groups[best])
-        rows.append({by: k, "best": best, "difference": w.difference, "t": w.t, "p": w.p,
-                     "significant": w.significant if k != best else False})
+        w = welch(v, groups[reference])
+        rows.append({by: k, "reference": reference, "difference": w.difference, "t": w.t, "p": w.p,
+                     "significant": w.significant if k != reference else False})
     return pd.DataFrame(rows).set_index(by)
+
+
+def versus_best(frame: pd.DataFrame, by: str, value: str, higher_is_better: bool = True) -> pd.DataFrame:
+    """`versus` the group with the best mean (column ``best`` names it)."""
+    return versus(frame, by, value, None, higher_is_better).rename(columns={"reference": "best"})
 
 
 @dataclass(frozen=True)

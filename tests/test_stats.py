@@ -66,3 +66,15 @@ def test_wilson_interval():
     z = 1.959964
     half = z * math.sqrt(0.0025 + z * z / 40000) / (1 + z * z / 100)
     assert p.low == pytest.approx(0.5 - half, rel=1e-5) and p.high == pytest.approx(0.5 + half, rel=1e-5)
+
+
+def test_versus_a_named_reference_matches_welch_pair_by_pair():
+    frame = pd.DataFrame({"m": ["dp"] * 3 + ["a"] * 3 + ["b"] * 3,
+                          "v": [5.0, 6.0, 7.0, 1.0, 1.5, 2.0, 5.5, 6.5, 6.0]})
+    table = stats.versus(frame, "m", "v", reference="dp")
+    assert (table["reference"] == "dp").all() and not table.loc["dp", "significant"]
+    for name in ("a", "b"):
+        expected = sps.ttest_ind(frame[frame.m == name].v, frame[frame.m == "dp"].v, equal_var=False)
+        assert table.loc[name, "p"] == pytest.approx(expected.pvalue)
+        assert table.loc[name, "t"] == pytest.approx(expected.statistic)
+    assert table.loc["a", "significant"] and not table.loc["b", "significant"]

@@ -229,8 +229,7 @@ def measure_tensors(config, tensors: dict[str, Params], *, mode: str = "train", 
 
 def measure_result(result, **kwargs) -> pd.DataFrame:
     """`measure_tensors` on a `grawa_sim.Result` (the average and center of its workers, and each worker)."""
-    tensors = {"workers": result.workers, "buffers": result.buffers, "evaluated": result.evaluated,
-               "center": result.center}
+    tensors = {"workers": result.workers, "buffers": result.buffers, "center": result.center}
     return measure_tensors(result.config, tensors, **kwargs)
 
 
