@@ -180,7 +180,8 @@ def build_problem(config: Config, device: torch.device | str = "cpu") -> tuple[n
 
 
 def run(config: Config, progress: bool | None = None, axis: StackedAxis | None = None,
-        device: torch.device | str = "cpu", on_step: Callable[[int], None] | None = None) -> Result:
+        device: torch.device | str = "cpu", on_step: Callable[[int], None] | None = None,
+        on_evaluate: Callable[[float, Params], None] | None = None) -> Result:
     """Train ``config.workers`` workers with ``config.algorithm``; evaluate every ``eval_every`` steps.
 
     ``progress=None`` shows a tqdm bar only in a terminal or a notebook.
@@ -188,7 +189,8 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     ``DistributedAxis`` runs this process's M/R workers and talks to the other ranks (see
     grawa_sim.distributed). Every rank draws the same shards, batches and probes for all M
     workers and keeps its own slice, so any placement computes the same numbers.
-    ``on_step(step)`` is called before every local step.
+    ``on_step(step)`` is called before every local step; ``on_evaluate(step, evaluated)`` at every
+    evaluation with the evaluated model's parameters (e.g. to record a trajectory).
     Raises ``ValueError("<field>: <why> (got <value>)")`` on invalid input.
     """
     cfg = validate(config)
@@ -210,6 +212,8 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     def evaluate(step: float) -> None:
         averaged = average_buffers(engine.stacked_buffers(), axis)
         evaluated = engine.evaluated()
+        if on_evaluate is not None:
+            on_evaluate(step, {n: p.detach().clone() for n, p in evaluated.items()})
         buffers = evaluator.statistics(evaluated, averaged)
         train_loss, train_acc = evaluator(evaluated, buffers, "train")
         test_loss, test_acc = evaluator(evaluated, buffers, "test")
