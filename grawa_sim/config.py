@@ -93,8 +93,8 @@ class Config:
     A run stops at ``steps``, ``time_budget`` simulated or ``wall_budget`` real seconds.
     The lr follows ``lr_schedule`` (grawa_sim/lr_schedule.py): constant; ``step`` (x ``lr_decay_factor``
     at each of ``lr_decay_at``); or ``cosine`` (to 0 at ``steps``, or at ``time_budget`` when the unit is
-    seconds); or ``inverse`` (lr / (1 + t / ``lr_t0``)); all after a linear ``warmup``, times in ``lr_decay_unit``. ``None`` picks step when
-    ``lr_decay_at`` is given, else constant.
+    seconds); or ``inverse`` (lr / (1 + t / ``lr_t0``)); all after a linear ``warmup``, times in
+    ``lr_decay_unit``. ``None`` picks step when ``lr_decay_at`` is given, else constant.
 
     Data: ``partition`` cuts the training set into per-worker shards (iid, or label-skewed
     Dirichlet(``alpha``)); CIFAR is read from ``data_dir`` and augmented (crop + flip) unless

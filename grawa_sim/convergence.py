@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from grawa_sim.config import ALGORITHMS, Config
-from grawa_sim.objectives import Optimum, distance, gradient, grad_norm, objective, optimum
+from grawa_sim.objectives import Optimum, distance, grad_norm, gradient, objective, optimum
 from grawa_sim.runner import run
 
 CONVEX_PROBLEMS = {
@@ -122,7 +122,7 @@ def min_grad_norms(config: Config, horizons: tuple[int, ...], lr_scale: float) -
                                   eval_every=max(config.tau, horizon // 50 // config.tau * config.tau))
         f = objective(cfg)
         norms = []
-        run(cfg, progress=False, on_evaluate=lambda step, p: norms.append(grad_norm(f, p) ** 2))
+        run(cfg, progress=False, on_evaluate=lambda step, p, f=f, norms=norms: norms.append(grad_norm(f, p) ** 2))
         rows.append({"algorithm": cfg.algorithm, "workers": cfg.workers, "T": horizon, "lr": cfg.lr,
                      "min_grad_sq": min(norms), "final_grad_sq": norms[-1]})
     return pd.DataFrame(rows)
