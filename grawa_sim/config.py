@@ -19,7 +19,7 @@ MODELS = ("logistic", "mlp", "cnn", "cnn_bn", "resnet1d", "resnet20", "vgg11", "
 IMAGE_MODELS = ("resnet20", "vgg11", "vgg13", "vgg16", "vgg19")  # [C, 32, 32] inputs
 SIGNAL_MODELS = ("cnn", "cnn_bn", "resnet1d")  # [features] inputs read as 1-D signals
 PARTITIONS = ("iid", "dirichlet")
-LR_SCHEDULES = ("constant", "step", "cosine")
+LR_SCHEDULES = ("constant", "step", "cosine", "inverse")
 DEFAULT_ALPHA = 0.5  # Dirichlet concentration when partition="dirichlet" and alpha is unset
 BACKENDS = ("vmap", "loop")
 DTYPES = ("float32", "float64")
@@ -77,7 +77,9 @@ FIELD_HELP = {
     "latency": "per-message latency in seconds (alpha-beta model)",
     "time_budget": "stop after this many simulated seconds",
     "wall_budget": "stop after this many real seconds",
-    "lr_schedule": "constant, step (x lr_decay_factor at lr_decay_at) or cosine (to 0 at steps/time_budget)",
+    "lr_schedule": "constant, step (x lr_decay_factor at lr_decay_at), cosine (to 0 at steps/time_budget) "
+                   "or inverse (lr / (1 + t / lr_t0))",
+    "lr_t0": "time scale t0 of lr_schedule 'inverse', lr / (1 + t / t0), in lr_decay_unit",
     "lr_decay_at": "comma-separated times at which the step schedule multiplies the lr by lr_decay_factor",
     "lr_decay_factor": "factor of each step decay",
     "lr_decay_unit": "steps or seconds (simulated) for lr_decay_at, warmup and the cosine horizon",
@@ -97,8 +99,8 @@ class Config:
     A run stops at ``steps``, ``time_budget`` simulated or ``wall_budget`` real seconds.
     The lr follows ``lr_schedule`` (grawa_sim/lr_schedule.py): constant; ``step`` (x ``lr_decay_factor``
     at each of ``lr_decay_at``); or ``cosine`` (to 0 at ``steps``, or at ``time_budget`` when the unit is
-    seconds); all after a linear ``warmup``, times in ``lr_decay_unit``. ``None`` picks step when
-    ``lr_decay_at`` is given, else constant.
+    seconds); or ``inverse`` (lr / (1 + t / ``lr_t0``)); all after a linear ``warmup``, times in
+    ``lr_decay_unit``. ``None`` picks step when ``lr_decay_at`` is given, else constant.
 
     Data: ``partition`` cuts the training set into per-worker shards (iid, or label-skewed
     Dirichlet(``alpha``)); CIFAR is read from ``data_dir`` and augmented (crop + flip) unless
@@ -159,6 +161,7 @@ class Config:
     lr_decay_factor: float = 0.1
     lr_decay_unit: str = "steps"
     warmup: float = 0.0
+    lr_t0: float | None = None  # time scale of lr_schedule "inverse"
     # flatness of the final models (grawa_sim/flatness): lambda_max, trace, Lanczos, eps-sharpness
     flatness: bool = False
 
@@ -242,6 +245,14 @@ def _check_lr_schedule(c: Config) -> str:
     _number("warmup", c.warmup)
     if c.warmup < 0:
         _fail("warmup", "must be >= 0", c.warmup)
+    if schedule == "inverse":
+        if c.lr_t0 is None:
+            _fail("lr_t0", "lr_schedule 'inverse' needs its time scale t0 > 0", c.lr_t0)
+        _number("lr_t0", c.lr_t0)
+        if c.lr_t0 <= 0:
+            _fail("lr_t0", "must be > 0", c.lr_t0)
+    elif c.lr_t0 is not None:
+        _fail("lr_t0", "is only used by lr_schedule 'inverse'", c.lr_t0)
     if schedule == "step" and not c.lr_decay_at:
         _fail("lr_decay_at", "lr_schedule 'step' needs decay times", c.lr_decay_at)
     if schedule == "cosine" and c.lr_decay_unit == "seconds" and c.time_budget is None:

@@ -6,6 +6,8 @@
 - step:     decay(t) = f ** #{t_k in lr_decay_at : t >= t_k}  (f = lr_decay_factor).
 - cosine:   decay(t) = (1 + cos(pi * s)) / 2 with s = clip((t - T_w) / (T - T_w), 0, 1), where the
   horizon T is ``steps`` (unit steps) or ``time_budget`` (unit seconds).
+- inverse:  decay(t) = 1 / (1 + t / t0) (t0 = lr_t0): lr_t ~ lr * t0 / t, the O(1/t) step size of SGD
+  on strongly convex objectives.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ def lr_at(cfg: Config, t: float) -> float:
         span = horizon - cfg.warmup
         s = min(1.0, max(0.0, (t - cfg.warmup) / span)) if span > 0 else 1.0
         decay = 0.5 * (1.0 + math.cos(math.pi * s))
+    elif cfg.lr_schedule == "inverse":
+        decay = 1.0 / (1.0 + t / cfg.lr_t0)
     else:
         decay = 1.0
     return cfg.lr * warm * decay

@@ -252,7 +252,8 @@ def build_problem(config: Config, device: torch.device | str = "cpu") -> tuple[n
 
 def run(config: Config, progress: bool | None = None, axis: StackedAxis | None = None,
         device: torch.device | str | None = None, on_step: Callable[[int], None] | None = None,
-        devices: list[torch.device | str] | None = None) -> Result:
+        devices: list[torch.device | str] | None = None,
+        on_evaluate: Callable[[float, Params], None] | None = None) -> Result:
     """Train ``config.workers`` workers with ``config.algorithm``; evaluate every ``eval_every`` steps.
 
     ``progress=None`` shows a tqdm bar only in a terminal or a notebook.
@@ -260,7 +261,8 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     ``DistributedAxis`` runs this process's M/R workers and talks to the other ranks (see
     grawa_sim.distributed). Every rank draws the same shards, batches and probes for all M
     workers and keeps its own slice, so any placement computes the same numbers.
-    ``on_step(step)`` is called before every local step.
+    ``on_step(step)`` is called before every local step; ``on_evaluate(step, evaluated)`` at every
+    evaluation with the evaluated model's parameters (e.g. to record a trajectory).
     ``device`` (default ``config.device``; ``auto``: CUDA when available, else the CPU) is where
     the workers compute; the tensors of the Result stay there. ``devices`` (two or more) shards
     the worker axis over them in this process (grawa_sim.sharded; the Result on the first).
@@ -277,12 +279,12 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
         if len(devices) > 1:
             from grawa_sim.sharded import run_sharded
 
-            return run_sharded(config, devices, progress, on_step)
+            return run_sharded(config, devices, progress, on_step, on_evaluate)
         device = devices[0]
     cfg = validate(config)
     device = resolve_device(cfg.device if device is None else device)
     with memory_errors(cfg, device):
-        return _run(cfg, progress, axis, device, on_step)
+        return _run(cfg, progress, axis, device, on_step, on_evaluate)
 
 
 def _diverged(cfg: Config, step: float, rows: list[dict], what: str = "a loss, gradient or parameter"):
@@ -291,7 +293,7 @@ def _diverged(cfg: Config, step: float, rows: list[dict], what: str = "a loss, g
                            f"NaN or infinite; lower the lr", step=step, history=pd.DataFrame(rows), config=cfg)
 
 
-def _run(cfg: Config, progress, axis, device, on_step) -> Result:
+def _run(cfg: Config, progress, axis, device, on_step, on_evaluate) -> Result:
     axis = axis or StackedAxis(cfg.workers)
     model, data = build_problem(cfg, device)
     engine = build_engine(cfg, model, data, axis)
@@ -332,6 +334,8 @@ def _run(cfg: Config, progress, axis, device, on_step) -> Result:
     def evaluate(step: float) -> None:
         averaged = average_buffers(engine.stacked_buffers(), axis)
         evaluated = engine.evaluated()
+        if on_evaluate is not None:
+            on_evaluate(step, {n: p.detach().clone() for n, p in evaluated.items()})
         buffers = evaluator.statistics(evaluated, averaged)
         train_loss, train_acc = evaluator(evaluated, buffers, "train")
         test_loss, test_acc = evaluator(evaluated, buffers, "test")

@@ -99,3 +99,38 @@ def test_trained_parameters_follow_the_schedule():
     constant = run(dataclasses.replace(cfg, lr_schedule="constant", warmup=0.0), progress=False)
     assert not torch.allclose(constant.workers["net.0.weight"], result.workers["net.0.weight"], atol=1e-4)
     assert result.history["lr_now"].iloc[-1] == pytest.approx(0.1 * factor(30))
+
+
+def test_inverse_decay_hand_values():
+    cfg = _cfg(lr_schedule="inverse", lr_t0=20)
+    assert [lr_at(cfg, t) for t in (0, 20, 60)] == pytest.approx([0.2, 0.1, 0.05])
+    warm = _cfg(lr_schedule="inverse", lr_t0=20, warmup=10)
+    assert lr_at(warm, 4) == pytest.approx(0.2 * 0.5 / (1 + 4 / 20))
+
+
+@pytest.mark.parametrize("kw", [dict(lr_schedule="inverse"), dict(lr_schedule="inverse", lr_t0=0),
+                                dict(lr_schedule="inverse", lr_t0=float("nan")), dict(lr_t0=5.0)])
+def test_inverse_needs_a_positive_t0(kw):
+    with pytest.raises(ConfigError, match="^lr_t0: "):
+        resolve(Config(**kw))
+
+
+def test_inverse_trained_parameters_match_lambdalr():
+    """DP with M = 1 under lr / (1 + t / t0) against torch.optim.SGD + LambdaLR, plain SGD."""
+    cfg = Config(algorithm="dp", workers=1, steps=25, lr=0.3, momentum=0.0, weight_decay=0.0, batch_size=16,
+                 dtype="float64", model="logistic", lr_schedule="inverse", lr_t0=4.0, eval_every=25)
+    result = run(cfg, progress=False)
+    batches, data = batch_stream(cfg)
+    torch.manual_seed(cfg.seed)
+    from grawa_sim import models
+
+    model = models.build(cfg.model, data.features, data.outputs).double()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 / (1 + t / 4))
+    for idx in batches:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(data.x_train[idx[0]]), data.y_train[idx[0]]).backward()
+        opt.step()
+        sched.step()
+    for name, p in model.named_parameters():
+        assert torch.allclose(result.workers[name][0], p.detach(), atol=1e-12), name
