@@ -48,6 +48,53 @@ class StackedAxis:
         """Every worker's value, shape [M, ...] in global worker order."""
         return t
 
+    def select_min(self, values: torch.Tensor, params: dict[str, torch.Tensor]):
+        """The parameters of the worker with the smallest of ``values`` [M_local] (lowest index on ties):
+        (its global index, {name: [1, ...]}). An all-gather of M scalars, then a broadcast from that worker."""
+        index = int(torch.argmin(self.all_gather(values)))
+        return index, {n: self.broadcast(x, index) for n, x in params.items()}
+
+
+class GroupedAxis(StackedAxis):
+    """R independent groups of M workers on one device: ``groups`` runs of ``workers`` workers each.
+
+    Stacked tensors hold R*M rows, run r's workers at rows r*M ... r*M + M - 1. Every collective
+    reduces within a group only and returns one value per row ([R*M, ...], the group's value repeated
+    on each of its workers), so a round's code runs R independent runs at once. ``workers`` is M,
+    the size of one run; ``local_workers`` is R*M.
+    """
+
+    def __init__(self, workers: int, groups: int):
+        super().__init__(workers)
+        self.groups = groups
+
+    @property
+    def local_workers(self) -> int:
+        return self.workers * self.groups
+
+    def _grouped(self, t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(self.groups, self.workers, *t.shape[1:])
+
+    def _spread(self, t: torch.Tensor) -> torch.Tensor:
+        """[R, 1, ...] -> [R*M, ...]."""
+        return t.expand(self.groups, self.workers, *t.shape[2:]).reshape(self.local_workers, *t.shape[2:])
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        return self._spread(self._grouped(t).sum(dim=1, keepdim=True))
+
+    def all_reduce_min(self, t: torch.Tensor) -> torch.Tensor:
+        return self._spread(self._grouped(t).min(dim=1, keepdim=True).values)
+
+    def broadcast(self, t: torch.Tensor, src: int) -> torch.Tensor:
+        """Worker ``src`` of every group (index within the group)."""
+        return self._spread(self._grouped(t)[:, src : src + 1])
+
+    def select_min(self, values: torch.Tensor, params: dict[str, torch.Tensor]):
+        """Per group: the worker with the smallest value; (indices [R] within the groups, {name: [R*M, ...]})."""
+        index = torch.argmin(self._grouped(values), dim=1)  # first minimum: the lowest index on ties
+        rows = torch.arange(self.groups, device=index.device) * self.workers + index
+        return index, {n: self._spread(x[rows.to(x.device)].unsqueeze(1)) for n, x in params.items()}
+
 
 class DistributedAxis(StackedAxis):
     """R torch.distributed ranks, each holding M/R consecutive workers (rank r: workers r*M/R ...).

@@ -13,9 +13,9 @@ import warnings
 from dataclasses import dataclass
 
 ALGORITHMS = ("dp", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa")
-DATASETS = ("mnist1d", "digits", "lstsq", "cifar10", "cifar100")
+DATASETS = ("mnist1d", "digits", "lstsq", "two_basins", "cifar10", "cifar100")
 IMAGE_DATASETS = ("cifar10", "cifar100")
-MODELS = ("logistic", "mlp", "cnn", "cnn_bn", "resnet1d", "resnet20", "vgg11", "vgg13", "vgg16", "vgg19")
+MODELS = ("logistic", "mlp", "cnn", "cnn_bn", "resnet1d", "resnet20", "vgg11", "vgg13", "vgg16", "vgg19", "point")
 IMAGE_MODELS = ("resnet20", "vgg11", "vgg13", "vgg16", "vgg19")  # [C, 32, 32] inputs
 SIGNAL_MODELS = ("cnn", "cnn_bn", "resnet1d")  # [features] inputs read as 1-D signals
 PARTITIONS = ("iid", "dirichlet")
@@ -271,12 +271,14 @@ def _check_data_fields(c: Config) -> bool:
         _fail("model", "image data takes logistic, mlp, " + ", ".join(IMAGE_MODELS), c.model)
     if not images and c.model in IMAGE_MODELS:
         _fail("model", f"{c.model} needs image data (dataset " + " or ".join(IMAGE_DATASETS) + ")", c.model)
+    if (c.dataset == "two_basins") != (c.model == "point"):
+        _fail("model", "the two_basins landscape goes with the model point, and point only with two_basins", c.model)
     if c.width is not None:
         _number("width", c.width, integer=True)
         if c.width < 1:
             _fail("width", "must be >= 1 (or left unset)", c.width)
-        if c.model == "logistic":
-            _fail("width", "the logistic model has no width", c.width)
+        if c.model in ("logistic", "point"):
+            _fail("width", f"the {c.model} model has no width", c.width)
     if c.data_dir is not None and not isinstance(c.data_dir, str):
         _fail("data_dir", "must be a path (string)", c.data_dir)
     _choice("partition", c.partition, PARTITIONS)

@@ -31,6 +31,7 @@ class Dataset:
     y_test: torch.Tensor
     classes: int
     optimum_loss: float | None = None  # known minimum of the training loss (convex objectives)
+    loss: str | None = None  # "value": the model's output is each sample's loss (synthetic landscapes)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -101,7 +102,16 @@ def _cifar(name: str, data_dir: str | None) -> Dataset:
     return Dataset(name, *cifar.tensors(name, data_dir), cifar.CLASSES[name])
 
 
-_LOADERS = {"mnist1d": _mnist1d, "digits": _digits, "lstsq": _lstsq,
+def _two_basins(n_train: int = 4096, n_test: int = 1024, sigma: float = 1.0) -> Dataset:
+    """Noise samples xi ~ N(0, sigma^2 I) in 2-D for the `two_basins` landscape (model ``point``)."""
+    from grawa_sim.two_basins import noise_samples
+
+    xi = noise_samples(2, n_train + n_test, sigma, seed=4321)
+    zeros = torch.zeros(n_train + n_test, dtype=torch.float64)
+    return Dataset("two_basins", xi[:n_train], zeros[:n_train], xi[n_train:], zeros[n_train:], 0, loss="value")
+
+
+_LOADERS = {"mnist1d": _mnist1d, "digits": _digits, "lstsq": _lstsq, "two_basins": _two_basins,
             "cifar10": functools.partial(_cifar, "cifar10"), "cifar100": functools.partial(_cifar, "cifar100")}
 
 
@@ -116,7 +126,7 @@ def load(name: str, dtype: torch.dtype = torch.float32, data_dir: str | None = N
     d = _LOADERS[name](data_dir) if name.startswith("cifar") else _LOADERS[name]()
     ytype = dtype if d.classes == 0 else torch.long
     return Dataset(d.name, d.x_train.to(dtype), d.y_train.to(ytype), d.x_test.to(dtype),
-                   d.y_test.to(ytype), d.classes, d.optimum_loss)
+                   d.y_test.to(ytype), d.classes, d.optimum_loss, d.loss)
 
 
 def iid_shards(n: int, workers: int, generator: torch.Generator) -> torch.Tensor:

@@ -73,6 +73,7 @@ def build(name: str, input_shape: int | tuple[int, ...], outputs: int, width: in
     ``width``: hidden units (mlp), channels (cnn) or first-stage channels (resnets, vgg); None: standard.
     """
     from grawa_sim import deep_models
+    from grawa_sim.two_basins import Point
 
     shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
     features = math.prod(shape)
@@ -93,6 +94,11 @@ def build(name: str, input_shape: int | tuple[int, ...], outputs: int, width: in
         return deep_models.ResNet20(outputs, in_channels=shape[0], **sized)
     if name in ("vgg11", "vgg13", "vgg16", "vgg19"):
         return deep_models.VGG(int(name[3:]), outputs, in_channels=shape[0], **sized)
+    if name == "point":
+        from grawa_sim.two_basins import basins, landscape
+
+        where = basins(landscape(dim=features))
+        return Point(landscape(dim=features), where.ridge.float() + 0.5 * torch.randn(features))
     raise ConfigError(f"model: must be one of {', '.join(MODELS)} (got {name!r})")
 
 

@@ -44,7 +44,7 @@ def objective(config: Config, indices: torch.Tensor | None = None) -> Callable[[
 
     cfg = dataclasses.replace(resolve(config), dtype="float64")
     model, data = build_problem(cfg)
-    loss = per_sample_loss(data.classes)
+    loss = per_sample_loss(data.classes, data.loss)
     x, y, wd = data.x_train, data.y_train, cfg.weight_decay
     if indices is not None:
         x, y = x[indices], y[indices]

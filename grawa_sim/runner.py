@@ -21,7 +21,7 @@ from torch import nn
 from torch.func import functional_call
 
 from grawa_sim import algorithms, models
-from grawa_sim.algorithms import Hyper
+from grawa_sim.algorithms import Hyper, RoundInfo
 from grawa_sim.algorithms.grawa import DivergenceError
 from grawa_sim.batchnorm import Recalibrator, has_batchnorm
 from grawa_sim.collectives import StackedAxis
@@ -110,7 +110,7 @@ class Evaluator:
 
     def __init__(self, model: nn.Module, data: Dataset, recalibration: int = 0):
         self.data = data
-        self.loss = per_sample_loss(data.classes)
+        self.loss = per_sample_loss(data.classes, data.loss)
         self.recalibrate = None
         if recalibration and has_batchnorm(model):
             self.recalibrate = Recalibrator(model, data.x_train, recalibration)
@@ -167,7 +167,7 @@ def _dtype(name: str) -> torch.dtype:
 def build_engine(cfg: Config, model: nn.Module, data: Dataset, axis: StackedAxis | None = None):
     hyper = Hyper(pull=cfg.pull, prox=cfg.prox, tau=cfg.tau,
                   grawa_norm=cfg.grawa_norm, grawa_smoothing=cfg.grawa_smoothing)
-    loss = per_sample_loss(data.classes)
+    loss = per_sample_loss(data.classes, data.loss)
     sam_rho = cfg.sam_rho if cfg.sam else None
     axis = axis or StackedAxis(cfg.workers)
     if cfg.backend == "loop":
@@ -253,7 +253,8 @@ def build_problem(config: Config, device: torch.device | str = "cpu") -> tuple[n
 def run(config: Config, progress: bool | None = None, axis: StackedAxis | None = None,
         device: torch.device | str | None = None, on_step: Callable[[int], None] | None = None,
         devices: list[torch.device | str] | None = None,
-        on_evaluate: Callable[[float, Params], None] | None = None) -> Result:
+        on_evaluate: Callable[[float, Params], None] | None = None,
+        on_round: Callable[[int, Params, RoundInfo], None] | None = None) -> Result:
     """Train ``config.workers`` workers with ``config.algorithm``; evaluate every ``eval_every`` steps.
 
     ``progress=None`` shows a tqdm bar only in a terminal or a notebook.
@@ -262,7 +263,9 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     grawa_sim.distributed). Every rank draws the same shards, batches and probes for all M
     workers and keeps its own slice, so any placement computes the same numbers.
     ``on_step(step)`` is called before every local step; ``on_evaluate(step, evaluated)`` at every
-    evaluation with the evaluated model's parameters (e.g. to record a trajectory).
+    evaluation with the evaluated model's parameters (e.g. to record a trajectory);
+    ``on_round(round, before, info)`` after every round with the stacked worker parameters just
+    before it ([M_local, ...]) and what the round reported (GRAWA's weights and scores).
     ``device`` (default ``config.device``; ``auto``: CUDA when available, else the CPU) is where
     the workers compute; the tensors of the Result stay there. ``devices`` (two or more) shards
     the worker axis over them in this process (grawa_sim.sharded; the Result on the first).
@@ -279,12 +282,12 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
         if len(devices) > 1:
             from grawa_sim.sharded import run_sharded
 
-            return run_sharded(config, devices, progress, on_step, on_evaluate)
+            return run_sharded(config, devices, progress, on_step, on_evaluate, on_round)
         device = devices[0]
     cfg = validate(config)
     device = resolve_device(cfg.device if device is None else device)
     with memory_errors(cfg, device):
-        return _run(cfg, progress, axis, device, on_step, on_evaluate)
+        return _run(cfg, progress, axis, device, on_step, on_evaluate, on_round)
 
 
 def _diverged(cfg: Config, step: float, rows: list[dict], what: str = "a loss, gradient or parameter"):
@@ -293,7 +296,7 @@ def _diverged(cfg: Config, step: float, rows: list[dict], what: str = "a loss, g
                            f"NaN or infinite; lower the lr", step=step, history=pd.DataFrame(rows), config=cfg)
 
 
-def _run(cfg: Config, progress, axis, device, on_step, on_evaluate) -> Result:
+def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round) -> Result:
     axis = axis or StackedAxis(cfg.workers)
     model, data = build_problem(cfg, device)
     engine = build_engine(cfg, model, data, axis)
@@ -396,8 +399,13 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate) -> Result:
                 check_finite()  # before a round spreads a non-finite worker to the others
             if tick.round:
                 probe = stream.probe() if needs_probe else None
+                before = None
+                if on_round is not None and not every_step:
+                    before = {n: p.detach().clone() for n, p in engine.stacked_params().items()}
                 info = engine.communicate(probe) if not every_step else None
                 rounds += 1
+                if before is not None:
+                    on_round(rounds, before, info)
                 if info is not None and info.weights is not None:
                     weight_rows += _weight_rows(rounds, axis.all_gather(info.weights), layers)
             update_lr(step)

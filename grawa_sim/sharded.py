@@ -23,7 +23,8 @@ from grawa_sim.config import Config, ConfigError
 
 
 def run_sharded(config: Config, devices: Sequence[str | torch.device], progress: bool | None = None,
-                on_step: Callable[[int], None] | None = None, on_evaluate: Callable | None = None):
+                on_step: Callable[[int], None] | None = None, on_evaluate: Callable | None = None,
+                on_round: Callable | None = None):
     from grawa_sim.devices import parse_devices
     from grawa_sim.runner import run, validate
 
@@ -44,7 +45,8 @@ def run_sharded(config: Config, devices: Sequence[str | torch.device], progress:
             axis = ShardedAxis(cfg.workers, i, group, devices, sizes)
             results[i] = run(cfg, progress=progress if i == 0 else False, axis=axis, device=devices[i],
                              on_step=on_step if i == 0 else None,
-                             on_evaluate=on_evaluate if i == 0 else None)
+                             on_evaluate=on_evaluate if i == 0 else None,
+                             on_round=on_round if i == 0 else None)
         except BaseException as err:  # noqa: BLE001 - handed to the caller below
             errors[i] = err
             group.abort()  # the other shards stop at their next collective

@@ -39,7 +39,7 @@ def grawa_weights(scores: torch.Tensor, axis: StackedAxis | None = None) -> torc
         raise ValueError("scores: must be non-negative (gradient norms)")
     axis = axis or StackedAxis(scores.shape[0])
     bad = (~torch.isfinite(scores)).reshape(scores.shape[0], -1).any(1, keepdim=True).double()
-    if bool(axis.all_reduce_sum(bad) > 0):  # every rank learns it, so all stop at the same round
+    if bool((axis.all_reduce_sum(bad) > 0).any()):  # every rank learns it, so all stop at the same round
         raise DivergenceError("scores: a gradient norm is NaN or infinite; the run diverged (lower the lr?)")
     n = scores.double()
     smallest = axis.all_reduce_min(n)

@@ -33,8 +33,7 @@ def lsgd_round(params: Params, running: torch.Tensor, pull: float, axis: Stacked
 
     Returns (new params, leader params, leader index).
     """
-    leader = int(torch.argmin(axis.all_gather(running)))
-    leader_params = {n: axis.broadcast(x, leader) for n, x in params.items()}
+    leader, leader_params = axis.select_min(running, params)
     return lerp(params, leader_params, pull), leader_params, leader
 
 

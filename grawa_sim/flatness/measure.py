@@ -92,7 +92,7 @@ def model_loss(model: nn.Module, data, *, mode: str = "train", probe: int | None
     idx = probe_indices(len(data.y_train), probe, seed)
     device = next(model.parameters()).device
     return ModelLoss(model, data.x_train[idx].to(device), data.y_train[idx].to(device),
-                     per_sample_loss(data.classes), mode, buffers, batch)
+                     per_sample_loss(data.classes, data.loss), mode, buffers, batch)
 
 
 @dataclass(frozen=True)
