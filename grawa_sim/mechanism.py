@@ -52,7 +52,8 @@ class Setup:
 
 @dataclass
 class Outcome:
-    """Final points ([R, d]) and their basins (True: wide), plus run 0's path ([steps + 1, M, d], [steps + 1, d])."""
+    """Final points ([R, d]) and their basins (True: wide), plus the path of run ``shown`` ([steps + 1, M, d]
+    for its workers, [steps + 1, d] for its center): the first run whose workers start in both basins."""
 
     setup: Setup
     evaluated: torch.Tensor
@@ -63,11 +64,12 @@ class Outcome:
     workers_wide: torch.Tensor  # [R, M]
     path: torch.Tensor
     center_path: torch.Tensor
+    shown: int = 0
 
 
 def _hyper(setup: Setup) -> tuple[Hyper, float]:
     cfg = resolve(Config(algorithm=setup.algorithm, workers=setup.workers, dataset="two_basins", model="point",
-                         steps=max(setup.steps, setup.tau), momentum=0.0, weight_decay=0.0))
+                         steps=1000, momentum=0.0, weight_decay=0.0))  # only the algorithm's defaults are read
     pull = {"dp": 0.0, "localsgd": 1.0}.get(setup.algorithm, setup.pull)
     tau = 1 if setup.algorithm == "dp" else setup.tau
     return Hyper(pull=pull, prox=cfg.prox, tau=tau, grawa_norm=cfg.grawa_norm,
@@ -100,19 +102,23 @@ def simulate(setup: Setup) -> Outcome:
             return engine.params["x"]
         return algorithm.center(engine.state)["x"].expand(r * m, d)
 
-    path, center_path = [engine.params["x"][:m].clone()], [center()[0].clone()]
+    start_wide = flow_to_basin(shape, starts.reshape(r * m, d)).reshape(r, m).sum(dim=1)
+    split = torch.nonzero((start_wide > 0) & (start_wide < m)).flatten()
+    shown = int(split[0]) if len(split) else 0  # the run drawn: the first whose workers start in both basins
+    rows = slice(shown * m, (shown + 1) * m)
+    path, center_path = [engine.params["x"][rows].clone()], [center()[shown * m].clone()]
     for step in range(1, setup.steps + 1):
         engine.local_step(noise(), zeros)
         if not algorithm.communicates_every_step and step % hyper.tau == 0:
             engine.communicate((noise(), zeros) if algorithm.needs_probe else None)
-        path.append(engine.params["x"][:m].clone())
-        center_path.append(center()[0].clone())
+        path.append(engine.params["x"][rows].clone())
+        center_path.append(center()[shown * m].clone())
     evaluated = algorithm.evaluated(engine.params, engine.state, axis)["x"].expand(r * m, d)[::m]
     final_center = center()[::m]
     workers = engine.params["x"].reshape(r, m, d)
     return Outcome(setup, evaluated, final_center, workers, flow_to_basin(shape, evaluated),
                    flow_to_basin(shape, final_center), flow_to_basin(shape, workers.reshape(r * m, d)).reshape(r, m),
-                   torch.stack(path), torch.stack(center_path))
+                   torch.stack(path), torch.stack(center_path), shown)
 
 
 def fractions(outcome: Outcome) -> dict:
