@@ -243,7 +243,7 @@ def cmd_reproduce(args) -> None:
     histories = sweep(configs, args.out, progress=_progress(args))
     table = experiments.summary(histories)
     fig = plots.comparison_figure(histories, figures / "comparison_mnist1d.png",
-                                  f"MNIST-1D, 1-D CNN, M={configs[0].workers}, reference tau per algorithm")
+                                  f"MNIST-1D, 1-D CNN, M = {configs[0].workers}, reference τ per algorithm")
     table_path = write_csv_atomic(table, Path(args.out) / "summary.csv", index=True)
     print(experiments.format_table(table).to_string(float_format=lambda v: f"{v:.4g}"))
     _print_diverged(histories.groupby("run", sort=False).tail(1))

@@ -58,23 +58,44 @@ def results_dir(quick: bool | None = None) -> Path:
 SEEDS = 5  # seeds per setting of the comparison and the time-budget study
 
 
+def _by_mode(value, quick: bool, quick_value, full_value):
+    """``value`` when given, else the mode's default (``quick_value`` in quick mode, else ``full_value``)."""
+    return (quick_value if quick else full_value) if value is None else value
+
+
+def _comparison_base(quick: bool, steps: int | None = None, workers: int = 8) -> Config:
+    """The comparison's setting: MNIST-1D, 1-D CNN, each algorithm's reference tau/pull/prox
+    (steps: 64 quick, 2000 full, unless given)."""
+    return Config(dataset="mnist1d", model="cnn", workers=workers, lr=0.05, momentum=0.9,
+                  weight_decay=1e-4, batch_size=32, steps=_by_mode(steps, quick, 64, 2000),
+                  eval_every=32 if quick else None)
+
+
 def comparison_configs(quick: bool, seeds: int = SEEDS, algorithms: tuple[str, ...] = ALGORITHMS) -> list[Config]:
     """All algorithms on MNIST-1D with the 1-D CNN, M = 8 workers, each with its reference tau/pull/prox.
 
     Full: 2000 local steps per worker, ``seeds`` seeds. Quick: 64 steps, one seed.
     """
-    base = Config(dataset="mnist1d", model="cnn", workers=8, lr=0.05, momentum=0.9,
-                  weight_decay=1e-4, batch_size=32, steps=64 if quick else 2000,
-                  eval_every=32 if quick else None)
-    return grid(base, algorithm=list(algorithms), seed=list(range(1 if quick else seeds)))
+    return grid(_comparison_base(quick), algorithm=list(algorithms), seed=list(range(1 if quick else seeds)))
 
 
-def quickstart_configs(quick: bool) -> list[Config]:
-    """MGRAWA, LGRAWA, LocalSGD and DP on MNIST-1D (MLP, M = 8): about a minute in full mode."""
-    base = Config(dataset="mnist1d", model="mlp", workers=8, tau=32, lr=0.05, momentum=0.9,
-                  batch_size=32, steps=64 if quick else 3000, eval_every=32 if quick else None)
-    dp = dataclasses.replace(base, algorithm="dp", tau=None)  # DP takes no tau
-    return [*grid(base, algorithm=["mgrawa", "lgrawa", "localsgd"]), dp]
+QUICKSTART_ALGORITHMS = ("mgrawa", "lgrawa", "localsgd", "dp")
+
+
+def quickstart_configs(quick: bool, seeds: int = 1, steps: int | None = None, workers: int = 8, tau: int = 32,
+                       algorithms: tuple[str, ...] = QUICKSTART_ALGORITHMS) -> list[Config]:
+    """``algorithms`` (default MGRAWA, LGRAWA, LocalSGD and DP) on MNIST-1D (MLP, ``workers`` = 8, ``tau`` = 32
+    for all but DP, which takes none), ``seeds`` seeds (default one): about a minute in full mode.
+
+    ``steps``: local steps per worker, default 3000 (quick: 64).
+    """
+    base = Config(dataset="mnist1d", model="mlp", workers=workers, tau=tau, lr=0.05, momentum=0.9,
+                  batch_size=32, steps=_by_mode(steps, quick, 64, 3000), eval_every=32 if quick else None)
+    configs = []
+    for algorithm in algorithms:
+        one = dataclasses.replace(base, algorithm=algorithm, tau=None if algorithm == "dp" else tau)
+        configs += grid(one, seed=list(range(seeds)))
+    return configs
 
 
 TIME_BUDGET_CLOCK = dict(step_time=0.01, bandwidth=1.25e8, latency=5e-4)  # 10 ms steps, 1 Gbit/s, 0.5 ms
@@ -83,44 +104,51 @@ TIME_BUDGET_CLOCK = dict(step_time=0.01, bandwidth=1.25e8, latency=5e-4)  # 10 m
 TIME_BUDGET_SETTINGS = (("sync", 0.0), ("sync", 0.1), ("async", 0.1))  # (schedule, straggler_prob)
 
 
-def time_budget_configs(quick: bool, seeds: int = SEEDS) -> list[Config]:
-    """All algorithms on MNIST-1D (1-D CNN, M = 8) under one simulated-time budget, in three settings:
-    sync without stragglers, sync and async with stragglers (each step 4x slower with probability 0.1).
+def time_budget_configs(quick: bool, seeds: int | None = None, budget: float | None = None, workers: int = 8,
+                        algorithms: tuple[str, ...] = ALGORITHMS,
+                        settings: tuple[tuple[str, float], ...] = TIME_BUDGET_SETTINGS) -> list[Config]:
+    """``algorithms`` (default all) on MNIST-1D (1-D CNN, ``workers`` = 8) under one simulated-time
+    ``budget``, in each of ``settings`` (schedule, straggler probability); by default three: sync
+    without stragglers, sync and async with stragglers (each step 4x slower with probability 0.1).
     Async without stragglers is left out: with equal speeds it equals sync exactly (tested).
 
     The clock models a 10 ms GPU step and a 1 Gbit/s network with 0.5 ms latency, so DP's
     per-step all-reduce costs about 0.7x a step while GRAWA communicates every 32 steps.
-    Full: a 6 s budget (about 600 local steps), ``seeds`` seeds. Quick: 0.3 s, one seed.
+    Defaults: full, a 6 s budget (about 600 local steps) and 5 seeds; quick, 0.3 s and one seed.
     """
-    base = Config(dataset="mnist1d", model="cnn", workers=8, lr=0.05, momentum=0.9, weight_decay=1e-4,
-                  batch_size=32, steps=100_000, time_budget=0.3 if quick else 6.0,
+    base = Config(dataset="mnist1d", model="cnn", workers=workers, lr=0.05, momentum=0.9, weight_decay=1e-4,
+                  batch_size=32, steps=100_000, time_budget=_by_mode(budget, quick, 0.3, 6.0),
                   eval_every=8 if quick else 32, **TIME_BUDGET_CLOCK)
     configs = []
-    for schedule, straggler_prob in TIME_BUDGET_SETTINGS:
+    for schedule, straggler_prob in settings:
         configs += grid(dataclasses.replace(base, schedule=schedule, straggler_prob=straggler_prob),
-                        algorithm=list(ALGORITHMS), seed=list(range(1 if quick else seeds)))
+                        algorithm=list(algorithms), seed=list(range(_by_mode(seeds, quick, 1, SEEDS))))
     return configs
 
 
 NONIID_ALPHAS = (None, 1.0, 0.1)  # None: IID shards
 
 
-def noniid_configs(quick: bool, seeds: int = 2) -> list[Config]:
-    """All algorithms on MNIST-1D (1-D CNN, M = 8, reference tau each) with IID shards and with
-    label-skewed Dirichlet shards, alpha = 1 (mild) and 0.1 (each worker sees few classes).
+def noniid_configs(quick: bool, seeds: int | None = None, steps: int | None = None, workers: int = 8,
+                   algorithms: tuple[str, ...] = ALGORITHMS,
+                   alphas: tuple[float | None, ...] = NONIID_ALPHAS) -> list[Config]:
+    """``algorithms`` (default all) on MNIST-1D (1-D CNN, ``workers`` = 8, reference tau each) with the
+    shards of ``alphas``: None for IID shards, else label-skewed Dirichlet shards with that alpha
+    (default IID, alpha = 1 (mild) and 0.1 (each worker sees few classes)).
 
-    Full: 2000 local steps, ``seeds`` seeds. Quick: 64 steps, one seed.
+    Defaults: full, 2000 local steps and 2 seeds; quick, 64 steps and one seed.
     """
-    base = comparison_configs(quick, seeds=seeds)
+    base = grid(_comparison_base(quick, steps, workers), algorithm=list(algorithms),
+                seed=list(range(_by_mode(seeds, quick, 1, 2))))
     configs = []
-    for alpha in NONIID_ALPHAS:
+    for alpha in alphas:
         configs += base if alpha is None else [dataclasses.replace(c, partition="dirichlet", alpha=alpha) for c in base]
     return configs
 
 
 def partition_label(histories: pd.DataFrame) -> pd.Series:
-    """'iid' or 'dirichlet a=<alpha>' for every row."""
-    return histories.apply(lambda r: "iid" if r["partition"] == "iid" else f"dirichlet a={r['alpha']:g}", axis=1)
+    """'IID' or 'Dirichlet α = <alpha>' for every row."""
+    return histories.apply(lambda r: "IID" if r["partition"] == "iid" else f"Dirichlet α = {r['alpha']:g}", axis=1)
 
 
 def swept_fields(configs: list[Config]) -> list[str]:
@@ -152,6 +180,19 @@ def noniid_summary(histories: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["shards", "test_acc_mean"], ascending=[True, False]).set_index(["shards", "algorithm"])
 
 
+def noniid_drift(histories: pd.DataFrame) -> pd.DataFrame:
+    """Per algorithm: the mean final ``spread`` (mean distance of the workers to their average) in each
+    shard setting, and ``accuracy_drop``, the mean final test accuracy in the first setting (IID by
+    default) minus the one in the last (the most skewed), smallest drop first."""
+    last = finals(histories).assign(shards=lambda d: partition_label(d))
+    order = list(dict.fromkeys(last["shards"]))
+    means = {value: stats.describe(last, ["algorithm", "shards"], value)["mean"].unstack("shards")[order]
+             for value in ("spread", "test_acc")}
+    table = means["spread"].copy()
+    table["accuracy_drop"] = means["test_acc"][order[0]] - means["test_acc"][order[-1]]
+    return table.sort_values("accuracy_drop")
+
+
 def setting(histories: pd.DataFrame) -> pd.Series:
     """A readable label of the schedule and straggler setting of every row."""
     stragglers = histories["straggler_prob"].map(lambda p: "stragglers" if p > 0 else "no stragglers")
@@ -160,12 +201,14 @@ def setting(histories: pd.DataFrame) -> pd.Series:
 
 def budget_summary(histories: pd.DataFrame) -> pd.DataFrame:
     """Final test accuracy within the budget per setting and algorithm (mean, std, n, 95 % half-width,
-    worst seed), with mean local steps, rounds and the share of simulated time spent communicating."""
+    worst seed), with the means over seeds of the local steps per worker (``steps``: the workers'
+    mean, ``steps_min`` / ``steps_max``: the slowest and the fastest worker), the rounds and the share
+    of simulated time spent communicating."""
     last = finals(histories).assign(setting=lambda d: setting(d))
     table = interval_table(last, ["setting", "algorithm"])
     extra = last.groupby(["setting", "algorithm"]).agg(
-        steps=("steps_mean", "mean"), rounds=("round", "mean"), comm_time=("comm_time", "mean"),
-        sim_time=("sim_time", "mean"))
+        steps=("steps_mean", "mean"), steps_min=("steps_min", "mean"), steps_max=("steps_max", "mean"),
+        rounds=("round", "mean"), comm_time=("comm_time", "mean"), sim_time=("sim_time", "mean"))
     table = table.join(extra)
     table["comm_share"] = table.pop("comm_time") / table["sim_time"]
     return table.sort_values(["setting", "test_acc_mean"], ascending=[True, False])

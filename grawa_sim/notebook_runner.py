@@ -24,8 +24,9 @@ def notebooks() -> list[Path]:
 
 
 def execute(path: str | os.PathLike, quick: bool = False, figures: str | os.PathLike | None = None,
-            results: str | os.PathLike | None = None, timeout: int = 1800, device: str | None = None) -> None:
-    """Run every cell of one notebook in a fresh kernel; raises on the first failing cell.
+            results: str | os.PathLike | None = None, timeout: int = 1800, device: str | None = None):
+    """Run every cell of one notebook in a fresh kernel; raises on the first failing cell. Returns the
+    executed notebook (an nbformat node, with its outputs; the file on disk is left as it was).
 
     ``figures`` / ``results`` redirect the figure folder and the run cache (default: the project's);
     ``device`` sets $GRAWA_DEVICE for the kernel (what every config's ``device="auto"`` means there).
@@ -43,8 +44,8 @@ def execute(path: str | os.PathLike, quick: bool = False, figures: str | os.Path
         if value is not None:
             os.environ[key] = str(Path(value).resolve())
     try:  # the kernel inherits this process's environment
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        return NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                              resources={"metadata": {"path": str(path.parent)}}).execute()
     finally:
         for k, v in saved.items():
             if v is None:

@@ -14,6 +14,7 @@ LINESTYLES = {"dp": ":", "localsgd": "-", "easgd": "-.", "lsgd": (0, (5, 1, 1, 1
 LABELS = {"dp": "DP", "localsgd": "LocalSGD", "easgd": "EASGD", "lsgd": "LSGD",
           "mgrawa": "MGRAWA", "lgrawa": "LGRAWA", "dp+sam": "DP+SAM"}
 BAND = "line: mean over seeds; band: 95 % t-interval of the mean; thin lines: single seeds"
+ONE_SEED = "one seed per algorithm: no interval over seeds"
 
 
 def curves(histories: pd.DataFrame, metric: str = "test_acc", x: str = "step", ax=None, title: str | None = None,
@@ -48,11 +49,24 @@ def curves(histories: pd.DataFrame, metric: str = "test_acc", x: str = "step", a
     return ax
 
 
-def figure_legend(fig, ax, columns: int = 6) -> None:
-    """One legend for the whole figure, below the panels, with what the lines and bands are."""
+def caption(histories: pd.DataFrame) -> str:
+    """What the lines and bands of `curves` are: `BAND` when some algorithm has several seeds, else `ONE_SEED`."""
+    several = len(histories) and histories.groupby("algorithm")["seed"].nunique().max() > 1
+    return BAND if several else ONE_SEED
+
+
+def figure_legend(fig, ax, histories: pd.DataFrame, columns: int = 7) -> None:
+    """One legend for the whole figure (the handles of ``ax``), below the panels, with the `caption`."""
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=columns, bbox_to_anchor=(0.5, -0.08), frameon=False)
-    fig.text(0.5, -0.12, BAND, ha="center", fontsize=8, color="0.3")
+    fig.text(0.5, -0.12, caption(histories), ha="center", fontsize=8, color="0.3")
+
+
+def inline(path: str | Path):
+    """The saved PNG at ``path`` as a notebook display object (the last expression of a cell shows it)."""
+    from IPython.display import Image
+
+    return Image(filename=str(path))
 
 
 def save(fig, path: str | Path) -> Path:
@@ -72,23 +86,24 @@ def comparison_figure(histories: pd.DataFrame, path: str | Path, title: str) -> 
     curves(histories, "test_acc", ax=left, title=title, legend=False)
     curves(histories, "train_loss", ax=right, title="train loss (evaluated model)", legend=False)
     right.set_yscale("log")
-    figure_legend(fig, left)
+    figure_legend(fig, left, histories)
     out = save(fig, path)
     plt.close(fig)
     return out
 
 
 def panels_figure(histories: pd.DataFrame, labels: pd.Series, path: str | Path, x: str = "step",
-                  marker: float | None = None) -> Path:
-    """Test accuracy against ``x``, one panel per distinct label (in order of appearance)."""
+                  marker: float | None = None, marker_label: str | None = None) -> Path:
+    """Test accuracy against ``x``, one panel per distinct label (in order of appearance), a dotted
+    vertical line at ``marker`` (named ``marker_label`` in the legend)."""
     names = list(dict.fromkeys(labels))
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), sharey=True)
     panels = list(axes) if len(names) > 1 else [axes]
     for ax, name in zip(panels, names):
         curves(histories[labels == name], "test_acc", x=x, ax=ax, title=name, legend=False)
         if marker is not None:
-            ax.axvline(marker, color="k", lw=0.8, ls=":")
-    figure_legend(fig, panels[0])
+            ax.axvline(marker, color="k", lw=0.8, ls=":", label=marker_label)
+    figure_legend(fig, panels[0], histories)
     out = save(fig, path)
     plt.close(fig)
     return out
@@ -96,7 +111,8 @@ def panels_figure(histories: pd.DataFrame, labels: pd.Series, path: str | Path, 
 
 def time_budget_figure(histories: pd.DataFrame, settings: pd.Series, path: str | Path, budget: float) -> Path:
     """Test accuracy against simulated time, one panel per setting, the budget dotted."""
-    return panels_figure(histories, settings, path, x="sim_time", marker=budget)
+    return panels_figure(histories, settings, path, x="sim_time", marker=budget,
+                         marker_label=f"budget ({budget:g} simulated s)")
 
 
 def anchor_figure(singles: pd.DataFrame, ensemble: pd.DataFrame, path: str | Path, reference: float) -> Path:

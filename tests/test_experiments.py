@@ -1,0 +1,87 @@
+"""The notebooks' config builders take their knobs as keywords; the notebooks' tables come from stats."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from grawa_sim import experiments
+
+BUILDERS = [experiments.quickstart_configs, experiments.time_budget_configs, experiments.noniid_configs]
+
+
+@pytest.mark.parametrize("quick", [True, False], ids=["quick", "full"])
+@pytest.mark.parametrize("builder", BUILDERS, ids=lambda b: b.__name__)
+def test_seeds_multiply_the_runs(builder, quick):
+    one, two = builder(quick, seeds=1), builder(quick, seeds=2)
+    assert len(two) == 2 * len(one)
+    assert sorted({c.seed for c in two}) == [0, 1]
+    assert {c.seed for c in one} == {0}
+
+
+@pytest.mark.parametrize("builder", BUILDERS, ids=lambda b: b.__name__)
+def test_workers_and_algorithms_reach_every_config(builder):
+    configs = builder(True, workers=4, algorithms=("mgrawa", "dp"))
+    assert {c.workers for c in configs} == {4}
+    assert {c.algorithm for c in configs} == {"mgrawa", "dp"}
+    assert len(configs) == 2 * len(builder(True, algorithms=("mgrawa",)))
+
+
+def test_quickstart_steps_and_tau():
+    configs = experiments.quickstart_configs(False, steps=500, tau=8)
+    assert {c.steps for c in configs} == {500}
+    assert {c.algorithm: c.tau for c in configs} == {"mgrawa": 8, "lgrawa": 8, "localsgd": 8, "dp": None}
+    assert {c.steps for c in experiments.quickstart_configs(True)} == {64}
+    assert {c.steps for c in experiments.quickstart_configs(False)} == {3000}
+
+
+def test_time_budget_budget_and_settings():
+    configs = experiments.time_budget_configs(False, budget=2.5, settings=(("async", 0.2),))
+    assert {c.time_budget for c in configs} == {2.5}
+    assert {(c.schedule, c.straggler_prob) for c in configs} == {("async", 0.2)}
+    assert len(configs) * 3 == len(experiments.time_budget_configs(False, budget=2.5))
+    assert {c.time_budget for c in experiments.time_budget_configs(True)} == {0.3}
+    assert {c.time_budget for c in experiments.time_budget_configs(False)} == {6.0}
+
+
+def test_noniid_steps_and_alphas():
+    configs = experiments.noniid_configs(True, steps=100, alphas=(0.5,))
+    assert {c.steps for c in configs} == {100}
+    assert {(c.partition, c.alpha) for c in configs} == {("dirichlet", 0.5)}
+    default = experiments.noniid_configs(True)
+    assert {(c.partition, c.alpha) for c in default} == {("iid", None), ("dirichlet", 1.0), ("dirichlet", 0.1)}
+    assert len(experiments.noniid_configs(True, alphas=(None, 0.5))) * 3 == len(default) * 2
+
+
+def finals(rows: list[dict]) -> pd.DataFrame:
+    """One history row per run (its final one), with the fields the summaries read."""
+    frame = pd.DataFrame(rows)
+    frame["run"] = [f"r{i}" for i in range(len(frame))]
+    return frame
+
+
+def test_noniid_drift_is_the_mean_accuracy_drop_and_spread():
+    rows = []
+    for partition, alpha, accs, spread in (("iid", None, (0.9, 0.8), 1.0), ("dirichlet", 0.1, (0.5, 0.6), 3.0)):
+        for seed, acc in enumerate(accs):
+            rows.append(dict(algorithm="mgrawa", seed=seed, partition=partition, alpha=alpha, test_acc=acc,
+                             spread=spread + seed))
+            rows.append(dict(algorithm="dp", seed=seed, partition=partition, alpha=alpha, test_acc=0.9,
+                             spread=0.0))
+    table = experiments.noniid_drift(finals(rows))
+    assert list(table.columns) == ["IID", "Dirichlet α = 0.1", "accuracy_drop"]
+    assert list(table.index) == ["dp", "mgrawa"]  # smallest drop first
+    assert table.loc["mgrawa", "accuracy_drop"] == pytest.approx(0.85 - 0.55)
+    assert table.loc["mgrawa", "Dirichlet α = 0.1"] == pytest.approx(3.5)
+    assert table.loc["dp", "accuracy_drop"] == pytest.approx(0.0)
+
+
+def test_budget_summary_reports_the_slowest_and_fastest_worker():
+    rows = [dict(algorithm="mgrawa", seed=s, schedule="async", straggler_prob=0.1, test_acc=0.7 + 0.1 * s,
+                 steps_mean=10.0, steps_min=6.0 + s, steps_max=14.0 + s, round=3, comm_time=1.0, sim_time=4.0)
+            for s in range(2)]
+    table = experiments.budget_summary(finals(rows))
+    row = table.loc[("async, stragglers", "mgrawa")]
+    assert (row["steps_min"], row["steps_max"], row["n"]) == (6.5, 14.5, 2)
+    assert row["test_acc_mean"] == pytest.approx(0.75)
+    assert row["comm_share"] == pytest.approx(0.25)
