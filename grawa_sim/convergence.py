@@ -14,18 +14,50 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from grawa_sim.config import ALGORITHMS, Config
+from grawa_sim.config import ALGORITHMS, Config, resolve
 from grawa_sim.objectives import Optimum, distance, grad_norm, gradient, objective, optimum
 from grawa_sim.runner import run
+from grawa_sim.storage import write_csv_atomic
+from grawa_sim.sweep import run_key
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A convex problem and its learning rates: two constant ones and the decaying lr0 / (1 + t / t0)."""
+
+    base: Config
+    lrs: tuple[float, ...]
+    lr0: float
+    t0: float
+
 
 CONVEX_PROBLEMS = {
-    "lstsq": Config(dataset="lstsq", model="logistic", weight_decay=0.0, batch_size=8),
-    "logistic": Config(dataset="digits", model="logistic", weight_decay=1e-2, batch_size=8),
+    "lstsq": Problem(Config(dataset="lstsq", model="logistic", weight_decay=0.0, batch_size=64, tau=4),
+                     lrs=(0.02, 0.2), lr0=0.2, t0=50),
+    "logistic": Problem(Config(dataset="digits", model="logistic", weight_decay=0.05, batch_size=64, tau=4),
+                        lrs=(0.1, 1.0), lr0=1.0, t0=200),
 }
+PROBLEM_LABELS = {"lstsq": "least squares (synthetic, d = 16)",
+                  "logistic": "L2-regularised logistic regression (sklearn digits, wd = 0.05)"}
+
+
+def _cached(path: Path | None, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """``compute()``, stored at ``path`` (atomically) and read back from there on the next call."""
+    if path is not None and path.is_file():
+        return pd.read_csv(path)
+    frame = compute()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_csv_atomic(frame, path)
+    return frame
 
 
 def convex_trajectory(config: Config, best: Optimum | None = None) -> pd.DataFrame:
@@ -52,19 +84,22 @@ def loglog_slope(steps: np.ndarray | pd.Series, values: np.ndarray | pd.Series, 
 
 
 def convex_configs(problem: str, steps: int, workers: tuple[int, ...] = (4, 16),
-                   lrs: tuple[float, ...] = (0.05, 0.2), lr0: float = 0.2, t0: float = 200,
-                   algorithms: tuple[str, ...] = ALGORITHMS, tau: int = 8, seed: int = 0) -> list[Config]:
-    """Every algorithm x M x schedule on a convex problem (plain SGD, momentum 0, common tau):
-    constant lr at each of ``lrs`` and the inverse decay lr0 / (1 + t / t0)."""
-    base = dataclasses.replace(CONVEX_PROBLEMS[problem], momentum=0.0, steps=steps, tau=tau, seed=seed,
-                               dtype="float64", eval_every=tau)
+                   algorithms: tuple[str, ...] = ALGORITHMS, seed: int = 0, evaluations: int = 100) -> list[Config]:
+    """Every algorithm x M x schedule on a convex problem (plain SGD, momentum 0, tau of the problem, float64):
+    constant lr at each of the problem's two ``lrs`` and the inverse decay lr0 / (1 + t / t0); about
+    ``evaluations`` evaluations per run."""
+    spec = CONVEX_PROBLEMS[problem]
+    tau = spec.base.tau
+    base = dataclasses.replace(spec.base, momentum=0.0, steps=steps, seed=seed, dtype="float64",
+                               eval_every=max(tau, steps // evaluations // tau * tau))
     configs = []
     for algorithm in algorithms:
+        own = {"algorithm": algorithm, "tau": None if algorithm == "dp" else tau}  # DP communicates every step
         for m in workers:
-            for lr in lrs:
-                configs.append(dataclasses.replace(base, algorithm=algorithm, workers=m, lr=lr))
-            configs.append(dataclasses.replace(base, algorithm=algorithm, workers=m, lr=lr0,
-                                               lr_schedule="inverse", lr_t0=t0))
+            for lr in spec.lrs:
+                configs.append(dataclasses.replace(base, workers=m, lr=lr, **own))
+            configs.append(dataclasses.replace(base, workers=m, lr=spec.lr0, lr_schedule="inverse", lr_t0=spec.t0,
+                                               **own))
     return configs
 
 
@@ -74,14 +109,18 @@ def schedule_label(config: Config) -> str:
     return f"constant η={config.lr:g}"
 
 
-def convex_study(problem: str, configs: list[Config], progress: bool = False) -> pd.DataFrame:
-    """Trajectories of every config in long format with columns algorithm, workers, schedule, step, subopt, dist."""
+def convex_study(problem: str, configs: list[Config], cache: str | os.PathLike | None = None,
+                 progress: bool = False) -> pd.DataFrame:
+    """Trajectories of every config in long format (problem, algorithm, workers, schedule, lr, decaying, step,
+    subopt, dist). With ``cache``, each run's trajectory is kept in ``cache/<run key>.csv`` and reused, so an
+    interrupted study resumes where it stopped."""
     from tqdm.auto import tqdm
 
     best = optimum(configs[0])
     frames = []
     for cfg in tqdm(configs, desc=problem, disable=not progress):
-        frame = convex_trajectory(cfg, best)
+        path = None if cache is None else Path(cache) / f"{run_key(resolve(cfg))}.csv"
+        frame = _cached(path, lambda cfg=cfg: convex_trajectory(cfg, best))
         frames.append(frame.assign(problem=problem, algorithm=cfg.algorithm, workers=cfg.workers,
                                    schedule=schedule_label(cfg), lr=cfg.lr, decaying=cfg.lr_schedule == "inverse"))
     return pd.concat(frames, ignore_index=True)
@@ -100,6 +139,17 @@ def slopes(study: pd.DataFrame, start_fraction: float = 0.1) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def reductions(study: pd.DataFrame) -> pd.DataFrame:
+    """Per decaying-lr run: F(x̄_T) − F* relative to F(x_0) − F* (``reduction``) and the final distance to x*."""
+    rows = []
+    for (problem, algorithm, workers), g in study[study["decaying"]].groupby(["problem", "algorithm", "workers"],
+                                                                            sort=False):
+        g = g.sort_values("step")
+        rows.append({"problem": problem, "algorithm": algorithm, "workers": workers,
+                     "reduction": g["subopt"].iloc[-1] / g["subopt"].iloc[0], "final_dist": g["dist"].iloc[-1]})
+    return pd.DataFrame(rows)
+
+
 def plateaus(study: pd.DataFrame, tail: float = 0.25) -> pd.DataFrame:
     """Mean suboptimality over the last ``tail`` share of steps of every constant-lr run (the noise floor)."""
     constant = study[~study["decaying"]]
@@ -113,20 +163,49 @@ def plateaus(study: pd.DataFrame, tail: float = 0.25) -> pd.DataFrame:
 NONCONVEX = Config(dataset="mnist1d", model="mlp", momentum=0.0, weight_decay=0.0, batch_size=32, tau=8)
 
 
-def min_grad_norms(config: Config, horizons: tuple[int, ...], lr_scale: float) -> pd.DataFrame:
+def min_grad_norms(config: Config, horizons: tuple[int, ...], lr_scale: float,
+                   cache: str | os.PathLike | None = None) -> pd.DataFrame:
     """For each T in ``horizons``: a run of T steps at lr = lr_scale / sqrt(T), and
-    min over its evaluations t <= T of ||grad F(x̄_t)||^2 (full-batch F of the training set)."""
+    min over its evaluations t <= T of ||grad F(x̄_t)||^2 (full-batch F of the training set, with
+    about 50 evaluations per run). ``cache``: one CSV per run, reused (see `convex_study`)."""
     rows = []
     for horizon in horizons:
+        tau = config.tau or 1  # DP: every step
         cfg = dataclasses.replace(config, steps=horizon, lr=lr_scale / math.sqrt(horizon),
-                                  eval_every=max(config.tau, horizon // 50 // config.tau * config.tau))
-        f = objective(cfg)
-        norms = []
-        run(cfg, progress=False, on_evaluate=lambda step, p, f=f, norms=norms: norms.append(grad_norm(f, p) ** 2))
-        rows.append({"algorithm": cfg.algorithm, "workers": cfg.workers, "T": horizon, "lr": cfg.lr,
-                     "min_grad_sq": min(norms), "final_grad_sq": norms[-1]})
+                                  eval_every=max(tau, horizon // 50 // tau * tau))
+
+        def compute(cfg: Config = cfg) -> pd.DataFrame:
+            f = objective(cfg)
+            norms: list[float] = []
+            run(cfg, progress=False, on_evaluate=lambda step, p: norms.append(grad_norm(f, p) ** 2))
+            return pd.DataFrame([{"algorithm": cfg.algorithm, "workers": cfg.workers, "T": cfg.steps, "lr": cfg.lr,
+                                  "min_grad_sq": min(norms), "final_grad_sq": norms[-1]}])
+
+        path = None if cache is None else Path(cache) / f"{run_key(resolve(cfg))}.csv"
+        rows.append(_cached(path, compute))
+    return pd.concat(rows, ignore_index=True)
+
+
+def horizon_slopes(table: pd.DataFrame) -> pd.DataFrame:
+    """Per algorithm: the log-log slope of min ||grad F||^2 against the horizon T (O(1/sqrt T): -1/2 or below)."""
+    rows = [{"algorithm": a, "workers": int(g["workers"].iloc[0]),
+             "slope": loglog_slope(g["T"], g["min_grad_sq"], g["T"].min(), g["T"].max())}
+            for a, g in table.groupby("algorithm", sort=False)]
     return pd.DataFrame(rows)
 
 
-__all__ = ["CONVEX_PROBLEMS", "NONCONVEX", "convex_configs", "convex_study", "convex_trajectory", "gradient",
-           "loglog_slope", "min_grad_norms", "plateaus", "schedule_label", "slopes"]
+def nonconvex_study(algorithms: tuple[str, ...], horizons: tuple[int, ...], lr_scale: float = 4.0,
+                    base: Config = NONCONVEX, cache: str | os.PathLike | None = None,
+                    progress: bool = False) -> pd.DataFrame:
+    """`min_grad_norms` of every algorithm (its own tau, pull and prox defaults unless ``base`` sets them)."""
+    from tqdm.auto import tqdm
+
+    frames = [min_grad_norms(dataclasses.replace(base, algorithm=a, tau=None if a == "dp" else base.tau), horizons,
+                             lr_scale, cache)
+              for a in tqdm(algorithms, desc="non-convex", disable=not progress)]
+    return pd.concat(frames, ignore_index=True)
+
+
+__all__ = ["CONVEX_PROBLEMS", "NONCONVEX", "PROBLEM_LABELS", "Problem", "convex_configs", "convex_study",
+           "convex_trajectory", "gradient", "horizon_slopes", "loglog_slope", "min_grad_norms", "nonconvex_study",
+           "plateaus", "reductions", "schedule_label", "slopes"]

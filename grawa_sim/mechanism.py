@@ -25,7 +25,7 @@ from grawa_sim.algorithms import Hyper
 from grawa_sim.collectives import GroupedAxis
 from grawa_sim.config import Config, resolve
 from grawa_sim.ensemble import VmapEngine, per_sample_loss
-from grawa_sim.stats import proportion
+from grawa_sim.stats import ALPHA, fisher, proportion
 from grawa_sim.two_basins import Point, basins, flow_to_basin, landscape
 
 METHODS = ("dp", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa")
@@ -133,6 +133,22 @@ def fractions(outcome: Outcome) -> dict:
     return row
 
 
+def versus(table: pd.DataFrame, reference: str, what: str = "model") -> pd.DataFrame:
+    """Each row of `study`'s table against the ``reference`` algorithm's row at the same tau and pull (or its
+    only row): the difference in the wide share of ``what`` and Fisher's exact test (``significant``: p < 0.05)."""
+    ref = table[table["algorithm"] == reference]
+    rows = []
+    for _, row in table[table["algorithm"] != reference].iterrows():
+        match = ref[(ref["tau"] == row["tau"]) & (ref["pull"] == row["pull"])]
+        other = (match if len(match) else ref).iloc[0]
+        k_a, k_b = round(row[f"{what}_wide"] * row["runs"]), round(other[f"{what}_wide"] * other["runs"])
+        p = fisher(k_a, int(row["runs"]), k_b, int(other["runs"]))
+        rows.append({"algorithm": row["algorithm"], "tau": row["tau"], "pull": row["pull"],
+                     f"{what}_wide": row[f"{what}_wide"], f"{reference}_wide": other[f"{what}_wide"],
+                     "difference": row[f"{what}_wide"] - other[f"{what}_wide"], "p": p, "significant": p < ALPHA})
+    return pd.DataFrame(rows)
+
+
 def study(methods: tuple[str, ...] = METHODS, taus: tuple[int, ...] = (8,), pulls: tuple[float, ...] = (0.5,),
           base: Setup = Setup(), progress: bool = False) -> tuple[pd.DataFrame, dict[tuple, Outcome]]:
     """Every method at every (tau, pull): the table of `fractions` and the outcomes by (method, tau, pull).
@@ -150,4 +166,4 @@ def study(methods: tuple[str, ...] = METHODS, taus: tuple[int, ...] = (8,), pull
     return pd.DataFrame([fractions(o) for o in outcomes.values()]), outcomes
 
 
-__all__ = ["METHODS", "Outcome", "Setup", "fractions", "simulate", "study"]
+__all__ = ["METHODS", "Outcome", "Setup", "fractions", "simulate", "study", "versus"]

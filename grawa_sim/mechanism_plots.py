@@ -49,8 +49,9 @@ def paths_figure(outcomes: dict[str, Outcome], path: str | Path) -> Path:
     for ax in axes[:, 0]:
         ax.set_ylabel("x₂")
     s = outcomes[names[0]].setup
-    fig.text(0.5, -0.02, f"grey: one run's {s.workers} workers (dots: starts, on both sides of the ridge); coloured: its center "
-             f"(GRAWA x_C, LSGD leader, EASGD x~, LocalSGD/DP the mean); star: the evaluated model; "
+    fig.text(0.5, -0.02, f"grey: one run's {s.workers} workers (dots: starts, on both sides of the ridge); "
+             f"coloured: its center (GRAWA x_C, LSGD leader, EASGD x~, LocalSGD/DP the mean); "
+             "star: the evaluated model; "
              f"x: sharp (red) and wide (green) minima of equal depth; τ = {s.tau}, λ = {s.pull}",
              ha="center", fontsize=8, color="0.3")
     out = save(fig, path)

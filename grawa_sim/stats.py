@@ -162,3 +162,8 @@ def proportion(k: int, n: int, confidence: float = 0.95) -> Proportion:
     low = 0.0 if k == 0 else max(0.0, centre - half)
     high = 1.0 if k == n else min(1.0, centre + half)
     return Proportion(k, n, low, high)
+
+
+def fisher(k_a: int, n_a: int, k_b: int, n_b: int) -> float:
+    """Two-sided p-value of Fisher's exact test that two binomial proportions k_a/n_a and k_b/n_b are equal."""
+    return float(sps.fisher_exact([[k_a, n_a - k_a], [k_b, n_b - k_b]]).pvalue)

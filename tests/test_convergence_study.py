@@ -1,0 +1,103 @@
+"""The convergence study's helpers: configs, trajectories against hand formulas, caching, slopes, figures."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from grawa_sim import convergence as cv
+from grawa_sim import convergence_plots, run
+from grawa_sim.config import ALGORITHMS
+from grawa_sim.data import load
+from grawa_sim.runner import build_problem
+
+
+def test_convex_configs_cover_every_algorithm_worker_count_and_schedule():
+    configs = cv.convex_configs("lstsq", 40, workers=(2, 4))
+    assert len(configs) == len(ALGORITHMS) * 2 * (len(cv.CONVEX_PROBLEMS["lstsq"].lrs) + 1)
+    assert {c.algorithm for c in configs} == set(ALGORITHMS)
+    assert all(c.tau is None for c in configs if c.algorithm == "dp")
+    decaying = [c for c in configs if c.lr_schedule == "inverse"]
+    assert len(decaying) == len(ALGORITHMS) * 2 and all(c.lr_t0 == cv.CONVEX_PROBLEMS["lstsq"].t0 for c in decaying)
+
+
+def test_trajectory_suboptimality_matches_the_least_squares_formula():
+    cfg = cv.convex_configs("lstsq", 40, workers=(2,), algorithms=("mgrawa",))[-1]
+    best = cv.optimum(cfg)
+    frame = cv.convex_trajectory(cfg, best)
+    result = run(cfg, progress=False)
+    data = load("lstsq", torch.float64)
+    w = result.evaluated["linear.weight"].double().numpy().ravel()
+    b = float(result.evaluated["linear.bias"])
+    x, y = data.x_train.numpy(), data.y_train.numpy()
+    by_hand = 0.5 * np.mean((x @ w + b - y) ** 2) - data.optimum_loss
+    assert frame["subopt"].iloc[-1] == pytest.approx(by_hand, rel=1e-8, abs=1e-12)
+    star = np.concatenate([best.params["linear.weight"].numpy().ravel(), best.params["linear.bias"].numpy()])
+    assert frame["dist"].iloc[-1] == pytest.approx(np.linalg.norm(np.append(w, b) - star), rel=1e-10)
+
+
+def test_convex_study_caches_each_run(tmp_path, monkeypatch):
+    configs = cv.convex_configs("lstsq", 16, workers=(2,), algorithms=("localsgd",))
+    first = cv.convex_study("lstsq", configs, cache=tmp_path)
+    assert len(list(tmp_path.glob("*.csv"))) == len(configs)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached run was trained again")
+
+    monkeypatch.setattr(cv, "run", no_training)
+    again = cv.convex_study("lstsq", configs, cache=tmp_path)
+    pd.testing.assert_frame_equal(first, again, check_dtype=False)
+
+
+def test_slopes_reductions_and_plateaus_on_known_curves():
+    t = np.arange(1, 101, dtype=float)
+    rows = []
+    for algorithm, c in (("dp", 2.0), ("mgrawa", 5.0)):
+        rows.append(pd.DataFrame({"step": t, "subopt": c / t, "dist": c / np.sqrt(t), "decaying": True}))
+        rows.append(pd.DataFrame({"step": t, "subopt": np.where(t > 50, 0.01 * c, 1.0), "dist": 1.0,
+                                  "decaying": False}).assign(lr=0.1))
+        for r in rows[-2:]:
+            r["problem"], r["algorithm"], r["workers"] = "p", algorithm, 4
+    study = pd.concat(rows, ignore_index=True)
+    slopes = cv.slopes(study).set_index("algorithm")
+    assert slopes.loc["dp", "slope_subopt"] == pytest.approx(-1.0)
+    assert slopes.loc["mgrawa", "slope_dist"] == pytest.approx(-0.5)
+    red = cv.reductions(study).set_index("algorithm")
+    assert red.loc["dp", "reduction"] == pytest.approx(1 / 100)
+    floors = cv.plateaus(study).set_index("algorithm")
+    assert floors.loc["mgrawa", "floor"] == pytest.approx(0.05)
+
+
+def test_min_grad_norms_against_a_module_backward():
+    base = dataclasses.replace(cv.NONCONVEX, algorithm="localsgd", workers=2, width=8, dtype="float64")
+    table = cv.min_grad_norms(base, (16, 32), lr_scale=0.5)
+    assert list(table["T"]) == [16, 32] and (table["min_grad_sq"] <= table["final_grad_sq"]).all()
+    assert table["lr"].tolist() == pytest.approx([0.5 / 4, 0.5 / np.sqrt(32)])
+    cfg = dataclasses.replace(base, steps=32, lr=0.5 / np.sqrt(32), eval_every=8)
+    result = run(cfg, progress=False)
+    model, data = build_problem(cfg)
+    model.load_state_dict({n: p.double() for n, p in result.evaluated.items()}, strict=False)
+    loss = torch.nn.functional.cross_entropy(model(data.x_train), data.y_train)
+    loss.backward()
+    by_hand = sum(float(p.grad.square().sum()) for p in model.parameters())
+    assert table["final_grad_sq"].iloc[1] == pytest.approx(by_hand, rel=1e-9)
+    slopes = cv.horizon_slopes(table)
+    assert np.isfinite(slopes["slope"]).all()
+
+
+def test_convergence_figures_write_png_and_pdf(tmp_path):
+    t = np.arange(0, 101, 10, dtype=float)
+    rows = []
+    for algorithm in ("dp", "mgrawa"):
+        for schedule, decaying in (("constant η=0.1", False), ("η₀/(1+t/5), η₀=1", True)):
+            rows.append(pd.DataFrame({"step": t, "subopt": 1 / (t + 1), "dist": 1 / np.sqrt(t + 1)}).assign(
+                problem="p", algorithm=algorithm, workers=4, schedule=schedule, lr=0.1, decaying=decaying))
+    path = convergence_plots.convex_figure(pd.concat(rows), tmp_path / "c.png", "test")
+    assert path.is_file() and path.with_suffix(".pdf").is_file()
+    table = pd.DataFrame({"algorithm": ["dp"] * 3, "workers": 4, "T": [10, 20, 40], "min_grad_sq": [1.0, 0.7, 0.5]})
+    path = convergence_plots.nonconvex_figure(table, tmp_path / "n.png", "test")
+    assert path.is_file() and path.with_suffix(".pdf").is_file()
