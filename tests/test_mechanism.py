@@ -162,7 +162,8 @@ def test_mechanism_study_table():
     # DP once; LocalSGD once per tau; MGRAWA per (tau, pull)
     assert len(table) == 1 + 2 + 4 and set(outcomes) == {tuple(r) for r in table[["algorithm", "tau", "pull"]].values}
     for what in ("model", "center", "worker"):
-        assert ((table[f"{what}_low"] <= table[f"{what}_wide"]) & (table[f"{what}_wide"] <= table[f"{what}_high"])).all()
+        low, mid, high = table[f"{what}_low"], table[f"{what}_wide"], table[f"{what}_high"]
+        assert ((low <= mid) & (mid <= high)).all()
     row = table.iloc[-1]
     outcome = outcomes[(row["algorithm"], row["tau"], row["pull"])]
     assert row["model_wide"] == pytest.approx(float(outcome.evaluated_wide.double().mean()))
