@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     for name, func, text, seeds in (
-        ("reproduce", cmd_reproduce, "the main job: all six algorithms on MNIST-1D, figures and a table", 5),
+        ("reproduce", cmd_reproduce, "the main job: the six compared algorithms on MNIST-1D, figures and a table", 5),
         ("anchor", cmd_anchor, "MNIST-1D logistic / MLP / CNN against their published accuracies, "
                                "then the CNN with M = 8 under every algorithm", 3),
     ):

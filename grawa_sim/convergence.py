@@ -18,7 +18,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from grawa_sim.config import ALGORITHMS, Config
+from grawa_sim.algorithms import COMPARED
+from grawa_sim.config import Config
 from grawa_sim.objectives import Optimum, distance, grad_norm, gradient, objective, optimum
 from grawa_sim.runner import run
 
@@ -53,7 +54,7 @@ def loglog_slope(steps: np.ndarray | pd.Series, values: np.ndarray | pd.Series, 
 
 def convex_configs(problem: str, steps: int, workers: tuple[int, ...] = (4, 16),
                    lrs: tuple[float, ...] = (0.05, 0.2), lr0: float = 0.2, t0: float = 200,
-                   algorithms: tuple[str, ...] = ALGORITHMS, tau: int = 8, seed: int = 0) -> list[Config]:
+                   algorithms: tuple[str, ...] = COMPARED, tau: int = 8, seed: int = 0) -> list[Config]:
     """Every algorithm x M x schedule on a convex problem (plain SGD, momentum 0, common tau):
     constant lr at each of ``lrs`` and the inverse decay lr0 / (1 + t / t0)."""
     base = dataclasses.replace(CONVEX_PROBLEMS[problem], momentum=0.0, steps=steps, tau=tau, seed=seed,

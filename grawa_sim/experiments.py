@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from grawa_sim import stats
-from grawa_sim.config import ALGORITHMS, Config
+from grawa_sim.algorithms import COMPARED
+from grawa_sim.config import Config
 from grawa_sim.sweep import grid
 
 QUICK_ENV = "GRAWA_QUICK"
@@ -58,7 +59,7 @@ def results_dir(quick: bool | None = None) -> Path:
 SEEDS = 5  # seeds per setting of the comparison and the time-budget study
 
 
-def comparison_configs(quick: bool, seeds: int = SEEDS, algorithms: tuple[str, ...] = ALGORITHMS) -> list[Config]:
+def comparison_configs(quick: bool, seeds: int = SEEDS, algorithms: tuple[str, ...] = COMPARED) -> list[Config]:
     """All algorithms on MNIST-1D with the 1-D CNN, M = 8 workers, each with its reference tau/pull/prox.
 
     Full: 2000 local steps per worker, ``seeds`` seeds. Quick: 64 steps, one seed.
@@ -98,7 +99,7 @@ def time_budget_configs(quick: bool, seeds: int = SEEDS) -> list[Config]:
     configs = []
     for schedule, straggler_prob in TIME_BUDGET_SETTINGS:
         configs += grid(dataclasses.replace(base, schedule=schedule, straggler_prob=straggler_prob),
-                        algorithm=list(ALGORITHMS), seed=list(range(1 if quick else seeds)))
+                        algorithm=list(COMPARED), seed=list(range(1 if quick else seeds)))
     return configs
 
 

@@ -16,6 +16,7 @@ from grawa_sim.algorithms import Hyper, build
 from grawa_sim.algorithms.base import lerp
 from grawa_sim.algorithms.easgd import easgd_round
 from grawa_sim.algorithms.grawa import (
+    GrawaHyper,
     grawa_weights,
     layer_norms,
     model_scores,
@@ -46,7 +47,8 @@ def close(actual, expected, **kw):
 
 
 def hyper(pull: float, **kw) -> Hyper:
-    return Hyper(pull=pull, prox=0.0, tau=4, **kw)
+    """Round hyper-parameters; GRAWA's own fields (grawa_norm, grawa_smoothing) select its class."""
+    return (GrawaHyper if kw else Hyper)(pull=pull, prox=0.0, tau=4, **kw)
 
 
 def initial_point(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
