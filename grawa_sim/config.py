@@ -55,6 +55,8 @@ FIELD_HELP = {
     "sam": "DP+SAM (dp only)",
     "grawa_norm": "GRAWA model score: layer_sum or global",
     "grawa_smoothing": "bias-corrected moving average of GRAWA scores",
+    "outer_lr": "DiLoCo's outer learning rate eta_out > 0 (default 0.7; diloco only)",
+    "outer_momentum": "DiLoCo's outer Nesterov momentum mu in [0, 1) (default 0.9; diloco only)",
     "dtype": "float32 or float64",
     "eval_every": "evaluation period in local steps (default: about steps/20, a multiple of tau; "
                   "with a time_budget: every eval_seconds instead)",
@@ -137,6 +139,8 @@ class Config:
     sam_rho: float = 0.05
     grawa_norm: str = "layer_sum"
     grawa_smoothing: bool = True
+    outer_lr: float | None = None  # DiLoCo's outer learning rate (None: its default 0.7)
+    outer_momentum: float | None = None  # DiLoCo's outer Nesterov momentum (None: its default 0.9)
     dtype: str = "float32"
     eval_every: int | None = None
     eval_seconds: float | None = None

@@ -158,6 +158,8 @@ INVALID = {
     "seed negative": (["--seed", "-3"], "seed", "-3"),
     "eval_every 0": (["--eval-every", "0"], "eval_every", "0"),
     "grawa-norm bogus": (["--grawa-norm", "bogus"], "grawa_norm", "bogus"),
+    "outer-lr with localsgd": (["--algorithm", "localsgd", "--outer-lr", "0.5"], "outer_lr", "0.5"),
+    "outer-momentum 1 with diloco": (["--algorithm", "diloco", "--outer-momentum", "1"], "outer_momentum", "1"),
     "backend bogus": (["--backend", "bogus"], "backend", "bogus"),
     "execution bogus": (["--execution", "bogus"], "execution", "bogus"),
     "unknown flag": (["--learning-rate", "0.1"], None, "--learning-rate"),

@@ -25,6 +25,7 @@ REGISTERED: dict[str, str] = {
     "lsgd": "lsgd:LSGD",
     "mgrawa": "grawa:MGRAWA",
     "lgrawa": "grawa:LGRAWA",
+    "diloco": "diloco:DiLoCo",
 }
 
 # The algorithms of the stored experiments (comparison, time budget, anchor, convergence study):
