@@ -26,7 +26,22 @@ class CLIError(Exception):
     """A one-line user error; the message is 'field: why (got value)'."""
 
 
+class DefaultsShown(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the text already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
+        if "default" not in text.lower() and action.default is not argparse.SUPPRESS and shown:
+            text += " (default: %(default)s)"
+        return text
+
+
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsShown)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> typing.NoReturn:
         match = re.match(r"argument --([\w-]+)(?:/--[\w-]+)?: (.*)", message)
         if match:
@@ -67,17 +82,29 @@ def _field_kind(annotation) -> type:
     return typing.get_origin(hint) or hint
 
 
+def _shown(value: object) -> str:
+    """A Config default as the command line writes it."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" for v in value) or "none"
+    return str(value)
+
+
 def add_config_flags(parser: argparse.ArgumentParser, lists: bool = False) -> None:
     """One flag per Config field (underscores as dashes); ``lists`` accepts comma-separated values.
 
     Tuple fields (``--speeds 1,1,2,2``) take comma-separated numbers; in ``lists`` mode their
-    alternatives are separated by ';' (``--speeds "1,1;1,2"``).
+    alternatives are separated by ';' (``--speeds "1,1;1,2"``). Each help line ends with the
+    Config default (the flags themselves default to None: "not given").
     """
     for f in dataclasses.fields(Config):
         kind = _field_kind(f.type)
         flag = "--" + f.name.replace("_", "-")
         convert = _converter(kind, f.name)
-        text = FIELD_HELP.get(f.name)
+        text = FIELD_HELP[f.name]
+        if "default" not in text:
+            text += f" (default: {_shown(f.default)})"
         if lists:
             sep = ";" if kind is tuple else ","
             parser.add_argument(flag, type=lambda s, c=convert, sep=sep: [c(v) for v in s.split(sep)], default=None,
@@ -349,20 +376,21 @@ def _check_out(out: str | None) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m grawa_sim", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, help="what to do")
 
     p = sub.add_parser("run", help="train once; writes DIR/history.csv and DIR/config.json with --out DIR")
     add_config_flags(p)
-    p.add_argument("--out", help="directory for history.csv, weights.csv and config.json")
+    p.add_argument("--out", help="directory for history.csv, weights.csv and config.json (default: write nothing)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run of another configuration in --out (a run folder is always replaced whole)")
     p.add_argument("--download", action="store_true", help="download CIFAR into --data-dir when missing (internet)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--ranks", type=_converter(int, "ranks"), default=None,
-                   help="run on R torch.distributed processes on this machine (starts torchrun)")
+                   help="run on R torch.distributed processes on this machine (starts torchrun; "
+                        "default: one process, no torch.distributed)")
     p.add_argument("--port", type=_converter(int, "port"), default=None, help="rendezvous port (default: a free one)")
     p.add_argument("--devices", default=None, help="shard the workers over these devices in this process, "
-                                                   "e.g. cuda:0,cuda:1 (or cpu,cpu)")
+                                                   "e.g. cuda:0,cuda:1 (or cpu,cpu; default: all on the one --device)")
     p.add_argument("--timeout", type=_converter(float, "timeout"), default=60.0,
                    help="seconds a rank waits for the others in a collective before the job fails")
     p.set_defaults(func=cmd_run)
@@ -371,11 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p, lists=True)
     p.add_argument("--out", required=True, help="sweep directory (runs/ and results.csv)")
     p.add_argument("--download", action="store_true", help="download CIFAR into --data-dir when missing (internet)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 
     for name, func, text, seeds in (
-        ("reproduce", cmd_reproduce, "the main job: all six algorithms on MNIST-1D, figures and a table", 5),
+        ("reproduce", cmd_reproduce, "the main job: the six compared algorithms on MNIST-1D, figures and a table", 5),
         ("anchor", cmd_anchor, "MNIST-1D logistic / MLP / CNN against their published accuracies, "
                                "then the CNN with M = 8 under every algorithm", 3),
     ):
@@ -387,14 +415,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--figures", default=None,
                        help="figure folder (default: figures/ of the project; results/quick/figures when quick)")
         p.add_argument("--device", default="auto", help=FIELD_HELP["device"])
-        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.set_defaults(func=func)
 
     p = sub.add_parser("bench", help="steps/s of the vmap and loop backends, measured side by side")
-    p.add_argument("--models", default="mlp,cnn")
-    p.add_argument("--workers", default="4,16,64")
+    p.add_argument("--models", default="mlp,cnn", help="comma-separated models to measure")
+    p.add_argument("--workers", default="4,16,64", help="comma-separated worker counts M to measure")
     p.add_argument("--budget", type=float, default=0.5, help="seconds per loop-backend repeat")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per case (the median is reported)")
     p.add_argument("--float32-gap", action="store_true", help="vmap-vs-loop gap in float32 and float64 instead")
     p.add_argument("--flatness", action="store_true",
                    help="lambda_max and trace against PyHessian (pip install -e '.[bench]') instead")
@@ -416,22 +444,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_converter(int, "batch"), default=32,
                    help="train-mode batch norm: batches of this many probe samples, each normalised by its own "
                         "statistics, losses and HVPs averaged (the authors' 10 x 32); 0: the probe set as one batch")
-    p.add_argument("--metrics", default="loss,lambda_max,trace,lanczos,eps_sharpness")
-    p.add_argument("--execution", choices=("vmap", "loop"), default="vmap")
-    p.add_argument("--power-iters", type=_converter(int, "power_iters"), default=100)
-    p.add_argument("--trace-samples", type=_converter(int, "trace_samples"), default=100)
-    p.add_argument("--lanczos-steps", type=_converter(int, "lanczos_steps"), default=100)
-    p.add_argument("--lanczos-starts", type=_converter(int, "lanczos_starts"), default=3)
-    p.add_argument("--eps", type=_converter(float, "eps"), default=1e-3)
-    p.add_argument("--seed", type=_converter(int, "seed"), default=0)
+    p.add_argument("--metrics", default="loss,lambda_max,trace,lanczos,eps_sharpness",
+                   help="comma-separated metrics to measure")
+    p.add_argument("--execution", choices=("vmap", "loop"), default="vmap",
+                   help="vmap: all models' Hessian-vector products in one call; loop: one model at a time")
+    p.add_argument("--power-iters", type=_converter(int, "power_iters"), default=100,
+                   help="power iterations per lambda_max estimate")
+    p.add_argument("--trace-samples", type=_converter(int, "trace_samples"), default=100,
+                   help="Hutchinson probes of the trace")
+    p.add_argument("--lanczos-steps", type=_converter(int, "lanczos_steps"), default=100, help="Lanczos steps")
+    p.add_argument("--lanczos-starts", type=_converter(int, "lanczos_starts"), default=3,
+                   help="random Lanczos starts (Ritz values averaged)")
+    p.add_argument("--eps", type=_converter(float, "eps"), default=1e-3, help="radius of epsilon-sharpness")
+    p.add_argument("--seed", type=_converter(int, "seed"), default=0, help="seed of the random probes and starts")
     p.add_argument("--device", default="auto", help=FIELD_HELP["device"])
     p.set_defaults(func=cmd_flatness)
 
     p = sub.add_parser("notebooks", help="execute notebooks/*.ipynb headless (regenerates their figures)")
-    p.add_argument("paths", nargs="*")
-    p.add_argument("--quick", action="store_true")
+    p.add_argument("paths", nargs="*", help="notebooks to run (default: every notebooks/*.ipynb)")
+    p.add_argument("--quick", action="store_true",
+                   help="the notebooks' quick mode: a few steps, one seed (sets GRAWA_QUICK=1)")
     p.add_argument("--device", default=None, help="sets $GRAWA_DEVICE for the notebooks' kernels: "
-                                                  "what device='auto' means there")
+                                                  "what device='auto' means there "
+                                                  "(default: $GRAWA_DEVICE as it is)")
     p.set_defaults(func=cmd_notebooks)
     return parser
 

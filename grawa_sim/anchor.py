@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from grawa_sim.config import ALGORITHMS, Config
+from grawa_sim.algorithms import COMPARED
+from grawa_sim.config import Config
 from grawa_sim.experiments import summary
 from grawa_sim.sweep import grid, sweep
 
@@ -34,7 +35,7 @@ def ensemble_configs(quick: bool, seeds: int = 3) -> list[Config]:
     """The CNN with M = 8 workers under every algorithm (reference tau/pull/prox), 3000 steps, cosine lr."""
     base = Config(workers=8, dataset="mnist1d", model="cnn", lr=0.05, momentum=0.9, weight_decay=1e-4,
                   batch_size=32, steps=64 if quick else 3000, eval_every=32 if quick else None, lr_schedule="cosine")
-    return grid(base, algorithm=list(ALGORITHMS), seed=list(range(1 if quick else seeds)))
+    return grid(base, algorithm=list(COMPARED), seed=list(range(1 if quick else seeds)))
 
 
 def anchor(out: str | Path, quick: bool = False, seeds: int = 3, progress: bool | None = None,

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import torch
 
-from grawa_sim import cifar
-from grawa_sim.algorithms import REGISTRY
+from grawa_sim import algorithms, cifar
 from grawa_sim.collectives import StackedAxis
 from grawa_sim.config import IMAGE_MODELS, Config, resolve
 from grawa_sim.data import TrainingStream
@@ -38,7 +37,7 @@ def _stepper(cfg: Config, axis: StackedAxis | None = None, device: torch.device 
     engine = build_engine(cfg, model, data, axis)
     stream = TrainingStream(cfg, data, axis.local_slice)
     count = [0]
-    registered = REGISTRY[cfg.algorithm]
+    registered = algorithms.get(cfg.algorithm)
 
     def steps(n: int) -> None:
         for _ in range(n):
@@ -129,8 +128,8 @@ def float32_gap(steps: int = 100, out=None, device: torch.device | str = "cpu") 
     from grawa_sim.runner import run
 
     rows = []
-    cases = [(m, a, a == "dp" and sam) for m in ("mlp", "cnn_bn") for a in ALGORITHMS for sam in (False, True)
-             if a == "dp" or not sam]
+    cases = [(m, a, sam) for m in ("mlp", "cnn_bn") for a in ALGORITHMS for sam in (False, True)
+             if not sam or algorithms.get(a).takes_sam]
     for model, algorithm, sam in cases:
         row = {"model": model, "algorithm": algorithm + ("+sam" if sam else "")}
         for dtype in ("float32", "float64"):

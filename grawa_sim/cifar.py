@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grawa_sim.config import ConfigError
+from grawa_sim.errors import ConfigError
 
 FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 CLASSES = {"cifar10": 10, "cifar100": 100}

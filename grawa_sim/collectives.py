@@ -9,8 +9,19 @@ device) or on several torch.distributed ranks (``DistributedAxis``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Collective:
+    """One collective of ``values`` float32 numbers (per worker for all_gather)."""
+
+    kind: str  # "all_reduce" | "broadcast" | "reduce" | "all_gather"
+    values: int
+    op: str = "sum"  # the reduction of an all-reduce or reduce ("sum" | "min"); it does not change the cost
 
 
 class StackedAxis:

@@ -12,7 +12,10 @@ import math
 import warnings
 from dataclasses import dataclass
 
-ALGORITHMS = ("dp", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa")
+from grawa_sim import algorithms
+from grawa_sim.errors import ConfigError, ConfigWarning
+
+ALGORITHMS = algorithms.names()  # every registered algorithm (grawa_sim/algorithms/__init__.py)
 DATASETS = ("mnist1d", "digits", "lstsq", "two_basins", "cifar10", "cifar100")
 IMAGE_DATASETS = ("cifar10", "cifar100")
 MODELS = ("logistic", "mlp", "cnn", "cnn_bn", "resnet1d", "resnet20", "vgg11", "vgg13", "vgg16", "vgg19", "point")
@@ -23,21 +26,15 @@ LR_SCHEDULES = ("constant", "step", "cosine", "inverse")
 DEFAULT_ALPHA = 0.5  # Dirichlet concentration when partition="dirichlet" and alpha is unset
 BACKENDS = ("vmap", "loop")
 DTYPES = ("float32", "float64")
-GRAWA_NORMS = ("layer_sum", "global")
 EXECUTIONS = ("auto", "vmap", "unrolled")
 SCHEDULES = ("sync", "async")
 LR_DECAY_UNITS = ("steps", "seconds")
-
-# The reference code's sample.sh: EASGD tau 4, c2 0.1, p2 0; LSGD tau 4, c2 0.1, p2 0.1;
-# GRAWA tau 32, c2 0.5, p2 0.01. LocalSGD (no sample) takes GRAWA's tau with plain averaging.
-DEFAULT_TAU = {"dp": 1, "localsgd": 32, "easgd": 4, "lsgd": 4, "mgrawa": 32, "lgrawa": 32}
-DEFAULT_PULL = {"dp": 0.0, "localsgd": 1.0, "easgd": 0.1, "lsgd": 0.1, "mgrawa": 0.5, "lgrawa": 0.5}
-DEFAULT_PROX = {"dp": 0.0, "localsgd": 0.0, "easgd": 0.0, "lsgd": 0.1, "mgrawa": 0.01, "lgrawa": 0.01}
 
 
 FIELD_HELP = {
     "algorithm": "one of " + ", ".join(ALGORITHMS),
     "workers": "M, the number of workers",
+    "seed": "seed of the initial model, the shards, the minibatches and the clock's draws",
     "tau": "local steps between rounds (default: the algorithm's reference value)",
     "pull": "lambda in [0, 1], pull of a round (default per algorithm)",
     "prox": "p in [0, 1], per-step proximal pull toward the last center (default per algorithm)",
@@ -57,8 +54,11 @@ FIELD_HELP = {
     "alpha": "Dirichlet concentration of partition='dirichlet' (default 0.5; small: more skew; only with dirichlet)",
     "backend": "vmap (stacked engine) or loop (per-worker reference)",
     "sam": "DP+SAM (dp only)",
+    "sam_rho": "radius rho of SAM's ascent step (only with sam=true)",
     "grawa_norm": "GRAWA model score: layer_sum or global",
     "grawa_smoothing": "bias-corrected moving average of GRAWA scores",
+    "outer_lr": "DiLoCo's outer learning rate eta_out > 0 (default 0.7; diloco only)",
+    "outer_momentum": "DiLoCo's outer Nesterov momentum mu in [0, 1) (default 0.9; diloco only)",
     "dtype": "float32 or float64",
     "eval_every": "evaluation period in local steps (default: about steps/20, a multiple of tau; "
                   "with a time_budget: every eval_seconds instead)",
@@ -69,17 +69,19 @@ FIELD_HELP = {
     "schedule": "sync or async",
     "step_time": "simulated seconds per local step (default: FLOPs / device_flops)",
     "device_flops": "simulated device speed in FLOP/s",
-    "speeds": "per-worker step-time factors, comma-separated (one per worker)",
+    "speeds": "per-worker step-time factors, comma-separated (one per worker; default: all 1, "
+              "or drawn with speed_spread)",
     "speed_spread": "sigma of log-normal per-worker speed factors (when speeds is unset)",
     "straggler_prob": "probability that a local step is a straggler",
     "straggler_slowdown": "how many times slower a straggler step is",
     "bandwidth": "network bandwidth in bytes/s (alpha-beta model)",
     "latency": "per-message latency in seconds (alpha-beta model)",
-    "time_budget": "stop after this many simulated seconds",
-    "wall_budget": "stop after this many real seconds",
+    "time_budget": "stop after this many simulated seconds (default: no budget)",
+    "wall_budget": "stop after this many real seconds (default: no budget)",
     "lr_schedule": "constant, step (x lr_decay_factor at lr_decay_at), cosine (to 0 at steps/time_budget) "
-                   "or inverse (lr / (1 + t / lr_t0))",
-    "lr_t0": "time scale t0 of lr_schedule 'inverse', lr / (1 + t / t0), in lr_decay_unit",
+                   "or inverse (lr / (1 + t / lr_t0)) (default: step when lr_decay_at is given, else constant)",
+    "lr_t0": "time scale t0 of lr_schedule 'inverse', lr / (1 + t / t0), in lr_decay_unit "
+             "(default: none; 'inverse' requires it)",
     "lr_decay_at": "comma-separated times at which the step schedule multiplies the lr by lr_decay_factor",
     "lr_decay_factor": "factor of each step decay",
     "lr_decay_unit": "steps or seconds (simulated) for lr_decay_at, warmup and the cosine horizon",
@@ -107,8 +109,10 @@ class Config:
     ``augment=False``. ``width`` scales the model (tests use tiny nets).
 
     ``tau``, ``pull`` (lambda, reference c2) and ``prox`` (p, reference p2) default to
-    the reference samples of the chosen algorithm when left as ``None`` (DEFAULT_*).
-    DP communicates every step and takes no ``tau`` (nor ``pull``, ``prox``).
+    the chosen algorithm's defaults when left as ``None`` (its ``default_tau``, ``default_pull``,
+    ``default_prox``, see docs/algorithms.md). DP communicates every step and takes no ``tau``
+    (nor ``pull``, ``prox``). Fields only one algorithm reads (``grawa_norm``, ``grawa_smoothing``:
+    MGRAWA / LGRAWA) are declared by that algorithm's hyper-parameter class.
 
     A Config validates itself when it is built (``ConfigError``, a ValueError; ``tau`` > ``steps`` too: no
     round would happen); a field set where it has no effect (``alpha`` without Dirichlet shards, ``tau`` or
@@ -139,6 +143,8 @@ class Config:
     sam_rho: float = 0.05
     grawa_norm: str = "layer_sum"
     grawa_smoothing: bool = True
+    outer_lr: float | None = None  # DiLoCo's outer learning rate (None: its default 0.7)
+    outer_momentum: float | None = None  # DiLoCo's outer Nesterov momentum (None: its default 0.9)
     dtype: str = "float32"
     eval_every: int | None = None
     eval_seconds: float | None = None
@@ -167,14 +173,6 @@ class Config:
 
     def __post_init__(self):
         _check(self)  # a Config that exists is valid (the data-dependent checks wait for runner.validate)
-
-
-class ConfigError(ValueError):
-    """Invalid user input; the message reads '<field>: <why> (got <value>)'."""
-
-
-class ConfigWarning(UserWarning):
-    """A legitimate combination in which a field has no effect; the message names the field."""
 
 
 def _fail(field: str, why: str, value: object) -> None:
@@ -306,14 +304,14 @@ def _check(c: Config, warn: bool = True) -> dict:
     _choice("model", c.model, MODELS)
     _choice("backend", c.backend, BACKENDS)
     _choice("dtype", c.dtype, DTYPES)
-    _choice("grawa_norm", c.grawa_norm, GRAWA_NORMS)
     _choice("execution", c.execution, EXECUTIONS)
     _choice("schedule", c.schedule, SCHEDULES)
     _choice("lr_decay_unit", c.lr_decay_unit, LR_DECAY_UNITS)
     from grawa_sim.devices import check_name  # the name only; availability is checked when a run starts
 
     check_name(c.device)
-    tau = DEFAULT_TAU[c.algorithm] if c.tau is None else c.tau
+    kind = algorithms.get(c.algorithm)
+    tau = kind.default_tau if c.tau is None else c.tau
     for field, value in (("workers", c.workers), ("tau", tau), ("batch_size", c.batch_size),
                          ("steps", c.steps), ("seed", c.seed), ("bn_recalibration", c.bn_recalibration)):
         _number(field, value, integer=True)
@@ -336,23 +334,25 @@ def _check(c: Config, warn: bool = True) -> dict:
     _number("momentum", c.momentum)
     if not 0.0 <= c.momentum < 1.0:
         _fail("momentum", "must lie in [0, 1)", c.momentum)
-    for field in ("sam", "grawa_smoothing", "flatness"):
+    for field in ("sam", "flatness"):
         if not isinstance(getattr(c, field), bool):
             _fail(field, "must be true or false", getattr(c, field))
-    if c.sam and c.algorithm != "dp":
-        _fail("sam", "SAM is defined for algorithm 'dp' only", c.sam)
+    if c.sam and not kind.takes_sam:
+        takers = " / ".join(repr(n) for n, k in algorithms.classes().items() if k.takes_sam)
+        _fail("sam", f"SAM is defined for algorithm {takers} only", c.sam)
+    _check_algorithm_fields(c)
     if c.dataset == "lstsq" and c.model != "logistic":
         _fail("model", "the lstsq objective takes model 'logistic' (a linear map)", c.model)
     _check_time_fields(c)
     lr_schedule = _check_lr_schedule(c)
     augment = _check_data_fields(c)
     _check_unused(c, tau, warn)
-    pull = DEFAULT_PULL[c.algorithm] if c.pull is None else c.pull
-    prox = DEFAULT_PROX[c.algorithm] if c.prox is None else c.prox
+    pull = kind.default_pull if c.pull is None else c.pull
+    prox = kind.default_prox if c.prox is None else c.prox
     _unit_interval("pull", pull)
     _unit_interval("prox", prox)
-    if c.algorithm == "dp" and prox != 0:
-        _fail("prox", "DP keeps all workers identical; the proximal pull must be 0", prox)
+    if kind.communicates_every_step and prox != 0:
+        _fail("prox", f"{kind.style.label} keeps all workers identical; the proximal pull must be 0", prox)
     eval_every, eval_seconds = c.eval_every, c.eval_seconds
     if eval_seconds is None and eval_every is None and c.time_budget is not None:
         eval_seconds = c.time_budget / 20  # about 20 points over the budget, whatever the step count
@@ -363,7 +363,7 @@ def _check(c: Config, warn: bool = True) -> dict:
             _fail("eval_seconds", "must be > 0", eval_seconds)
         eval_seconds = float(eval_seconds)
     if eval_every is None:  # about 20 evaluations, right after a round (a multiple of tau)
-        period = 1 if c.algorithm == "dp" else tau
+        period = 1 if kind.communicates_every_step else tau
         eval_every = max(1, round(c.steps / 20 / period)) * period
     _number("eval_every", eval_every, integer=True)
     if eval_every < 1:
@@ -371,10 +371,21 @@ def _check(c: Config, warn: bool = True) -> dict:
     alpha = (DEFAULT_ALPHA if c.alpha is None else float(c.alpha)) if c.partition == "dirichlet" else None
     resolved = dict(tau=tau, pull=float(pull), prox=float(prox), eval_every=eval_every,
                     eval_seconds=eval_seconds, lr_schedule=lr_schedule, augment=augment, alpha=alpha)
+    for field in kind.hyper_type.extra_fields():  # the algorithm's own unset fields take its defaults
+        if getattr(c, field) is None:
+            resolved[field] = kind.hyper_type.extra_default(field)
     for field, _ in unused_fields(c):  # an ignored field is left out: the same run as without it
-        resolved[field] = {"tau": DEFAULT_TAU[c.algorithm], "pull": DEFAULT_PULL[c.algorithm]}.get(
+        resolved[field] = {"tau": kind.default_tau, "pull": kind.default_pull}.get(
             field, Config.__dataclass_fields__[field].default)
     return resolved
+
+
+def _check_algorithm_fields(c: Config) -> None:
+    """Every algorithm-only field that is set is checked by the hyper-parameter class declaring it."""
+    for kind in algorithms.classes().values():
+        extras = {f: getattr(c, f) for f in kind.hyper_type.extra_fields() if getattr(c, f) is not None}
+        if extras:
+            kind.hyper_type(pull=0.0, prox=0.0, tau=1, **extras)
 
 
 # Fields that only some configurations use: (field, is it unused by config c?, why). Setting one where it is
@@ -382,16 +393,40 @@ def _check(c: Config, warn: bool = True) -> dict:
 # an explicit flag of that kind an error; grid() leaves it unset in those combinations (one warning).
 UNUSED = (
     ("alpha", lambda c: c.partition != "dirichlet", "is only used by partition 'dirichlet'"),
-    ("tau", lambda c: c.algorithm == "dp" and c.tau != 1, "DP communicates every step and takes no tau"),
-    ("pull", lambda c: c.algorithm == "dp" and c.pull != 0, "DP has no rounds to pull in"),
+    ("tau", lambda c: _every_step(c) and c.tau != 1, "DP communicates every step and takes no tau"),
+    ("pull", lambda c: _every_step(c) and c.pull != 0, "DP has no rounds to pull in"),
     ("sam_rho", lambda c: not c.sam and c.sam_rho != Config.sam_rho, "is only used with sam=true"),
     ("speed_spread", lambda c: c.speeds is not None and c.speed_spread != 0, "is not used when speeds are given"),
 )
 
 
+def _every_step(c) -> bool:
+    return c.algorithm in algorithms.REGISTERED and algorithms.get(c.algorithm).communicates_every_step
+
+
+def unused_rules() -> tuple:
+    """UNUSED plus one rule per algorithm-only field that defaults to None (e.g. DiLoCo's outer_lr):
+    unused by every other algorithm; and ``pull`` for the algorithms that take none. (GRAWA's grawa_norm
+    and grawa_smoothing have non-None defaults and stay in every run's identity, as they always have.)"""
+    owners: dict[str, list[str]] = {}
+    for name, kind in algorithms.classes().items():
+        for field in kind.hyper_type.extra_fields():
+            owners.setdefault(field, []).append(name)
+    rules = [(field, lambda c, users=tuple(users): c.algorithm not in users,
+              "is only used by algorithm " + " / ".join(repr(u) for u in users))
+             for field, users in owners.items() if Config.__dataclass_fields__[field].default is None]
+    pull_free = {n: k.default_pull for n, k in algorithms.classes().items()
+                 if not k.takes_pull and not k.communicates_every_step}
+    if pull_free:
+        rules.append(("pull", lambda c: c.algorithm in pull_free and c.pull != pull_free[c.algorithm],
+                      "is not used by " + " / ".join(repr(n) for n in pull_free) + " (its workers restart from the "
+                      "global model)"))
+    return (*UNUSED, *rules)
+
+
 def unused_fields(c) -> list[tuple[str, str]]:
     """(field, why) for every field that ``c`` (a Config or any object with its fields) sets without effect."""
-    return [(field, why) for field, unused, why in UNUSED if getattr(c, field) is not None and unused(c)]
+    return [(field, why) for field, unused, why in unused_rules() if getattr(c, field) is not None and unused(c)]
 
 
 def _check_unused(c: Config, tau: int, warn: bool) -> None:

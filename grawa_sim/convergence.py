@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from grawa_sim.config import ALGORITHMS, Config, resolve
+from grawa_sim.algorithms import COMPARED
+from grawa_sim.config import Config, resolve
 from grawa_sim.objectives import Optimum, distance, grad_norm, gradient, objective, optimum
 from grawa_sim.runner import run
 from grawa_sim.storage import write_csv_atomic
@@ -84,7 +85,7 @@ def loglog_slope(steps: np.ndarray | pd.Series, values: np.ndarray | pd.Series, 
 
 
 def convex_configs(problem: str, steps: int, workers: tuple[int, ...] = (4, 16),
-                   algorithms: tuple[str, ...] = ALGORITHMS, seed: int = 0, evaluations: int = 100) -> list[Config]:
+                   algorithms: tuple[str, ...] = COMPARED, seed: int = 0, evaluations: int = 100) -> list[Config]:
     """Every algorithm x M x schedule on a convex problem (plain SGD, momentum 0, tau of the problem, float64):
     constant lr at each of the problem's two ``lrs`` and the inverse decay lr0 / (1 + t / t0); about
     ``evaluations`` evaluations per run."""

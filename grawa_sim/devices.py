@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from grawa_sim.config import ConfigError
+from grawa_sim.errors import ConfigError
 
 AUTO = "auto"
 DEVICE_ENV = "GRAWA_DEVICE"  # what ``auto`` means when set (e.g. by `notebooks --device` for its kernels)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from grawa_sim import stats
-from grawa_sim.config import ALGORITHMS, Config
+from grawa_sim.algorithms import COMPARED
+from grawa_sim.config import Config
 from grawa_sim.sweep import grid
 
 QUICK_ENV = "GRAWA_QUICK"
@@ -71,7 +72,7 @@ def _comparison_base(quick: bool, steps: int | None = None, workers: int = 8) ->
                   eval_every=32 if quick else None)
 
 
-def comparison_configs(quick: bool, seeds: int = SEEDS, algorithms: tuple[str, ...] = ALGORITHMS) -> list[Config]:
+def comparison_configs(quick: bool, seeds: int = SEEDS, algorithms: tuple[str, ...] = COMPARED) -> list[Config]:
     """All algorithms on MNIST-1D with the 1-D CNN, M = 8 workers, each with its reference tau/pull/prox.
 
     Full: 2000 local steps per worker, ``seeds`` seeds. Quick: 64 steps, one seed.
@@ -105,7 +106,7 @@ TIME_BUDGET_SETTINGS = (("sync", 0.0), ("sync", 0.1), ("async", 0.1))  # (schedu
 
 
 def time_budget_configs(quick: bool, seeds: int | None = None, budget: float | None = None, workers: int = 8,
-                        algorithms: tuple[str, ...] = ALGORITHMS,
+                        algorithms: tuple[str, ...] = COMPARED,
                         settings: tuple[tuple[str, float], ...] = TIME_BUDGET_SETTINGS) -> list[Config]:
     """``algorithms`` (default all) on MNIST-1D (1-D CNN, ``workers`` = 8) under one simulated-time
     ``budget``, in each of ``settings`` (schedule, straggler probability); by default three: sync
@@ -130,7 +131,7 @@ NONIID_ALPHAS = (None, 1.0, 0.1)  # None: IID shards
 
 
 def noniid_configs(quick: bool, seeds: int | None = None, steps: int | None = None, workers: int = 8,
-                   algorithms: tuple[str, ...] = ALGORITHMS,
+                   algorithms: tuple[str, ...] = COMPARED,
                    alphas: tuple[float | None, ...] = NONIID_ALPHAS) -> list[Config]:
     """``algorithms`` (default all) on MNIST-1D (1-D CNN, ``workers`` = 8, reference tau each) with the
     shards of ``alphas``: None for IID shards, else label-skewed Dirichlet shards with that alpha

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats as sps
 
-from grawa_sim import stats
+from grawa_sim import algorithms, stats
 from grawa_sim.config import Config
 from grawa_sim.experiments import comparison_configs
 from grawa_sim.flatness import Settings, measure_tensors
@@ -27,8 +27,8 @@ from grawa_sim.runner import validate
 from grawa_sim.storage import load_config, load_history, load_params, write_csv_atomic
 from grawa_sim.sweep import run_key
 
-METHODS = (("dp", False), ("dp", True), ("localsgd", False), ("easgd", False), ("lsgd", False),
-           ("mgrawa", False), ("lgrawa", False))
+METHODS = tuple((a, sam) for a in algorithms.COMPARED for sam in (False, True)
+                if not sam or algorithms.get(a).takes_sam)  # dp, dp+sam, localsgd, ... in that order
 NETS = ("cnn", "cnn_bn")
 METRICS = ("loss", "lambda_max", "trace", "lanczos", "eps_sharpness")
 # the reference code's Lanczos (100 steps, 3 random starts: the Ritz sum depends on the step count),

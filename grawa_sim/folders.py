@@ -11,7 +11,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-from grawa_sim.config import ConfigError
+from grawa_sim.errors import ConfigError
 
 
 def temp_name(name: str) -> str:

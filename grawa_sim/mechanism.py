@@ -28,7 +28,7 @@ from grawa_sim.ensemble import VmapEngine, per_sample_loss
 from grawa_sim.stats import ALPHA, fisher, proportion
 from grawa_sim.two_basins import Point, basins, flow_to_basin, landscape
 
-METHODS = ("dp", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa")
+METHODS = algorithms.COMPARED
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,8 @@ def _hyper(setup: Setup) -> tuple[Hyper, float]:
                          steps=1000, momentum=0.0, weight_decay=0.0))  # only the algorithm's defaults are read
     pull = {"dp": 0.0, "localsgd": 1.0}.get(setup.algorithm, setup.pull)
     tau = 1 if setup.algorithm == "dp" else setup.tau
-    return Hyper(pull=pull, prox=cfg.prox, tau=tau, grawa_norm=cfg.grawa_norm,
-                 grawa_smoothing=cfg.grawa_smoothing), cfg.prox
+    hyper = algorithms.get(setup.algorithm).hyper_type.from_config(cfg)
+    return dataclasses.replace(hyper, pull=pull, tau=tau), cfg.prox
 
 
 def simulate(setup: Setup) -> Outcome:

@@ -7,12 +7,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-COLORS = {"dp": "tab:gray", "localsgd": "tab:blue", "easgd": "tab:green",
-          "lsgd": "tab:purple", "mgrawa": "tab:red", "lgrawa": "tab:olive", "dp+sam": "black"}
-LINESTYLES = {"dp": ":", "localsgd": "-", "easgd": "-.", "lsgd": (0, (5, 1, 1, 1)), "mgrawa": "-", "lgrawa": "--",
-              "dp+sam": ":"}
-LABELS = {"dp": "DP", "localsgd": "LocalSGD", "easgd": "EASGD", "lsgd": "LSGD",
-          "mgrawa": "MGRAWA", "lgrawa": "LGRAWA", "dp+sam": "DP+SAM"}
+from grawa_sim import algorithms
+
+STYLES = {method: style for kind in algorithms.classes().values() for method, style in kind.styles().items()}
+COLORS = {method: style.color for method, style in STYLES.items()}
+LINESTYLES = {method: style.linestyle for method, style in STYLES.items()}
+LABELS = {method: style.label for method, style in STYLES.items()}
 BAND = "line: mean over seeds; band: 95 % t-interval of the mean; thin lines: single seeds"
 ONE_SEED = "one seed per algorithm: no interval over seeds"
 

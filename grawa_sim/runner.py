@@ -21,7 +21,7 @@ from torch import nn
 from torch.func import functional_call
 
 from grawa_sim import algorithms, models
-from grawa_sim.algorithms import Hyper, RoundInfo
+from grawa_sim.algorithms import RoundInfo
 from grawa_sim.algorithms.grawa import DivergenceError
 from grawa_sim.batchnorm import Recalibrator, has_batchnorm
 from grawa_sim.collectives import StackedAxis
@@ -31,7 +31,7 @@ from grawa_sim.devices import resolve_device
 from grawa_sim.ensemble import VmapEngine, per_sample_loss
 from grawa_sim.lr_schedule import lr_at
 from grawa_sim.reference_loop import LoopEngine
-from grawa_sim.schedule import ClockModel, Schedule, round_collectives
+from grawa_sim.schedule import ClockModel, Schedule
 
 Params = dict[str, torch.Tensor]
 _GLOBAL_RNG = threading.RLock()  # model initialisation seeds torch's global generator (shards run in threads)
@@ -165,8 +165,7 @@ def _dtype(name: str) -> torch.dtype:
 
 
 def build_engine(cfg: Config, model: nn.Module, data: Dataset, axis: StackedAxis | None = None):
-    hyper = Hyper(pull=cfg.pull, prox=cfg.prox, tau=cfg.tau,
-                  grawa_norm=cfg.grawa_norm, grawa_smoothing=cfg.grawa_smoothing)
+    hyper = algorithms.get(cfg.algorithm).hyper_type.from_config(cfg)
     loss = per_sample_loss(data.classes, data.loss)
     sam_rho = cfg.sam_rho if cfg.sam else None
     axis = axis or StackedAxis(cfg.workers)
@@ -303,8 +302,8 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round) ->
     evaluator = Evaluator(model, data, cfg.bn_recalibration)
     stream = TrainingStream(cfg, data, axis.local_slice)
     mine = axis.local_slice
-    every_step = algorithms.REGISTRY[cfg.algorithm].communicates_every_step
-    needs_probe = algorithms.REGISTRY[cfg.algorithm].needs_probe
+    every_step = algorithms.get(cfg.algorithm).communicates_every_step
+    needs_probe = algorithms.get(cfg.algorithm).needs_probe
     layers = [n for n, _ in model.named_parameters()]
 
     schedule = build_schedule(cfg, model)
@@ -472,10 +471,10 @@ def build_schedule(cfg: Config, model: nn.Module) -> Schedule:
                        bandwidth=cfg.bandwidth, latency=cfg.latency, passes_per_step=2 if cfg.sam else 1,
                        seed=cfg.seed)
     parameters = sum(p.numel() for p in model.parameters())
-    collectives = round_collectives(cfg.algorithm, parameters, len(list(model.parameters())))
-    every_step = algorithms.REGISTRY[cfg.algorithm].communicates_every_step
-    return Schedule(clock, cfg.tau, every_step, cfg.schedule == "async", collectives,
-                    probe=algorithms.REGISTRY[cfg.algorithm].needs_probe)
+    kind = algorithms.get(cfg.algorithm)
+    collectives = kind.collectives(parameters, len(list(model.parameters())))
+    return Schedule(clock, cfg.tau, kind.communicates_every_step, cfg.schedule == "async", collectives,
+                    probe=kind.needs_probe)
 
 
 def _interactive() -> bool:

@@ -20,16 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
+from grawa_sim.collectives import Collective
+
 FLOAT_BYTES = 4
-
-
-@dataclass(frozen=True)
-class Collective:
-    """One collective of ``values`` float32 numbers (per worker for all_gather)."""
-
-    kind: str  # "all_reduce" | "broadcast" | "reduce" | "all_gather"
-    values: int
-    op: str = "sum"  # the reduction of an all-reduce or reduce ("sum" | "min"); it does not change the cost
 
 
 def collective_time(c: Collective, workers: int, bandwidth: float, latency: float) -> float:
@@ -53,30 +46,6 @@ def collective_bytes(c: Collective, workers: int) -> int:
         return 0
     return {"all_reduce": 2 * (m - 1) * n, "broadcast": (m - 1) * n, "reduce": (m - 1) * n,
             "all_gather": m * (m - 1) * n}[c.kind]
-
-
-def round_collectives(algorithm: str, parameters: int, layers: int) -> list[Collective]:
-    """Every collective one communication of each algorithm runs (DP: per step; others: per round).
-
-    DP: the gradient all-reduce. LocalSGD: the parameter all-reduce. EASGD: the mean of the workers
-    reduced to the holder of x~ and the new x~ broadcast back. LSGD: an all-gather of one running loss
-    per worker, then the leader's parameters broadcast. MGRAWA / LGRAWA: a one-value all-reduce of a
-    non-finite-score flag (so every rank stops at the same round), the weights' normalisers, a MIN
-    all-reduce of the smallest score and a SUM all-reduce of the ratios (1 value per worker, or
-    one per layer), then the SUM all-reduce of the weighted parameters (tests/test_schedule.py records
-    the collectives a round really calls and compares them with this table).
-    """
-    if algorithm in ("dp", "localsgd"):
-        return [Collective("all_reduce", parameters)]
-    if algorithm == "easgd":
-        return [Collective("reduce", parameters), Collective("broadcast", parameters)]
-    if algorithm == "lsgd":
-        return [Collective("all_gather", 1), Collective("broadcast", parameters)]
-    if algorithm in ("mgrawa", "lgrawa"):
-        normaliser = 1 if algorithm == "mgrawa" else layers
-        return [Collective("all_reduce", 1), Collective("all_reduce", normaliser, "min"),
-                Collective("all_reduce", normaliser), Collective("all_reduce", parameters)]
-    raise ValueError(f"algorithm: unknown {algorithm!r}")
 
 
 @dataclass(frozen=True)

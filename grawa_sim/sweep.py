@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from grawa_sim.algorithms.grawa import DivergenceError
-from grawa_sim.config import UNUSED, Config, ConfigWarning, run_identity, to_dict
+from grawa_sim.config import Config, ConfigWarning, run_identity, to_dict, unused_rules
 from grawa_sim.runner import run, validate
 from grawa_sim.storage import (
     DIVERGED_STATUS,
@@ -47,7 +47,7 @@ def grid(base: Config, **axes: Sequence) -> list[Config]:
     for values in itertools.product(*axes.values()):
         fields = {**{f.name: getattr(base, f.name) for f in dataclasses.fields(Config)}, **dict(zip(names, values))}
         view = types.SimpleNamespace(**fields)
-        for field, unused, why in UNUSED:
+        for field, unused, why in unused_rules():
             if fields[field] is not None and unused(view):
                 fields[field] = Config.__dataclass_fields__[field].default
                 dropped.setdefault(field, [why, 0])[1] += 1

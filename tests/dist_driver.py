@@ -10,15 +10,17 @@ import sys
 
 import torch.distributed as dist
 
+from grawa_sim import algorithms
 from grawa_sim.collectives import DistributedAxis
-from grawa_sim.config import ALGORITHMS, from_dict
+from grawa_sim.config import from_dict
 from grawa_sim.runner import run
 from grawa_sim.storage import save_result
 
 out, base = sys.argv[1], json.loads(sys.argv[2])
 dist.init_process_group("gloo")
-for algorithm in (*ALGORITHMS, "dp+sam"):
-    cfg = from_dict({**base, "algorithm": algorithm.split("+")[0], "sam": algorithm == "dp+sam"})
+sam_takers = [f"{a}+sam" for a, kind in algorithms.classes().items() if kind.takes_sam]
+for algorithm in (*algorithms.names(), *sam_takers):
+    cfg = from_dict({**base, "algorithm": algorithm.split("+")[0], "sam": algorithm.endswith("+sam")})
     axis = DistributedAxis(cfg.workers, dist.get_rank(), dist.get_world_size())
     result = run(cfg, progress=False, axis=axis)
     if dist.get_rank() == 0:

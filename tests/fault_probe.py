@@ -65,9 +65,11 @@ def hidden(folder: Path) -> list[str]:
 
 
 def f01_divergence(p: Probe) -> str:
+    from grawa_sim import algorithms
+
     parts = []
-    for algorithm in ("dp", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa"):
-        tau = [] if algorithm == "dp" else ["--tau", "4"]
+    for algorithm, kind in algorithms.classes().items():
+        tau = [] if kind.communicates_every_step else ["--tau", "4"]
         flags = [f for f in TINY if f not in ("--tau", "4")]
         done = p.cli("run", *flags, *tau, "--algorithm", algorithm, "--lr", "1e6")
         nan = "test_loss=nan" in done.stdout

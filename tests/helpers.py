@@ -51,3 +51,15 @@ def reference_statistics(make_model, params: dict[str, torch.Tensor], x_train: t
         for idx in order[: batches * batch_size].split(batch_size):
             reference(x_train[idx])
     return dict(reference.named_buffers())
+
+
+def methods() -> list[tuple[str, bool]]:
+    """(algorithm, sam) for every registered algorithm, plus the SAM variant of those that take it."""
+    from grawa_sim import algorithms
+
+    sam = [(a, True) for a, kind in algorithms.classes().items() if kind.takes_sam]
+    return [(a, False) for a in algorithms.names()] + sam
+
+
+def method_name(algorithm: str, sam: bool) -> str:
+    return algorithm + ("+sam" if sam else "")

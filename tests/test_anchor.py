@@ -6,8 +6,8 @@ import pandas as pd
 
 import grawa_sim.sweep  # noqa: F401  (binds sweep's log stream at collection, see test_cli.py)
 from grawa_sim.__main__ import main
+from grawa_sim.algorithms import COMPARED
 from grawa_sim.anchor import SINGLE_MODELS
-from grawa_sim.config import ALGORITHMS
 
 
 def test_anchor_quick_reports_and_resumes(tmp_path, capsys):
@@ -21,7 +21,7 @@ def test_anchor_quick_reports_and_resumes(tmp_path, capsys):
     assert list(singles["published"].iloc[:3]) == [0.32, 0.68, 0.94] and singles["published"].isna().iloc[3]
     assert singles["test_acc_mean"].between(0, 1).all()
     ensemble = pd.read_csv(out / "ensemble" / "anchor.csv", index_col=0)
-    assert sorted(ensemble.index) == sorted(ALGORITHMS)
+    assert sorted(ensemble.index) == sorted(COMPARED)
     assert (tmp_path / "fig" / "anchor_mnist1d.png").stat().st_size > 0
     assert main(args) == 0
     assert captured.err.count("running") == 4 + 6

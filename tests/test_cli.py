@@ -15,7 +15,8 @@ import pytest
 import grawa_sim
 import grawa_sim.sweep
 from grawa_sim.__main__ import main
-from grawa_sim.config import ALGORITHMS, Config
+from grawa_sim.algorithms import COMPARED
+from grawa_sim.config import Config
 from grawa_sim.runner import validate
 from grawa_sim.storage import is_complete, load_config, load_history
 
@@ -157,6 +158,8 @@ INVALID = {
     "seed negative": (["--seed", "-3"], "seed", "-3"),
     "eval_every 0": (["--eval-every", "0"], "eval_every", "0"),
     "grawa-norm bogus": (["--grawa-norm", "bogus"], "grawa_norm", "bogus"),
+    "outer-lr with localsgd": (["--algorithm", "localsgd", "--outer-lr", "0.5"], "outer_lr", "0.5"),
+    "outer-momentum 1 with diloco": (["--algorithm", "diloco", "--outer-momentum", "1"], "outer_momentum", "1"),
     "backend bogus": (["--backend", "bogus"], "backend", "bogus"),
     "execution bogus": (["--execution", "bogus"], "execution", "bogus"),
     "unknown flag": (["--learning-rate", "0.1"], None, "--learning-rate"),
@@ -322,19 +325,19 @@ def test_reproduce_quick(tmp_path, capsys):
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     results = pd.read_csv(out / "results.csv")
-    assert len(results) == len(ALGORITHMS) == 6
-    assert sorted(results["algorithm"]) == sorted(ALGORITHMS)
+    assert len(results) == len(COMPARED)
+    assert sorted(results["algorithm"]) == sorted(COMPARED)
     assert results["run"].is_unique
     assert results["test_acc"].between(0, 1).all()
     assert (results["step"] == results["steps"]).all()
 
     summary = pd.read_csv(out / "summary.csv", index_col="algorithm")
-    assert sorted(summary.index) == sorted(ALGORITHMS)
+    assert sorted(summary.index) == sorted(COMPARED)
     assert "test_acc_mean" in summary.columns
     assert summary["test_acc_mean"].is_monotonic_decreasing  # best first
 
     printed = capsys.readouterr().out
     table = printed.split("wrote")[0]
-    for algorithm in ALGORITHMS:
+    for algorithm in COMPARED:
         assert re.search(rf"^{algorithm}\s", table, re.MULTILINE), f"{algorithm} missing from:\n{printed}"
     assert "(n=1)" in table and "worst seed" in table  # mean (± 95 % interval when n > 1), the worst seed

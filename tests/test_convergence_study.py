@@ -11,7 +11,7 @@ import torch
 
 from grawa_sim import convergence as cv
 from grawa_sim import convergence_plots, run
-from grawa_sim.config import ALGORITHMS
+from grawa_sim.algorithms import COMPARED as ALGORITHMS
 from grawa_sim.data import load
 from grawa_sim.runner import build_problem
 

@@ -19,7 +19,7 @@ from grawa_sim import Config, run
 from grawa_sim.config import to_dict
 from grawa_sim.distributed import free_port
 from grawa_sim.storage import load_config, load_history, load_params
-from tests.helpers import max_abs_diff
+from tests.helpers import max_abs_diff, method_name, methods
 
 # One xdist worker runs every torchrun launch (make test: --dist loadgroup): concurrent launches pick
 # rendezvous ports that the other job's gloo connections may take in between.
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.xdist_group("torchrun")
 ROOT = Path(__file__).parents[1]
 BASE = Config(workers=4, steps=50, tau=8, lr=0.05, momentum=0.9, weight_decay=1e-3, dtype="float64",
               dataset="mnist1d", model="mlp", batch_size=16, eval_every=10)
-CASES = ["dp", "dp+sam", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa"]
+CASES = [method_name(a, sam) for a, sam in methods()]
 HISTORY = ["step", "round", "train_loss", "test_loss", "test_acc", "worker_loss", "center_test_loss", "spread"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
@@ -40,8 +40,8 @@ def _torchrun(ranks: int, args: list[str], timeout: float = 300) -> subprocess.C
 
 @pytest.fixture(scope="module")
 def simulated() -> dict:
-    return {case: run(dataclasses.replace(BASE, algorithm=case.split("+")[0], sam=case == "dp+sam"), progress=False)
-            for case in CASES}
+    return {case: run(dataclasses.replace(BASE, algorithm=case.split("+")[0], sam=case.endswith("+sam")),
+                      progress=False) for case in CASES}
 
 
 @pytest.mark.parametrize("ranks", [2, 4], ids=["2ranks-x2workers", "4ranks-x1worker"])

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from grawa_sim import Config, run
+from grawa_sim import Config, algorithms, run
 from grawa_sim.algorithms import grawa
 from tests.helpers import batch_stream, max_abs_diff, train_single
 
@@ -52,7 +52,8 @@ def test_grawa_real_scores_differ_from_localsgd():
     assert max_abs_diff(g.workers, local.workers) > 1e-6
 
 
-@pytest.mark.parametrize("algorithm", ["localsgd", "easgd", "lsgd", "mgrawa", "lgrawa"])
+@pytest.mark.parametrize("algorithm", [a for a, kind in algorithms.classes().items()
+                                       if kind.takes_pull and not kind.communicates_every_step])
 def test_pull_and_prox_zero_leave_workers_independent(algorithm):
     """Every worker equals a model trained alone by torch.optim.SGD on that worker's batches."""
     cfg = dataclasses.replace(BASE, algorithm=algorithm, pull=0.0, prox=0.0)

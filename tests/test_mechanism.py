@@ -52,7 +52,7 @@ def test_select_min_lowest_index_on_ties():
     assert chosen["x"].flatten().tolist() == [1.0] * 4 + [7.0] * 4
 
 
-@pytest.mark.parametrize("name", sorted(algorithms.REGISTRY))
+@pytest.mark.parametrize("name", algorithms.names())
 def test_grouped_rounds_equal_separate_runs(name):
     """Three rounds of R runs on one GroupedAxis equal each run alone on its own StackedAxis."""
     hyper = Hyper(pull=0.4, prox=0.0, tau=4)

@@ -1,6 +1,6 @@
-"""Hand-computed checks of the round rules in ALGORITHMS.md (Notation, Algorithms 2-6).
+"""Hand-computed checks of the round rules stated in docs/algorithms.md (LocalSGD to LGRAWA).
 
-Every expected number below is derived from the spec by hand (small M, tiny
+Every expected number below is derived from those rules by hand (small M, tiny
 parameters, float64), not from the implementation.
 """
 
@@ -16,6 +16,7 @@ from grawa_sim.algorithms import Hyper, build
 from grawa_sim.algorithms.base import lerp
 from grawa_sim.algorithms.easgd import easgd_round
 from grawa_sim.algorithms.grawa import (
+    GrawaHyper,
     grawa_weights,
     layer_norms,
     model_scores,
@@ -27,7 +28,7 @@ from grawa_sim.algorithms.lsgd import lsgd_round, running_loss
 from grawa_sim.collectives import StackedAxis
 
 F64 = torch.float64
-B = 0.9**8  # spec 5c: b = 0.9^8
+B = 0.9**8  # MGRAWA step 3: b = 0.9^8
 
 
 def t(values) -> torch.Tensor:
@@ -46,7 +47,8 @@ def close(actual, expected, **kw):
 
 
 def hyper(pull: float, **kw) -> Hyper:
-    return Hyper(pull=pull, prox=0.0, tau=4, **kw)
+    """Round hyper-parameters; GRAWA's own fields (grawa_norm, grawa_smoothing) select its class."""
+    return (GrawaHyper if kw else Hyper)(pull=pull, prox=0.0, tau=4, **kw)
 
 
 def initial_point(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -54,7 +56,7 @@ def initial_point(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {n: torch.zeros_like(x[:1]) for n, x in params.items()}
 
 
-# ---------------------------------------------------------------- grawa_weights (spec 5d)
+# ---------------------------------------------------------------- grawa_weights (MGRAWA step 4)
 
 
 def test_weights_model_level_inverse_proportional():
@@ -129,12 +131,12 @@ def test_weights_bad_input_raises(scores):
 
 
 def test_weights_tiny_positive_scores_still_sum_to_one():
-    # 1/1e-308 = 1e308 is finite but 2e308 overflows; by the spec w = (1/2, 1/2)
+    # 1/1e-308 = 1e308 is finite but 2e308 overflows; by the rule w = (1/2, 1/2)
     w = grawa_weights(t([1e-308, 1e-308]))
     close(w, [0.5, 0.5])
 
 
-# ---------------------------------------------------------------- scores and helpers (spec 5b, 5c)
+# ---------------------------------------------------------------- scores and helpers (MGRAWA steps 2, 3)
 
 
 def test_layer_norms_and_model_scores():
@@ -179,7 +181,7 @@ def test_lerp():
     close(out, {"w": [[1.0, 4.0], [7.0, 1.0]]})
 
 
-# ---------------------------------------------------------------- MGRAWA (spec 5)
+# ---------------------------------------------------------------- MGRAWA
 
 # M = 3 workers, layers "w" [M, 2] and "b" [M, 1]
 PARAMS3 = {"w": t([[7.0, 0.0], [0.0, 7.0], [0.0, 0.0]]), "b": t([[0.0], [7.0], [14.0]])}
@@ -311,7 +313,7 @@ def test_mgrawa_no_smoothing_uses_raw_scores():
 
 
 def test_mgrawa_uniform_weights_and_full_pull_equals_localsgd():
-    # spec 2: GRAWA with uniform weights and lambda = 1 gives LocalSGD's numbers
+    # GRAWA with uniform weights and lambda = 1 gives LocalSGD's numbers
     algo = build("mgrawa", hyper(1.0))
     axis = StackedAxis(3)
     state = algo.init(initial_point(PARAMS3), axis)
@@ -322,7 +324,7 @@ def test_mgrawa_uniform_weights_and_full_pull_equals_localsgd():
     close(params, {"w": [[7 / 3, 7 / 3]] * 3, "b": [[7.0]] * 3})
 
 
-# ---------------------------------------------------------------- LGRAWA (spec 6)
+# ---------------------------------------------------------------- LGRAWA
 
 PARAMS_L = {"w": t([[7.0, 0.0], [0.0, 7.0], [0.0, 0.0]]), "b": t([[0.0], [4.0], [8.0]])}
 # layer "w" norms 5, 10, 20 -> (4, 2, 1)/7;  layer "b" norms 2, 2, 1 -> 1/n = .5, .5, 1 -> (.25, .25, .5)
@@ -380,7 +382,7 @@ def test_lgrawa_probe_grads_matched_by_name():
     close(state.center, {"w": [[4.0, 2.0]], "b": [[5.0]]})
 
 
-# ---------------------------------------------------------------- EASGD (spec 3)
+# ---------------------------------------------------------------- EASGD
 
 
 def test_easgd_round_two_workers():
@@ -421,7 +423,7 @@ def test_easgd_class_two_rounds_and_evaluated():
     close(algo.evaluated(params, state, axis), {"w": [[2.0, 3.25]]})  # evaluated on x~
 
 
-# ---------------------------------------------------------------- LSGD (spec 4)
+# ---------------------------------------------------------------- LSGD
 
 
 def _observe(algo, state, rows):
@@ -488,7 +490,7 @@ def test_lsgd_class_round_sets_center_to_leader():
     close(params, {"w": [[2.0], [5.0], [8.0]]})  # 0.75 x_i + 0.25 * 8
 
 
-# ---------------------------------------------------------------- LocalSGD (spec 2)
+# ---------------------------------------------------------------- LocalSGD
 
 
 def test_localsgd_round_average_and_pull():

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from grawa_sim import Config, run
+from grawa_sim.config import ALGORITHMS
 from grawa_sim.schedule import Collective, collective_bytes, collective_time
 
 BW, LAT = 1e9, 1e-5
@@ -220,13 +221,12 @@ class _RecordingAxis:
         return self.inner.all_gather(t)
 
 
-@pytest.mark.parametrize("algorithm", ["localsgd", "easgd", "lsgd", "mgrawa", "lgrawa", "dp"])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_the_clock_charges_every_collective_a_round_calls(algorithm):
     import torch
 
     from grawa_sim import algorithms
-    from grawa_sim.algorithms import Hyper
-    from grawa_sim.schedule import round_collectives
+    from grawa_sim.algorithms import Hyper, round_collectives
 
     m = 4
     params = {"w": torch.randn(m, 3, 5, dtype=torch.float64), "b": torch.randn(m, 5, dtype=torch.float64)}
@@ -234,9 +234,8 @@ def test_the_clock_charges_every_collective_a_round_calls(algorithm):
     algo = algorithms.build(algorithm, Hyper(pull=0.5, prox=0.0, tau=4))
     axis = _RecordingAxis(m)
     state = algo.init({n: p[:1] for n, p in params.items()}, axis.inner)
-    if algorithm == "lsgd":
-        state = algo.observe_losses(state, torch.arange(m, dtype=torch.float64))
-    if algorithm == "dp":
+    state = algo.observe_losses(state, torch.arange(m, dtype=torch.float64))
+    if algo.communicates_every_step:
         algo.reduce_grads(params, axis)
     else:
         algo.round(params, state, axis, {n: torch.rand_like(p) for n, p in params.items()})

@@ -14,9 +14,9 @@ import torch
 from grawa_sim import Config, run
 from grawa_sim.__main__ import main
 from grawa_sim.collectives import ShardedAxis, ShardGroup, StackedAxis, shard_sizes
-from grawa_sim.config import ALGORITHMS, ConfigError
+from grawa_sim.config import ConfigError
 from grawa_sim.storage import load_history
-from tests.helpers import max_abs_diff
+from tests.helpers import max_abs_diff, methods
 
 BASE = Config(workers=6, steps=24, tau=4, lr=0.05, momentum=0.9, weight_decay=1e-3, dtype="float64",
               dataset="mnist1d", model="mlp", batch_size=8, eval_every=8, device="cpu")
@@ -36,7 +36,7 @@ def assert_same(one, sharded, case) -> None:
         assert (sharded.weights["weight"] - one.weights["weight"]).abs().max() <= TOL, case
 
 
-CASES = [(a, False) for a in ALGORITHMS] + [("dp", True)]
+CASES = methods()
 
 
 @pytest.mark.parametrize(("algorithm", "sam"), CASES, ids=[a + ("+sam" if s else "") for a, s in CASES])

@@ -4,13 +4,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from grawa_sim.algorithms.base import Algorithm, Params
-from grawa_sim.collectives import StackedAxis
+import torch
+
+from grawa_sim.algorithms.base import Algorithm, Params, Reference, Style
+from grawa_sim.collectives import Collective, StackedAxis
 
 
 @dataclass
 class DPState:
     center: Params  # the initial point; DP has no center, kept for the common interface
+
+
+class DPReference(Reference):
+    """Every step each gradient is replaced by the mean over the workers; evaluated on worker 0."""
+
+    def reduce_grads(self, grads: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
+        means = [sum(per_worker) / len(per_worker) for per_worker in zip(*grads)]
+        return [[g.clone() for g in means] for _ in grads]
+
+    def round(self, workers, probe_norms):
+        raise RuntimeError("DP communicates every step, not in rounds")
+
+    def evaluated(self, workers: list[Params]) -> Params:
+        return {n: t.clone() for n, t in workers[0].items()}
 
 
 class DP(Algorithm):
@@ -20,11 +36,24 @@ class DP(Algorithm):
     the M*B batch (losses are batch means and every worker's batch has B samples); batch norm
     normalises each worker's B samples by their own statistics, and SAM takes each worker's ascent
     step from its own gradient, so with either the update differs from the M*B-batch one.
-    Evaluated on the (single) model.
+    Evaluated on the (single) model. Collectives: one all-reduce of the gradients per step.
     """
 
     name = "dp"
+    style = Style("DP", "tab:gray", ":")
+    sam_style = Style("DP+SAM", "black", ":")
+    default_tau, default_pull, default_prox = 1, 0.0, 0.0
     communicates_every_step = True
+    takes_sam = True
+    reference = DPReference
+
+    @staticmethod
+    def collectives(parameters: int, layers: int) -> list[Collective]:
+        return [Collective("all_reduce", parameters)]
+
+    @classmethod
+    def styles(cls) -> dict[str, Style]:
+        return {cls.name: cls.style, "dp+sam": cls.sam_style}
 
     def init(self, params: Params, axis: StackedAxis) -> DPState:
         return DPState(center={n: x.clone() for n, x in params.items()})

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from grawa_sim.algorithms.base import Algorithm, Params, RoundInfo, lerp
-from grawa_sim.collectives import StackedAxis
+from grawa_sim.algorithms.base import Algorithm, Hyper, Params, Reference, RoundInfo, Style, lerp
+from grawa_sim.collectives import Collective, StackedAxis
+from grawa_sim.errors import ConfigError
 
 SMOOTHING = 0.9**8  # b of the bias-corrected moving average of the scores (about 0.43)
+NORMS = ("layer_sum", "global")
+
+
+@dataclass(frozen=True)
+class GrawaHyper(Hyper):
+    """GRAWA's own hyper-parameters: the model score (sum of layer norms or global norm) and its smoothing."""
+
+    grawa_norm: str = "layer_sum"
+    grawa_smoothing: bool = True
+
+    def check(self) -> None:
+        if self.grawa_norm not in NORMS:
+            raise ConfigError(f"grawa_norm: must be one of {', '.join(NORMS)} (got {self.grawa_norm!r})")
+        if not isinstance(self.grawa_smoothing, bool):
+            raise ConfigError(f"grawa_smoothing: must be true or false (got {self.grawa_smoothing!r})")
 
 
 class DivergenceError(ValueError):
@@ -84,6 +101,57 @@ class GrawaState:
     rounds: int = 0  # k
 
 
+class GrawaReference(Reference):
+    """Scores, smoothing, weights and the weighted center worker by worker, in Python floats."""
+
+    per_layer = False
+
+    def __init__(self, hyper, initial, workers):
+        super().__init__(hyper, initial, workers)
+        self.score_average: list[list[float] | None] = [None] * workers  # g_i (one value, or one per layer)
+        self.rounds = 0
+
+    def round(self, workers: list[Params], probe_norms: list[list[float]]) -> tuple[list[Params], RoundInfo]:
+        self.rounds += 1
+        k, b, lam, m = self.rounds, SMOOTHING, self.hyper.pull, len(workers)
+        scores = []
+        for i, norms in enumerate(probe_norms):
+            if self.per_layer:
+                score = list(norms)
+            elif self.hyper.grawa_norm == "layer_sum":
+                score = [sum(norms)]
+            else:
+                score = [math.sqrt(sum(v * v for v in norms))]
+            if self.hyper.grawa_smoothing:
+                prev = self.score_average[i] or [0.0] * len(score)
+                self.score_average[i] = [b * g + (1 - b) * s for g, s in zip(prev, score)]
+                score = [g / (1 - b**k) for g in self.score_average[i]]
+            scores.append(score)
+        columns = len(scores[0])
+        weights = [[0.0] * columns for _ in range(m)]
+        for l in range(columns):
+            column = [scores[i][l] for i in range(m)]
+            zeros = [i for i in range(m) if column[i] == 0.0]
+            for i in range(m):
+                if zeros:
+                    weights[i][l] = (1.0 / len(zeros)) if i in zeros else 0.0
+                else:
+                    weights[i][l] = (1.0 / column[i]) / sum(1.0 / c for c in column)
+        self.center = {}
+        for l, n in enumerate(workers[0]):
+            col = l if self.per_layer else 0
+            self.center[n] = sum(weights[i][col] * workers[i][n] for i in range(m))
+        new = [{n: (1 - lam) * x + lam * self.center[n] for n, x in w.items()} for w in workers]
+        as_tensor = torch.tensor(weights, dtype=torch.float64)
+        info = RoundInfo(weights=as_tensor if self.per_layer else as_tensor[:, 0],
+                         scores=torch.tensor(scores if self.per_layer else [s[0] for s in scores], dtype=torch.float64))
+        return new, info
+
+
+class LayerGrawaReference(GrawaReference):
+    per_layer = True
+
+
 class GRAWA(Algorithm):
     """Every tau steps, with probe gradients of the summed loss on B samples drawn from the whole set:
 
@@ -92,12 +160,27 @@ class GRAWA(Algorithm):
         w_i = (1/n^_i) / sum_j (1/n^_j);  x_C = sum_i w_i x_i
         x_i <- (1 - lambda) x_i + lambda x_C
 
-    Evaluated on the uniform average; x_C is reported as the center.
+    Evaluated on the uniform average; x_C is reported as the center. Collectives: a one-value
+    all-reduce of a non-finite-score flag (so every rank stops at the same round), a MIN all-reduce
+    of the smallest score and a SUM all-reduce of the ratios (one value, or one per layer), then the
+    SUM all-reduce of the weighted parameters. Defaults (the reference code's sample): tau 32,
+    lambda 0.5, p 0.01.
     """
 
     name = "mgrawa"
+    style = Style("MGRAWA", "tab:red", "-")
+    default_tau, default_pull, default_prox = 32, 0.5, 0.01
+    hyper_type = GrawaHyper
     needs_probe = True
+    center_description = "x_C (GRAWA's weighted center)"
+    reference = GrawaReference
     per_layer = False
+
+    @classmethod
+    def collectives(cls, parameters: int, layers: int) -> list[Collective]:
+        normaliser = layers if cls.per_layer else 1
+        return [Collective("all_reduce", 1), Collective("all_reduce", normaliser, "min"),
+                Collective("all_reduce", normaliser), Collective("all_reduce", parameters)]
 
     def init(self, params: Params, axis: StackedAxis) -> GrawaState:
         shape = (axis.local_workers, len(params)) if self.per_layer else (axis.local_workers,)
@@ -120,13 +203,19 @@ class GRAWA(Algorithm):
 
 
 class MGRAWA(GRAWA):
-    """Model-level GRAWA: one weight per worker."""
+    """Model-level GRAWA: one score n_i = sum_l ||grad_l f(x_i)|| and one weight w_i per worker,
+    x_C = sum_i w_i x_i (the GRAWA rule above; its Collectives normalise M scores)."""
 
     name = "mgrawa"
 
 
 class LGRAWA(GRAWA):
-    """Layer-level GRAWA: one score, weight and center per layer (parameter tensor)."""
+    """Layer-level GRAWA: per layer l (parameter tensor) n_i^l = ||grad_l f(x_i)||,
+    w_i^l = (1/n^_i^l) / sum_j (1/n^_j^l) and x_C^l = sum_i w_i^l x_i^l (the GRAWA rule above; its
+    Collectives normalise M x L scores)."""
 
     name = "lgrawa"
+    style = Style("LGRAWA", "tab:olive", "--")
+    center_description = "x_C (GRAWA's layer-wise weighted center)"
+    reference = LayerGrawaReference
     per_layer = True

@@ -170,10 +170,6 @@ def measure_workers(loss_fn: LossClosure, stacked: Params, buffers: Params | Non
     return df
 
 
-CENTERS = {"easgd": "x~ (EASGD's center)", "lsgd": "the last leader (LSGD)",
-           "mgrawa": "x_C (GRAWA's weighted center)", "lgrawa": "x_C (GRAWA's layer-wise weighted center)"}
-
-
 def measured_models(algorithm: str) -> list[tuple[str, str]]:
     """(row name, what it measures) of the non-worker rows of a flatness table.
 
@@ -181,9 +177,13 @@ def measured_models(algorithm: str) -> list[tuple[str, str]]:
     which every worker equals), where the reference code measures flatness; ``center``: the
     algorithm's own center where it has one (EASGD's x~, LSGD's leader, GRAWA's x_C).
     """
-    rows = [("average", "the model (all workers equal)" if algorithm == "dp" else "uniform average of the workers")]
-    if algorithm in CENTERS:
-        rows.append(("center", CENTERS[algorithm]))
+    from grawa_sim import algorithms
+
+    kind = algorithms.get(algorithm)
+    same = kind.communicates_every_step
+    rows = [("average", "the model (all workers equal)" if same else "uniform average of the workers")]
+    if kind.center_description is not None:
+        rows.append(("center", kind.center_description))
     return rows
 
 
