@@ -48,6 +48,7 @@ gpu-check:
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check grawa_sim tests
+	$(VENV)/bin/lint-imports
 
 strip: $(VENV)/.installed
 	$(PY) -m grawa_sim.notebook_runner --strip notebooks/*.ipynb
