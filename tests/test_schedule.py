@@ -220,6 +220,11 @@ class _RecordingAxis:
         self._note(("all_gather", "sum"), t)
         return self.inner.all_gather(t)
 
+    def select_min(self, values, params):  # the composite collective, built from the two recorded above
+        from grawa_sim.collectives import StackedAxis
+
+        return StackedAxis.select_min(self, values, params)
+
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_the_clock_charges_every_collective_a_round_calls(algorithm):
