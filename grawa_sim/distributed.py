@@ -215,7 +215,7 @@ def _report(rank: int, code: int, message: str, local: bool = False) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from grawa_sim.__main__ import CLIError, Parser, add_config_flags, config_from_args
+    from grawa_sim.cli_flags import CLIError, Parser, add_config_flags, config_from_args
 
     parser = Parser(prog="torchrun ... -m grawa_sim.distributed")
     add_config_flags(parser)

@@ -22,7 +22,8 @@ from scipy import stats as sps
 from grawa_sim import algorithms, stats
 from grawa_sim.config import Config
 from grawa_sim.experiments import comparison_configs
-from grawa_sim.flatness import Settings, measure_tensors
+from grawa_sim.flatness import Settings
+from grawa_sim.run_flatness import measure_tensors
 from grawa_sim.runner import validate
 from grawa_sim.storage import load_config, load_history, load_params, write_csv_atomic
 from grawa_sim.sweep import run_key

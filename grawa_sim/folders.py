@@ -87,8 +87,12 @@ def check_writable(out: str | os.PathLike) -> None:
     try:
         for folder in reversed((path.absolute(), *path.absolute().parents)):
             if not folder.exists():
-                folder.mkdir()
-                created.append(folder)
+                try:
+                    folder.mkdir()
+                    created.append(folder)
+                except FileExistsError:  # another process made it in between: fine if it is a folder
+                    if not folder.is_dir():
+                        raise
         probe = path / temp_name("probe")
         try:
             with open(probe, "wb") as fh:

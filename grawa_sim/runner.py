@@ -13,7 +13,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
@@ -31,6 +30,7 @@ from grawa_sim.devices import resolve_device
 from grawa_sim.ensemble import VmapEngine, per_sample_loss
 from grawa_sim.lr_schedule import lr_at
 from grawa_sim.reference_loop import LoopEngine
+from grawa_sim.result import Result
 from grawa_sim.schedule import ClockModel, Schedule
 
 Params = dict[str, torch.Tensor]
@@ -62,42 +62,6 @@ def memory_errors(config: Config, device: torch.device | str = "cpu"):
             f"{'GPU' if torch.device(device).type == 'cuda' else 'CPU'} memory"
             + (f" (an allocation of {amount} failed)" if amount else "")
             + "; use fewer workers, a smaller model or batch") from None
-
-
-@dataclass(repr=False)
-class Result:
-    """A finished run.
-
-    - ``history``: one row per evaluation (see README for the columns);
-    - ``workers``: final stacked worker parameters, leading dim M;
-    - ``buffers``: final stacked worker buffers (batch-norm statistics);
-    - ``evaluated``: parameters of the model the algorithm is evaluated on;
-    - ``center``: the algorithm's last center (GRAWA's x_C, LSGD's leader, EASGD's x~; DP: its model);
-    - ``weights``: GRAWA weights per round, long format (round, worker, layer, weight);
-    - ``flatness``: with ``config.flatness``, the flatness table of the evaluated model and of
-      every worker (grawa_sim.flatness.measure_result); its summary is added to the last history row.
-    """
-
-    config: Config
-    history: pd.DataFrame
-    workers: Params
-    buffers: Params
-    evaluated: Params
-    center: Params
-    weights: pd.DataFrame = field(default_factory=pd.DataFrame)
-    flatness: pd.DataFrame | None = None
-
-    @property
-    def final(self) -> pd.Series:
-        return self.history.iloc[-1]
-
-    def __repr__(self) -> str:
-        c = self.config
-        text = f"Result({c.algorithm}, M={c.workers}, {c.model} on {c.dataset}, seed={c.seed}, {len(self.history)} rows"
-        if len(self.history):
-            last = self.final
-            text += "".join(f", {k}={last[k]:.4g}" for k in ("step", "test_acc", "test_loss") if k in last)
-        return text + (", flatness" if self.flatness is not None else "") + ")"
 
 
 class Evaluator:
@@ -281,7 +245,7 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
         if len(devices) > 1:
             from grawa_sim.sharded import run_sharded
 
-            return run_sharded(config, devices, progress, on_step, on_evaluate, on_round)
+            return run_sharded(run, validate, config, devices, progress, on_step, on_evaluate, on_round)
         device = devices[0]
     cfg = validate(config)
     device = resolve_device(cfg.device if device is None else device)
@@ -445,7 +409,8 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round) ->
     if cfg.flatness and axis.offset == 0:  # rank 0 measures (every rank holds all workers now)
         from grawa_sim import flatness
 
-        result.flatness = flatness.measure_result(result)
+        tensors = {"workers": result.workers, "buffers": result.buffers, "center": result.center}
+        result.flatness = flatness.measure_tensors(cfg, tensors, model, data)
         for column, value in flatness.summary_columns(result.flatness).items():
             result.history.loc[result.history.index[-1], column] = value
     return result

@@ -22,11 +22,12 @@ from grawa_sim.collectives import ShardedAxis, ShardGroup, shard_sizes
 from grawa_sim.config import Config, ConfigError
 
 
-def run_sharded(config: Config, devices: Sequence[str | torch.device], progress: bool | None = None,
-                on_step: Callable[[int], None] | None = None, on_evaluate: Callable | None = None,
-                on_round: Callable | None = None):
+def run_sharded(run: Callable, validate: Callable, config: Config, devices: Sequence[str | torch.device],
+                progress: bool | None = None, on_step: Callable[[int], None] | None = None,
+                on_evaluate: Callable | None = None, on_round: Callable | None = None):
+    """``run`` (grawa_sim.runner.run, handed in by it) once per shard, each in its own thread on its
+    own device with a `ShardedAxis`; ``validate`` fills the caches first. Returns shard 0's Result."""
     from grawa_sim.devices import parse_devices
-    from grawa_sim.runner import run, validate
 
     cfg = validate(config)  # also fills the caches (data, FLOP counts) before the threads start
     devices = parse_devices(devices)

@@ -26,12 +26,11 @@ import pandas as pd
 import torch
 
 from grawa_sim.config import Config, ConfigError, from_dict, run_identity, to_dict
-from grawa_sim.flatness.measure import FLATNESS_CSV
 from grawa_sim.folders import check_writable, modes, reason, remove_stale_temps, temp_name  # noqa: F401
-from grawa_sim.runner import Result
+from grawa_sim.result import Result
 
 HISTORY, CONFIG, WEIGHTS, PARAMS = "history.csv", "config.json", "weights.csv", "params.pt"
-FLATNESS = FLATNESS_CSV
+FLATNESS = "flatness.csv"  # a run's flatness table (python -m grawa_sim flatness)
 DIVERGED = "diverged.json"  # marks a run that stopped at a non-finite loss: {"step", "message"}
 RUN_FILES = frozenset({HISTORY, CONFIG, WEIGHTS, PARAMS, FLATNESS, DIVERGED})
 FINISHED, DIVERGED_STATUS = "finished", "diverged"

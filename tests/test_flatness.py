@@ -15,7 +15,7 @@ import torch
 
 import grawa_sim
 from grawa_sim import flatness as F
-from grawa_sim import models
+from grawa_sim import models, run_flatness
 from grawa_sim.ensemble import per_sample_loss
 from grawa_sim.storage import save_result
 
@@ -384,8 +384,8 @@ def test_measure_run_writes_flatness_csv(tmp_path):
     result = grawa_sim.run(cfg, progress=False)
     run_dir = save_result(result, tmp_path / "run")
     settings = F.Settings(power_iters=15, trace_samples=4, lanczos_steps=8, lanczos_starts=1, eps_steps=3)
-    table = F.measure_run(run_dir, settings=settings)
-    csv = pd.read_csv(run_dir / F.FLATNESS_CSV)
+    table = run_flatness.measure_run(run_dir, settings=settings)
+    csv = pd.read_csv(run_dir / run_flatness.FLATNESS_CSV)
     assert sorted(p.name for p in run_dir.iterdir() if "flatness" in p.name) == ["flatness.csv"]  # no temp left
     assert list(csv["model"]) == ["average", "center", "worker", "worker", "worker"]
     assert csv["worker"].isna().tolist() == [True, True, False, False, False]
@@ -401,7 +401,7 @@ def test_measure_run_writes_flatness_csv(tmp_path):
     assert csv.loc[0, "loss"] == pytest.approx(float(loss(average)), rel=1e-5)
     assert csv.loc[1, "loss"] == pytest.approx(float(loss(result.center)), rel=1e-5)
     assert csv.loc[3, "loss"] == pytest.approx(float(loss({n: p[1] for n, p in result.workers.items()})), rel=1e-5)
-    same = F.measure_result(result, settings=settings)
+    same = run_flatness.measure_result(result, settings=settings)
     np.testing.assert_allclose(same["trace"], csv["trace"], rtol=1e-6)
     summary = F.summary_columns(table)
     assert summary["flat_lambda_max"] == pytest.approx(csv.loc[0, "lambda_max"])
@@ -412,7 +412,7 @@ def test_measure_run_writes_flatness_csv(tmp_path):
 def test_bad_arguments_raise_one_line_errors(tmp_path):
     loss, params = small_mlp()
     with pytest.raises(ValueError, match="run: not a finished run"):
-        F.measure_run(tmp_path)
+        run_flatness.measure_run(tmp_path)
     with pytest.raises(ValueError, match="method"):
         F.hvp(loss, params, params, method="sideways")
     with pytest.raises(ValueError, match="iters"):
@@ -447,7 +447,7 @@ def test_flatness_is_measured_on_the_uniform_average_for_every_method(algorithm)
     cfg = grawa_sim.Config(algorithm=algorithm, workers=3, steps=12, tau=4, dataset="digits", model="logistic",
                            batch_size=8, dtype="float64")
     result = grawa_sim.run(cfg, progress=False)
-    table = F.measure_result(result, metrics=("loss",))
+    table = run_flatness.measure_result(result, metrics=("loss",))
     loss = F.model_loss(*grawa_sim.runner.build_problem(cfg))
     average = {n: p.mean(0) for n, p in result.workers.items()}
     assert table.loc[table["model"] == "average", "loss"].item() == pytest.approx(float(loss(average)), rel=1e-10)

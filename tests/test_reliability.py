@@ -285,7 +285,7 @@ def test_08_result_files_are_0644(tmp_path):
         out = tmp_path / "sweep"
         quiet_sweep([BASE], out)
         run_dir = out / "runs" / run_key(validate(BASE))
-        from grawa_sim.flatness import measure_run
+        from grawa_sim.run_flatness import measure_run
 
         measure_run(run_dir, metrics=("loss",), probe=16)
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [out / "results.csv", *run_dir.iterdir()]}
@@ -558,3 +558,27 @@ def test_16_the_suite_writes_into_a_scratch_folder():
 
     for key in (experiments.SCRATCH_ENV, experiments.FIGURES_ENV, experiments.RESULTS_ENV):
         assert ROOT not in Path(os.environ[key]).resolve().parents, key
+
+
+def test_17_two_processes_creating_one_out_folder_do_not_fail(tmp_path, monkeypatch):
+    """Another process creates the folder between the existence check and mkdir (two sweeps or two jobs
+    starting together): the check accepts the folder that now exists, and still refuses a file."""
+    import pathlib
+
+    from grawa_sim.folders import check_writable
+
+    target = tmp_path / "out" / "runs"
+    real_mkdir = pathlib.Path.mkdir
+
+    def racing_mkdir(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)  # the other process wins ...
+        raise FileExistsError(17, "File exists", str(self))  # ... so this one's mkdir fails
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", racing_mkdir)
+    check_writable(target)
+    monkeypatch.setattr(pathlib.Path, "mkdir", real_mkdir)
+    assert target.is_dir()
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    with pytest.raises(ValueError, match="^out: .*file.* (is not a directory|cannot write there)"):
+        check_writable(blocked / "runs")

@@ -10,19 +10,16 @@ parameter dict at once, one ``torch.vmap`` call per Hessian-vector product.
     >>> flatness.top_eigenvalue(loss_fn, params)              # (lambda, converged)
     >>> flatness.hessian_trace(loss_fn, params)               # (estimate, standard error)
     >>> flatness.lanczos_spectrum(loss_fn, params, k=5).top   # top-5 Ritz values
-    >>> flatness.measure_run("runs/mg")                       # -> runs/mg/flatness.csv
+    >>> run_flatness.measure_run("runs/mg")                   # -> runs/mg/flatness.csv (grawa_sim.run_flatness)
 """
 
 from grawa_sim.flatness.core import Batched, Layout, hessian_matrix, hvp
 from grawa_sim.flatness.landscape import interpolate, landscape_1d, landscape_2d, random_direction
 from grawa_sim.flatness.measure import (
-    FLATNESS_CSV,
     METRICS,
     ModelLoss,
     Settings,
     measure,
-    measure_result,
-    measure_run,
     measure_tensors,
     measure_workers,
     model_loss,
@@ -47,10 +44,10 @@ from grawa_sim.flatness.spectrum import (
 )
 
 __all__ = [
-    "FLATNESS_CSV", "METRICS", "Batched", "Extremes", "extreme_eigenvalues", "stacked_extreme_eigenvalues",
+    "METRICS", "Batched", "Extremes", "extreme_eigenvalues", "stacked_extreme_eigenvalues",
     "stacked_power_iteration", "Layout", "ModelLoss", "Settings", "Spectrum", "epsilon_sharpness",
     "hessian_matrix", "hessian_trace", "hvp", "interpolate", "landscape_1d", "landscape_2d", "lanczos_spectrum",
-    "measure", "measure_result", "measure_run", "measure_tensors", "measure_workers", "model_loss",
+    "measure", "measure_tensors", "measure_workers", "model_loss",
     "probe_indices", "rademacher", "random_direction", "stacked_epsilon_sharpness", "stacked_hessian_trace",
     "stacked_lanczos_spectrum", "stacked_measure", "stacked_top_eigenvalue", "summary_columns", "top_eigenvalue",
 ]

@@ -12,10 +12,8 @@ loss either way (the mean of equal-size batch means is the overall mean).
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -28,7 +26,6 @@ from grawa_sim.flatness.spectrum import stacked_extreme_eigenvalues, stacked_hes
 
 MODES = ("train", "eval")
 METRICS = ("loss", "lambda_max", "trace", "lanczos", "eps_sharpness")
-FLATNESS_CSV = "flatness.csv"
 
 
 def probe_indices(train_size: int, size: int | None = 320, seed: int = 0) -> torch.Tensor:
@@ -187,11 +184,14 @@ def measured_models(algorithm: str) -> list[tuple[str, str]]:
     return rows
 
 
-def measure_tensors(config, tensors: dict[str, Params], *, mode: str = "train", probe: int | None = 320,
+def measure_tensors(config, tensors: dict[str, Params], model: nn.Module, data, *, mode: str = "train",
+                    probe: int | None = 320,
                     probe_seed: int = 0, batch: int | None = 32, metrics: Sequence[str] = METRICS,
                     settings: Settings = Settings(), center: bool = True, workers: bool = True,
                     execution: str = "vmap") -> pd.DataFrame:
-    """The flatness table of a finished run given its final tensors (`storage.load_params` layout).
+    """The flatness table of a finished run given its final tensors (`storage.load_params` layout), its
+    freshly built model template and data set (`grawa_sim.runner.build_problem`; `grawa_sim.run_flatness`
+    builds them for a config, a Result or a saved run).
 
     Rows (column ``model``): ``average``, the uniform average of the workers (for every
     algorithm; DP's workers are all equal to its model); ``center`` (with ``center=True``, for
@@ -203,10 +203,7 @@ def measure_tensors(config, tensors: dict[str, Params], *, mode: str = "train", 
     center use the mean of the workers' running statistics. Columns ``mode``, ``probe`` and
     ``batch`` record the choice.
     """
-    from grawa_sim.runner import build_problem
-
     stacked_workers, wbuf = tensors["workers"], tensors.get("buffers") or {}
-    model, data = build_problem(config)
     model = model.to(next(iter(stacked_workers.values())).device)
     loss_fn = model_loss(model, data, mode=mode, probe=probe, seed=probe_seed, batch=batch)
     named = [r for r in measured_models(config.algorithm) if center or r[0] != "center"]
@@ -227,12 +224,6 @@ def measure_tensors(config, tensors: dict[str, Params], *, mode: str = "train", 
     return df
 
 
-def measure_result(result, **kwargs) -> pd.DataFrame:
-    """`measure_tensors` on a `grawa_sim.Result` (the average and center of its workers, and each worker)."""
-    tensors = {"workers": result.workers, "buffers": result.buffers, "center": result.center}
-    return measure_tensors(result.config, tensors, **kwargs)
-
-
 def summary_columns(table: pd.DataFrame) -> dict[str, float]:
     """Flat columns for a run's summary: the uniform average's metrics as ``flat_<metric>``, the
     center's as ``flat_center_<metric>`` (when measured) and the mean over workers as
@@ -246,21 +237,3 @@ def summary_columns(table: pd.DataFrame) -> dict[str, float]:
     wk = table[table["model"] == "worker"]
     out.update({f"flat_worker_{c}": float(wk[c].astype(float).mean()) for c in metric_cols})
     return out
-
-
-def measure_run(run_dir: str | os.PathLike, *, write: bool = True, device=None, **kwargs) -> pd.DataFrame:
-    """The flatness table of a saved run directory (``config.json`` + ``params.pt``); writes
-    ``run_dir/flatness.csv`` atomically unless ``write=False``. ``device``: where to measure (default:
-    the CPU, where the tensors are loaded). Other keyword arguments as `measure_tensors`.
-    """
-    from grawa_sim.storage import CONFIG, PARAMS, load_config, load_params, write_csv_atomic
-
-    if not (Path(run_dir) / CONFIG).is_file() or not (Path(run_dir) / PARAMS).is_file():
-        raise ValueError(f"run: not a finished run directory with {CONFIG} and {PARAMS} (got '{run_dir}')")
-    tensors = load_params(run_dir)
-    if device is not None:
-        tensors = {k: {n: t.to(device) for n, t in v.items()} for k, v in tensors.items()}
-    table = measure_tensors(load_config(run_dir), tensors, **kwargs)
-    if write:
-        write_csv_atomic(table, Path(run_dir) / FLATNESS_CSV)
-    return table
