@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # pyproject.toml asks only for a range, which CUDA builds satisfy. torchvision stays out.
 CONSTRAINTS := constraints.txt
 
-.PHONY: test reproduce notebooks anchor bench gpu-check lint strip clean
+.PHONY: test test-fast reproduce notebooks anchor bench gpu-check lint strip clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -n 2 --dist loadgroup
+
+# the unit group only (about a minute): formulas, rounds, statistics, plots, the layers
+test-fast: $(VENV)/.installed-dev
+	$(PY) -m pytest -n 2 --dist loadgroup -m unit
 
 reproduce: $(VENV)/.installed
 	$(PY) -m grawa_sim reproduce

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def cmd_run(args) -> None:
           f"test_acc={final['test_acc']:.4f} test_loss={final['test_loss']:.4f} "
           f"train_loss={final['train_loss']:.4f} spread={final['spread']:.4f} wall={final['wall_time']:.1f}s")
     if args.out:
-        print(f"wrote {Path(args.out) / 'history.csv'} and {Path(args.out) / 'config.json'}")
+        print("wrote " + ", ".join(str(path) for path in sorted(Path(args.out).iterdir())))
 
 
 def _launch_ranks(args, cfg: Config) -> None:
@@ -99,6 +100,7 @@ def _launch_ranks(args, cfg: Config) -> None:
             skip = "=" not in token
             continue
         argv.append(token)
+    started = time.perf_counter()
     code, message = distributed.launch(args.ranks, argv, port=args.port, timeout=args.timeout)
     if message is not None:  # the ranks' one line: divergence, bad input, out of memory, a write error
         print(f"error: {message}", file=sys.stderr)
@@ -110,6 +112,9 @@ def _launch_ranks(args, cfg: Config) -> None:
               f"after {args.timeout:g} s; the first failure is reported above. Nothing was written.",
               file=sys.stderr)
         raise SystemExit(1)
+    print(f"job wall={time.perf_counter() - started:.1f}s ({args.ranks} processes, their start-up included)")
+    if args.out:
+        print("wrote " + ", ".join(str(path) for path in sorted(Path(args.out).iterdir())))
 
 
 def cmd_sweep(args) -> None:

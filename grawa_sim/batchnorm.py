@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-Params = dict[str, torch.Tensor]
+from grawa_sim.collectives import Params
 
 
 def has_batchnorm(model: nn.Module) -> bool:

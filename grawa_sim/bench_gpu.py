@@ -62,7 +62,7 @@ def training_order(models: tuple[str, ...], workers: tuple[int, ...]) -> list[tu
     return small + [(model, m) for model in models for m in workers if m > 64]
 
 
-class Clock:
+class Stopwatch:
     """Seconds since the check began, and deadlines."""
 
     def __init__(self):
@@ -283,7 +283,7 @@ def check(device: str | torch.device = "cuda", models: tuple[str, ...] = MODELS,
     """
     log = log or sys.stdout  # the current one (not the one at import)
     device = torch.device(device)
-    clock = Clock()
+    clock = Stopwatch()
     report: dict = {"check": "grawa_sim bench --gpu", "caps_s": {"total": total_cap, "hard": hard_cap},
                     "environment": _environment(device), "training": [], "flatness": [], "notes": [
                         "steps/s: median over interleaved repeats after a warm-up step, device synchronised "

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+Params = dict[str, torch.Tensor]  # parameter (or buffer, gradient) name -> tensor; stacked: leading worker dim
+
 
 @dataclass(frozen=True)
 class Collective:

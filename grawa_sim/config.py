@@ -150,7 +150,7 @@ class Config:
     eval_seconds: float | None = None
     execution: str = "auto"
     bn_recalibration: int = 10
-    # simulated time (grawa_sim/schedule.py)
+    # simulated time (grawa_sim/clock.py)
     schedule: str = "sync"
     step_time: float | None = None
     device_flops: float = 1e12

@@ -99,7 +99,7 @@ def run_distributed(config: Config, out: str | None, timeout: float = DEFAULT_TI
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
     try:
         axis = DistributedAxis(cfg.workers, dist.get_rank(), dist.get_world_size(), device)
-        result = run(cfg, progress=progress and dist.get_rank() == 0, axis=axis, device=device,
+        result = run(cfg, progress=progress if dist.get_rank() == 0 else False, axis=axis, device=device,
                      on_step=fault_hook())
         if dist.get_rank() == 0 and out:
             save_result(result, out, overwrite=overwrite)
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         cfg = config_from_args(args)
-        result = run_distributed(cfg, args.out, args.timeout, progress=not args.no_progress,
+        result = run_distributed(cfg, args.out, args.timeout, progress=False if args.no_progress else None,
                                  overwrite=args.overwrite)
     except (CLIError, ConfigError) as e:
         return _report(rank, 2, str(e))
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         final = result.final
         print(f"{result.config.algorithm} M={result.config.workers} ranks={int(os.environ.get('WORLD_SIZE', 1))} "
               f"steps={int(final['step'])} rounds={int(final['round'])} test_acc={final['test_acc']:.4f} "
-              f"test_loss={final['test_loss']:.4f} wall={final['wall_time']:.1f}s")
+              f"test_loss={final['test_loss']:.4f} train_wall={final['wall_time']:.1f}s", flush=True)
     return 0
 
 

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
+from grawa_sim.collectives import Params
 from grawa_sim.config import Config, ConfigError, resolve
 from grawa_sim.flatness.core import Layout
 
-Params = dict[str, torch.Tensor]
 GRAD_TOL = 1e-9
 
 

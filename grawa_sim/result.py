@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pandas as pd
-import torch
 
+from grawa_sim.collectives import Params
 from grawa_sim.config import Config
-
-Params = dict[str, torch.Tensor]
 
 
 @dataclass(repr=False)

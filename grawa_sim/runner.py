@@ -23,7 +23,8 @@ from grawa_sim import algorithms, models
 from grawa_sim.algorithms import RoundInfo
 from grawa_sim.algorithms.grawa import DivergenceError
 from grawa_sim.batchnorm import Recalibrator, has_batchnorm
-from grawa_sim.collectives import StackedAxis
+from grawa_sim.clock import Clock, ClockModel
+from grawa_sim.collectives import Params, StackedAxis
 from grawa_sim.config import Config, ConfigError, ConfigWarning, check_shard_size, resolve
 from grawa_sim.data import Dataset, TrainingStream, load
 from grawa_sim.devices import resolve_device
@@ -31,9 +32,7 @@ from grawa_sim.ensemble import VmapEngine, per_sample_loss
 from grawa_sim.lr_schedule import lr_at
 from grawa_sim.reference_loop import LoopEngine
 from grawa_sim.result import Result
-from grawa_sim.schedule import ClockModel, Schedule
 
-Params = dict[str, torch.Tensor]
 _GLOBAL_RNG = threading.RLock()  # model initialisation seeds torch's global generator (shards run in threads)
 DIVERGENCE_CHECK_EVERY = 16  # ticks between finiteness checks when no round or evaluation comes sooner
 SPREAD_CHUNK = 1 << 22  # float64 elements the spread metric holds at once (32 MiB)
@@ -270,7 +269,7 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round) ->
     needs_probe = algorithms.get(cfg.algorithm).needs_probe
     layers = [n for n, _ in model.named_parameters()]
 
-    schedule = build_schedule(cfg, model)
+    clock = build_clock(cfg, model)
     rows, weight_rows = [], []
     rounds = 0
     recent: list[tuple[float, torch.Tensor, int]] = []  # (step, summed minibatch loss, count) since the last row
@@ -314,7 +313,7 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round) ->
         local = torch.tensor([[loss_sum, sum(c for _, _, c in recent)]], dtype=torch.float64)
         total, count = axis.all_reduce_sum(local)[0].tolist()
         worker_loss = total / count if count else float("nan")
-        totals, steps = schedule.totals, schedule.steps
+        totals, steps = clock.totals, clock.steps
         rows.append({
             "step": step, "round": rounds, "wall_time": time.perf_counter() - start,
             "sim_time": totals.sim_time, "compute_time": totals.compute_time, "comm_time": totals.comm_time,
@@ -332,7 +331,7 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round) ->
     lr_now = [cfg.lr]
 
     def update_lr(step: float) -> None:
-        lr = lr_at(cfg, step if cfg.lr_decay_unit == "steps" else schedule.totals.sim_time)
+        lr = lr_at(cfg, step if cfg.lr_decay_unit == "steps" else clock.totals.sim_time)
         if lr != lr_now[0]:
             lr_now[0] = lr
             engine.set_lr(lr)
@@ -343,7 +342,7 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round) ->
     next_eval, shown, tick_index = cfg.eval_every, 0, 0
     next_time = cfg.eval_seconds if cfg.eval_seconds is not None else math.inf
     try:
-        for tick in schedule.ticks():
+        for tick in clock.ticks():
             tick_index += 1
             if on_step is not None:
                 on_step(tick_index)
@@ -354,7 +353,7 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round) ->
                 x, y = stream.batch(local)
                 workers = torch.nonzero(local).flatten()
                 losses = engine.local_step(x, y, workers=workers) if len(workers) else None
-            step = float(schedule.steps.double().mean())
+            step = float(clock.steps.double().mean())
             step = int(step) if step.is_integer() else round(step, 3)
             if losses is not None:
                 recent.append((step, losses.to(torch.float64).sum(), len(losses)))  # on the device until a row
@@ -373,12 +372,12 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round) ->
                     weight_rows += _weight_rows(rounds, axis.all_gather(info.weights), layers)
             update_lr(step)
             done = step >= cfg.steps
-            out_of_time = cfg.time_budget is not None and schedule.totals.sim_time >= cfg.time_budget
+            out_of_time = cfg.time_budget is not None and clock.totals.sim_time >= cfg.time_budget
             out_of_wall = False
             if cfg.wall_budget is not None:  # every rank must stop at the same tick: share the decision
                 late = torch.tensor([[float(time.perf_counter() - start >= cfg.wall_budget)]])
                 out_of_wall = bool(axis.all_reduce_sum(late) > 0)
-            now = schedule.totals.sim_time
+            now = clock.totals.sim_time
             timed = tick.round and now >= next_time  # right after a round, once per eval_seconds mark
             if step >= next_eval or timed or done or out_of_time or out_of_wall:
                 check_finite()
@@ -394,7 +393,7 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round) ->
                 break
     except DivergenceError as e:
         if e.step is None:  # raised inside a round (GRAWA's scores): name the step
-            raise _diverged(cfg, float(schedule.steps.double().mean()), rows, "a gradient norm") from None
+            raise _diverged(cfg, float(clock.steps.double().mean()), rows, "a gradient norm") from None
         raise
     finally:
         bar.close()
@@ -428,18 +427,18 @@ def worker_speeds(cfg: Config) -> tuple[float, ...]:
     return speeds
 
 
-def build_schedule(cfg: Config, model: nn.Module) -> Schedule:
+def build_clock(cfg: Config, model: nn.Module) -> Clock:
     """The simulated clock of a run: its step-time model, schedule and per-round collectives."""
     speeds = worker_speeds(cfg)
-    clock = ClockModel(workers=cfg.workers, step_time=cfg.step_time, speeds=speeds,
+    costs = ClockModel(workers=cfg.workers, step_time=cfg.step_time, speeds=speeds,
                        straggler_prob=cfg.straggler_prob, straggler_slowdown=cfg.straggler_slowdown,
                        bandwidth=cfg.bandwidth, latency=cfg.latency, passes_per_step=2 if cfg.sam else 1,
                        seed=cfg.seed)
     parameters = sum(p.numel() for p in model.parameters())
     kind = algorithms.get(cfg.algorithm)
     collectives = kind.collectives(parameters, len(list(model.parameters())))
-    return Schedule(clock, cfg.tau, kind.communicates_every_step, cfg.schedule == "async", collectives,
-                    probe=kind.needs_probe)
+    return Clock(costs, cfg.tau, kind.communicates_every_step, cfg.schedule == "async", collectives,
+                 probe=kind.needs_probe)
 
 
 def _interactive() -> bool:

@@ -23,3 +23,28 @@ if "GRAWA_SCRATCH" not in os.environ:
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+# Every test file belongs to one group (pytest -m unit / parity / e2e; `make test-fast` runs the unit group):
+# unit: one function or class against hand formulas or a library; parity: two implementations of the same
+# training (stacked vs loop, distributed or sharded vs one process, GPU-free device plumbing) compared;
+# e2e: whole runs, commands, notebooks and studies.
+GROUPS = {
+    "unit": ("test_algorithms", "test_augment", "test_batchnorm", "test_cli_help", "test_layers", "test_lr_schedule",
+             "test_rounds", "test_clock", "test_shards", "test_stats", "test_plots", "test_experiments",
+             "test_objectives", "test_flatness", "test_cifar"),
+    "parity": ("test_parity", "test_distributed", "test_sharded", "test_deep_models", "test_devices",
+               "test_invariants", "test_diloco", "test_mechanism"),
+    "e2e": ("test_runner", "test_sweep", "test_cli", "test_reliability", "test_notebooks", "test_anchor",
+            "test_bench", "test_bench_gpu", "test_cifar_runs", "test_convergence", "test_convergence_study"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    group_of = {name: group for group, names in GROUPS.items() for name in names}
+    for item in items:
+        module = item.path.stem
+        if module not in group_of:
+            raise pytest.UsageError(f"tests/{module}.py: add it to one group of GROUPS in tests/conftest.py")
+        item.add_marker(getattr(pytest.mark, group_of[module]))

@@ -41,6 +41,7 @@ def test_run_writes_history_and_config(tmp_path, capsys):
 
     assert (out / "history.csv").is_file()
     assert (out / "config.json").is_file()
+    assert {"history.csv", "config.json", "weights.csv", "params.pt"} <= {p.name for p in out.iterdir()}
     expected = validate(TINY_CONFIG)
     assert load_config(out) == expected
     assert is_complete(out, expected)
@@ -58,6 +59,8 @@ def test_run_writes_history_and_config(tmp_path, capsys):
     lines = captured.out.splitlines()
     summary = [line for line in lines if "test_acc=" in line]
     assert len(summary) == 1, captured.out
+    wrote = lines[-1]  # the summary names every file the run wrote
+    assert wrote.startswith("wrote ") and sorted(wrote[6:].split(", ")) == sorted(str(p) for p in out.iterdir())
     assert "\n" not in summary[0]
     assert summary[0].startswith("mgrawa M=2 tau=4 steps=20 rounds=5 ")
     acc = float(re.search(r"test_acc=([0-9.]+)", summary[0]).group(1))

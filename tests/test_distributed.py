@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -70,9 +71,15 @@ def test_cli_ranks_writes_the_same_history(tmp_path):
     done = subprocess.run([sys.executable, "-m", "grawa_sim", "run", "--ranks", "2", "--algorithm", "lgrawa",
                            "--workers", "4", "--steps", "24", "--tau", "8", "--momentum", "0.9", "--weight-decay",
                            "1e-3", "--dtype", "float64", "--batch-size", "16", "--eval-every", "10",
-                           "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=300, env=ENV)
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, env=ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ranks=2" in done.stdout
+    assert "it/s" not in done.stderr, "no progress bar drawn into a log that is not a terminal"
+    train = float(re.search(r"train_wall=([0-9.]+)s", done.stdout).group(1))
+    job = float(re.search(r"job wall=([0-9.]+)s", done.stdout).group(1))
+    assert job >= train  # the whole job, process start-up included
+    wrote = [line for line in done.stdout.splitlines() if line.startswith("wrote ")]
+    assert wrote and sorted(wrote[-1][6:].split(", ")) == sorted(str(p) for p in out.iterdir())
     sim = run(cfg, progress=False)
     assert load_config(out) == sim.config
     assert (load_history(out)[HISTORY] - sim.history[HISTORY]).abs().max().max() <= 1e-5

@@ -16,9 +16,7 @@ from typing import ClassVar
 
 import torch
 
-from grawa_sim.collectives import Collective, StackedAxis
-
-Params = dict[str, torch.Tensor]
+from grawa_sim.collectives import Collective, Params, StackedAxis
 
 
 @dataclass(frozen=True)

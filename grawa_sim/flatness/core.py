@@ -32,7 +32,8 @@ from collections.abc import Callable
 import torch
 from torch.func import grad, grad_and_value, jvp
 
-Params = dict[str, torch.Tensor]
+from grawa_sim.collectives import Params
+
 LossClosure = Callable[..., torch.Tensor]  # loss_fn(params) -> scalar, or loss_fn(params, aux) -> scalar
 HVP_METHODS = ("auto", "forward", "reverse")
 EXECUTIONS = ("vmap", "loop")

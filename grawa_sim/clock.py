@@ -83,7 +83,7 @@ class ClockTotals:
     comm_bytes: int = 0  # bytes sent, all workers together
 
 
-class Schedule:
+class Clock:
     """Yields ticks in simulated-time order and keeps the clock.
 
     sync:  every worker does tau steps, then a round; the round is a barrier at the slowest

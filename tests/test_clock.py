@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from grawa_sim import Config, run
+from grawa_sim.clock import Collective, collective_bytes, collective_time
 from grawa_sim.config import ALGORITHMS
-from grawa_sim.schedule import Collective, collective_bytes, collective_time
 
 BW, LAT = 1e9, 1e-5
 CLOCK = ["sim_time", "compute_time", "comm_time", "comm_bytes", "steps_min", "steps_mean", "steps_max"]
@@ -135,11 +135,11 @@ def test_wall_budget_stops_early_with_a_final_row():
 
 
 def _async_schedule(speeds, tau, straggler_prob=0.0, seed=0):
-    from grawa_sim.schedule import ClockModel, Schedule
+    from grawa_sim.clock import Clock, ClockModel
 
     clock = ClockModel(workers=len(speeds), step_time=0.01, speeds=tuple(speeds), straggler_prob=straggler_prob,
                        straggler_slowdown=4.0, bandwidth=BW, latency=LAT, seed=seed)
-    return Schedule(clock, tau, every_step=False, asynchronous=True, collectives=[], probe=False)
+    return Clock(clock, tau, every_step=False, asynchronous=True, collectives=[], probe=False)
 
 
 @pytest.mark.parametrize("speeds,tau,prob", [((1, 1.3, 1.7, 2.1), 4, 0.0), ((1, 1.3, 1.7, 2.1), 4, 0.2),
