@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from grawa_sim.bench_flatness import sync, timed_call
+from grawa_sim.folders import write_atomic
 
 MODELS = ("mlp", "cnn", "resnet20")
 WORKERS = (8, 64, 256)
@@ -298,9 +299,7 @@ def check(device: str | torch.device = "cuda", models: tuple[str, ...] = MODELS,
         if out is not None:
             with lock:
                 text = json.dumps(report, indent=1, default=str)
-                tmp = Path(str(out) + ".tmp")
-                tmp.write_text(text)
-                os.replace(tmp, out)
+                write_atomic(out, lambda tmp: tmp.write_text(text))
 
     watchdog = None
     if hard_cap is not None:

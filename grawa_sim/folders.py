@@ -64,6 +64,22 @@ def modes() -> tuple[int, int]:
     return 0o666 & ~mask, 0o777 & ~mask
 
 
+def write_atomic(path: str | os.PathLike, write) -> Path:
+    """``write(tmp)`` into a temporary file beside ``path``, then ``os.replace`` it onto ``path``: a reader
+    sees the old file or the whole new one, never a half-written one (the file gets the umask's mode).
+    A temporary left by a killed write is removed first; one of a failed write is removed on the way out."""
+    path = Path(path)
+    remove_stale_temps(path.parent, path.name)
+    tmp = path.parent / temp_name(path.name)
+    try:
+        write(tmp)
+        tmp.chmod(modes()[0])
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def reason(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror[0].lower() + error.strerror[1:]

@@ -71,12 +71,13 @@ def inline(path: str | Path):
 
 def save(fig, path: str | Path) -> Path:
     """Save a figure as PNG and, beside it, PDF (each written to a temporary name, then renamed)."""
+    from grawa_sim.folders import write_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for target in (path, path.with_suffix(".pdf")):
-        tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        tmp.replace(target)
+        write_atomic(target, lambda tmp, kind=target.suffix[1:]: fig.savefig(tmp, format=kind, dpi=120,
+                                                                             bbox_inches="tight"))
     return path
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from grawa_sim.config import Config, ConfigError, from_dict, run_identity, to_dict
-from grawa_sim.folders import check_writable, modes, reason, remove_stale_temps, temp_name  # noqa: F401
+from grawa_sim.folders import check_writable, modes, reason, remove_stale_temps, temp_name, write_atomic  # noqa: F401
 from grawa_sim.result import Result
 
 HISTORY, CONFIG, WEIGHTS, PARAMS = "history.csv", "config.json", "weights.csv", "params.pt"
@@ -168,19 +168,11 @@ def save_diverged(config: Config, history: pd.DataFrame, step: float, message: s
 
 
 def write_csv_atomic(table: pd.DataFrame, path: str | os.PathLike, index: bool = False) -> Path:
-    """Write ``table`` to ``path`` via a temporary file in the same folder and ``os.replace`` (0644 under umask 022)."""
-    path = Path(path)
-    remove_stale_temps(path.parent, path.name)
-    tmp = path.parent / temp_name(path.name)
+    """Write ``table`` to ``path`` atomically (`folders.write_atomic`; 0644 under umask 022)."""
     try:
-        table.to_csv(tmp, index=index)
-        tmp.chmod(modes()[0])
-        os.replace(tmp, path)
+        return write_atomic(path, lambda tmp: table.to_csv(tmp, index=index))
     except OSError as e:
-        raise _write_error(path.parent, e) from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+        raise _write_error(Path(path).parent, e) from None
 
 
 # ---------------------------------------------------------------- reading
