@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from grawa_sim.algorithms import COMPARED
 from grawa_sim.config import Config, resolve
 from grawa_sim.objectives import Optimum, distance, grad_norm, gradient, objective, optimum
 from grawa_sim.runner import run
-from grawa_sim.storage import write_csv_atomic
+from grawa_sim.storage import cached_csv
 from grawa_sim.sweep import run_key
 
 
@@ -48,17 +47,6 @@ CONVEX_PROBLEMS = {
 }
 PROBLEM_LABELS = {"lstsq": "least squares (synthetic, d = 16)",
                   "logistic": "L2-regularised logistic regression (sklearn digits, wd = 0.05)"}
-
-
-def _cached(path: Path | None, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-    """``compute()``, stored at ``path`` (atomically) and read back from there on the next call."""
-    if path is not None and path.is_file():
-        return pd.read_csv(path)
-    frame = compute()
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_csv_atomic(frame, path)
-    return frame
 
 
 def convex_trajectory(config: Config, best: Optimum | None = None) -> pd.DataFrame:
@@ -121,7 +109,7 @@ def convex_study(problem: str, configs: list[Config], cache: str | os.PathLike |
     frames = []
     for cfg in tqdm(configs, desc=problem, disable=not progress):
         path = None if cache is None else Path(cache) / f"{run_key(resolve(cfg))}.csv"
-        frame = _cached(path, lambda cfg=cfg: convex_trajectory(cfg, best))
+        frame = cached_csv(path, lambda cfg=cfg: convex_trajectory(cfg, best))
         frames.append(frame.assign(problem=problem, algorithm=cfg.algorithm, workers=cfg.workers,
                                    schedule=schedule_label(cfg), lr=cfg.lr, decaying=cfg.lr_schedule == "inverse"))
     return pd.concat(frames, ignore_index=True)
@@ -183,7 +171,7 @@ def min_grad_norms(config: Config, horizons: tuple[int, ...], lr_scale: float,
                                   "min_grad_sq": min(norms), "final_grad_sq": norms[-1]}])
 
         path = None if cache is None else Path(cache) / f"{run_key(resolve(cfg))}.csv"
-        rows.append(_cached(path, compute))
+        rows.append(cached_csv(path, compute))
     return pd.concat(rows, ignore_index=True)
 
 

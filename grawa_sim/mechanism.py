@@ -15,7 +15,11 @@ whose model ends in the wide basin carries a Wilson 95 % interval (grawa_sim.sta
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -26,6 +30,7 @@ from grawa_sim.collectives import GroupedAxis
 from grawa_sim.config import Config, resolve
 from grawa_sim.ensemble import VmapEngine, per_sample_loss
 from grawa_sim.stats import ALPHA, fisher, proportion
+from grawa_sim.storage import cached_csv
 from grawa_sim.two_basins import Point, basins, flow_to_basin, landscape
 
 METHODS = algorithms.COMPARED
@@ -149,10 +154,19 @@ def versus(table: pd.DataFrame, reference: str, what: str = "model") -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def setup_key(setup: Setup) -> str:
+    """A stable file name for a setup's cached table row."""
+    digest = hashlib.sha1(json.dumps(dataclasses.asdict(setup), sort_keys=True).encode()).hexdigest()[:10]
+    return f"{setup.algorithm}-tau{setup.tau}-pull{setup.pull:g}-{digest}"
+
+
 def study(methods: tuple[str, ...] = METHODS, taus: tuple[int, ...] = (8,), pulls: tuple[float, ...] = (0.5,),
-          base: Setup = Setup(), progress: bool = False) -> tuple[pd.DataFrame, dict[tuple, Outcome]]:
+          base: Setup = Setup(), progress: bool = False, cache: str | os.PathLike | None = None
+          ) -> tuple[pd.DataFrame, dict[tuple, Outcome]]:
     """Every method at every (tau, pull): the table of `fractions` and the outcomes by (method, tau, pull).
-    DP runs once (no tau, no pull); LocalSGD once per tau (its pull is 1)."""
+    DP runs once (no tau, no pull); LocalSGD once per tau (its pull is 1). With ``cache``, each setup's row
+    is kept in ``cache/<setup key>.csv`` and reused (an interrupted study resumes); the outcomes (final
+    points and paths) are returned only for the setups computed in this call."""
     from tqdm.auto import tqdm
 
     grid = []
@@ -160,10 +174,15 @@ def study(methods: tuple[str, ...] = METHODS, taus: tuple[int, ...] = (8,), pull
         for tau in (taus[:1] if method == "dp" else taus):
             for pull in (pulls[:1] if method in ("dp", "localsgd") else pulls):
                 grid.append(dataclasses.replace(base, algorithm=method, tau=tau, pull=pull))
-    outcomes = {}
+    outcomes, rows = {}, []
     for setup in tqdm(grid, desc="two basins", disable=not progress):
-        outcomes[(setup.algorithm, setup.tau, setup.pull)] = simulate(setup)
-    return pd.DataFrame([fractions(o) for o in outcomes.values()]), outcomes
+
+        def compute(setup: Setup = setup) -> pd.DataFrame:
+            outcomes[(setup.algorithm, setup.tau, setup.pull)] = outcome = simulate(setup)
+            return pd.DataFrame([fractions(outcome)])
+
+        rows.append(cached_csv(None if cache is None else Path(cache) / f"{setup_key(setup)}.csv", compute))
+    return pd.concat(rows, ignore_index=True), outcomes
 
 
-__all__ = ["METHODS", "Outcome", "Setup", "fractions", "simulate", "study", "versus"]
+__all__ = ["METHODS", "Outcome", "Setup", "fractions", "setup_key", "simulate", "study", "versus"]

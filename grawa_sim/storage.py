@@ -167,6 +167,18 @@ def save_diverged(config: Config, history: pd.DataFrame, step: float, message: s
     return _write_run(out, config, files, overwrite)
 
 
+def cached_csv(path: str | os.PathLike | None, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """``compute()``, written atomically to ``path`` and read back from there on the next call (so an
+    interrupted study resumes and repeats no finished piece); ``path=None`` computes without a cache."""
+    if path is not None and Path(path).is_file():
+        return pd.read_csv(path)
+    frame = compute()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_csv_atomic(frame, path)
+    return frame
+
+
 def write_csv_atomic(table: pd.DataFrame, path: str | os.PathLike, index: bool = False) -> Path:
     """Write ``table`` to ``path`` atomically (`folders.write_atomic`; 0644 under umask 022)."""
     try:

@@ -11,6 +11,10 @@ workers got the larger weights (a negative rho); over rounds and seeds it gets a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,9 +22,11 @@ import torch
 from scipy import stats as sps
 
 from grawa_sim import stats
-from grawa_sim.config import Config
+from grawa_sim.config import Config, resolve
 from grawa_sim.flatness import Settings, measure_workers, model_loss
 from grawa_sim.runner import build_problem, run
+from grawa_sim.storage import cached_csv
+from grawa_sim.sweep import run_key
 
 BASE = Config(algorithm="mgrawa", workers=8, dataset="mnist1d", model="mlp", steps=2000, dtype="float32")
 SETTINGS = Settings(power_iters=50, power_tol=1e-3)
@@ -48,12 +54,17 @@ def record(config: Config, settings: Settings = SETTINGS, every: int = 1, progre
 
 
 def study(seeds: int = 3, base: Config = BASE, settings: Settings = SETTINGS, every: int = 1,
-          progress: bool = False) -> pd.DataFrame:
-    """`record` for seeds 0..seeds-1 of ``base`` (model-level weights: MGRAWA)."""
+          progress: bool = False, cache: str | os.PathLike | None = None) -> pd.DataFrame:
+    """`record` for seeds 0..seeds-1 of ``base`` (model-level weights: MGRAWA). With ``cache``, each seed's
+    rows are kept in ``cache/<run key>-<settings digest>.csv`` and reused."""
     from tqdm.auto import tqdm
 
-    frames = [record(dataclasses.replace(base, seed=s), settings, every)
-              for s in tqdm(range(seeds), desc="weights vs sharpness", disable=not progress)]
+    digest = hashlib.sha1(json.dumps([dataclasses.asdict(settings), every]).encode()).hexdigest()[:8]
+    frames = []
+    for s in tqdm(range(seeds), desc="weights vs sharpness", disable=not progress):
+        cfg = dataclasses.replace(base, seed=s)
+        path = None if cache is None else Path(cache) / f"{run_key(resolve(cfg))}-{digest}.csv"
+        frames.append(cached_csv(path, lambda cfg=cfg: record(cfg, settings, every)))
     return pd.concat(frames, ignore_index=True)
 
 

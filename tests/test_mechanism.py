@@ -213,3 +213,23 @@ def test_round_correlations_against_scipy_by_hand():
     summary = ws.correlation_summary(table).set_index("pair")
     per_seed = rhos.groupby("seed")["rho"].mean()
     assert summary.loc["weight vs lambda_max", "rho_mean"] == pytest.approx(per_seed.mean())
+
+
+def test_studies_resume_from_their_cache(tmp_path, monkeypatch):
+    import pandas as pd
+
+    base = mechanism.Setup(runs=4, steps=16)
+    first, outcomes = mechanism.study(methods=("localsgd", "mgrawa"), taus=(4, 8), base=base, cache=tmp_path / "b")
+    assert len(outcomes) == len(first) == len(list((tmp_path / "b").glob("*.csv")))
+    weights = ws.study(1, dataclasses.replace(ws.BASE, steps=64, width=8), cache=tmp_path / "w")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a cached piece was computed again")
+
+    monkeypatch.setattr(mechanism, "simulate", no_work)
+    monkeypatch.setattr(ws, "record", no_work)
+    again, computed = mechanism.study(methods=("localsgd", "mgrawa"), taus=(4, 8), base=base, cache=tmp_path / "b")
+    pd.testing.assert_frame_equal(first, again, check_dtype=False)
+    assert computed == {}
+    pd.testing.assert_frame_equal(weights, ws.study(1, dataclasses.replace(ws.BASE, steps=64, width=8),
+                                                    cache=tmp_path / "w"), check_dtype=False)
