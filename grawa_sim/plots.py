@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from grawa_sim import algorithms
@@ -36,13 +37,18 @@ def curves(histories: pd.DataFrame, metric: str = "test_acc", x: str = "step", a
         mean = [iv.mean for iv in ivs]
         ax.plot(xs, mean, label=LABELS.get(algorithm, algorithm), color=color, ls=style, lw=1.8)
         if group["seed"].nunique() > 1:
-            ax.fill_between(xs, [iv.low for iv in ivs], [iv.high for iv in ivs], color=color, alpha=0.15, lw=0)
+            low, high = np.array([iv.low for iv in ivs]), np.array([iv.high for iv in ivs])
+            if metric.endswith("_acc"):  # an accuracy lies in [0, 1]; so does the band drawn for it
+                low, high = low.clip(0, 1), high.clip(0, 1)
+            ax.fill_between(xs, low, high, color=color, alpha=0.15, lw=0)
             for _, one in group.groupby("run"):
                 ax.plot(one[x], one[metric], color=color, ls=style, lw=0.5, alpha=0.45)
     ax.set_xlabel({"step": "local steps per worker", "sim_time": "simulated seconds"}.get(x, x))
     ax.set_ylabel({"test_acc": "test accuracy", "train_loss": "train loss"}.get(metric, metric.replace("_", " ")))
     if title:
         ax.set_title(title)
+    if metric.endswith("_acc"):
+        ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     if legend:
         ax.legend()

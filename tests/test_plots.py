@@ -98,3 +98,19 @@ def test_inline_shows_the_saved_png(tmp_path):
     path = draw("comparison", histories(), tmp_path / "inline.png")
     image = plots.inline(path)
     assert image.data == path.read_bytes() and image.format == "png"
+
+
+def test_accuracy_bands_stay_inside_zero_and_one(tmp_path, saved):
+    """Two seeds far apart give a t-interval wider than [0, 1] (t = 12.7 on one degree of freedom):
+    the drawn band and the axis stay within the range an accuracy can take."""
+    frame = histories()
+    frame.loc[frame["seed"] == 1, "test_acc"] = 0.95
+    frame.loc[frame["seed"] == 0, "test_acc"] = 0.05
+    draw("noniid", frame, tmp_path / "n.png")
+    for ax in saved[-1].axes:
+        if ax.get_ylabel() != "test accuracy":
+            continue
+        assert ax.get_ylim() == (0, 1)
+        for band in ax.collections:
+            ys = [v[1] for path in band.get_paths() for v in path.vertices]
+            assert min(ys) >= 0 and max(ys) <= 1
