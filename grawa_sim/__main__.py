@@ -131,7 +131,7 @@ def cmd_sweep(args) -> None:
     _fetch_data(args, configs)
     for c in configs:
         validate(c)
-    histories = sweep(configs, args.out, progress=_progress(args))
+    histories = sweep(configs, args.out, progress=_progress(args), jobs=args.jobs)
     print(experiments.format_table(experiments.summary(histories, by=experiments.swept_fields(configs)))
           .to_string(float_format=lambda v: f"{v:.4g}"))
     _print_diverged(histories.groupby("run", sort=False).tail(1))
@@ -304,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="sweep directory (runs/ and results.csv)")
     p.add_argument("--download", action="store_true", help="download CIFAR into --data-dir when missing (internet)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--jobs", type=_converter(int, "jobs"), default=1,
+                   help="processes computing runs at once, one torch thread each (a lock per run: two jobs or two "
+                        "sweeps never compute the same run)")
     p.set_defaults(func=cmd_sweep)
 
     for name, func, text, seeds in (

@@ -80,6 +80,47 @@ def write_atomic(path: str | os.PathLike, write) -> Path:
     return path
 
 
+def claim(lock: str | os.PathLike) -> bool:
+    """Take the lock file ``lock`` for this process (created exclusively, holding the pid): True when taken.
+    False while another live process holds it; a lock whose process is gone (killed) is taken over."""
+    lock = Path(lock)
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text().strip() or "0")
+            except (OSError, ValueError):
+                holder = 0  # being written right now, or gone again: look once more
+            if holder and holder != os.getpid() and _pid_alive(holder):
+                return False
+            if holder or _age(lock) > 10:
+                lock.unlink(missing_ok=True)  # a dead holder's lock (or one killed before it wrote its pid)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return True
+
+
+def _age(path: Path) -> float:
+    import time
+
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def release(lock: str | os.PathLike) -> None:
+    """Remove this process's lock file ``lock`` (nothing if it is not ours)."""
+    lock = Path(lock)
+    try:
+        if int(lock.read_text().strip() or "0") == os.getpid():
+            lock.unlink(missing_ok=True)
+    except (OSError, ValueError):
+        pass
+
+
 def reason(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror[0].lower() + error.strerror[1:]

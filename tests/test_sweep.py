@@ -366,3 +366,90 @@ def test_saved_params_round_trip(tmp_path):
         expected = getattr(result, part)
         assert params[part].keys() == expected.keys()
         assert all(torch.equal(params[part][n], expected[n]) for n in expected)
+
+
+JOB_BASE = dict(dataset="mnist1d", model="mlp", width=8, workers=2, steps=16, tau=4, eval_every=8, dtype="float64")
+
+
+def _jobs_configs():
+    from grawa_sim.sweep import grid
+
+    return grid(Config(**JOB_BASE), algorithm=["localsgd", "mgrawa"], seed=[0, 1])
+
+
+def test_jobs_compute_the_same_runs_as_one_process(tmp_path):
+    serial = sweep(_jobs_configs(), tmp_path / "one", progress=False)
+    parallel = sweep(_jobs_configs(), tmp_path / "two", progress=False, jobs=2)
+    pd.testing.assert_frame_equal(serial.drop(columns="wall_time"), parallel.drop(columns="wall_time"))
+    assert not any((tmp_path / "two" / "locks").iterdir())  # every lock released
+
+
+def test_a_run_locked_by_a_live_process_is_waited_for_and_reused(tmp_path, monkeypatch):
+    """Another sweep (a live pid in the lock) is computing the run: this one waits, then reuses what it stored."""
+    import subprocess
+    import threading
+
+    from grawa_sim import sweep as sweep_module
+    from grawa_sim.runner import validate
+    from grawa_sim.storage import save_result
+    from grawa_sim.sweep import run_key
+
+    cfg = validate(_jobs_configs()[0])
+    result = sweep_module.run(cfg, progress=False)
+    other = subprocess.Popen(["sleep", "30"])
+    lock = tmp_path / "locks" / run_key(cfg)
+    lock.parent.mkdir(parents=True)
+    lock.write_text(f"{other.pid}\n")
+
+    def the_other_sweep_finishes():
+        save_result(result, tmp_path / "runs" / run_key(cfg), overwrite=True)
+        lock.unlink()
+
+    timer = threading.Timer(1.0, the_other_sweep_finishes)
+    timer.start()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a run another process was computing was computed again")
+
+    monkeypatch.setattr(sweep_module, "run", no_training)
+    log = io.StringIO()
+    try:
+        histories = sweep([cfg], tmp_path, progress=False, log=log)
+    finally:
+        timer.cancel()
+        other.kill()
+        other.wait()
+    assert "computed by another process, reused" in log.getvalue()
+    pd.testing.assert_frame_equal(histories[result.history.columns], result.history, check_dtype=False)
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
+    import subprocess
+
+    from grawa_sim.runner import validate
+    from grawa_sim.sweep import run_key
+
+    cfg = validate(_jobs_configs()[0])
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    lock = tmp_path / "locks" / run_key(cfg)
+    lock.parent.mkdir(parents=True)
+    lock.write_text(f"{gone.pid}\n")
+    histories = sweep([cfg], tmp_path, progress=False)
+    assert (histories["status"] == "finished").all() and not lock.exists()
+
+
+def test_jobs_must_be_a_positive_integer(tmp_path):
+    with pytest.raises(ValueError, match="^jobs: must be an integer >= 1"):
+        sweep(_jobs_configs(), tmp_path, jobs=0)
+
+
+def test_cli_sweep_jobs_flag(tmp_path, capsys):
+    from grawa_sim.__main__ import main
+
+    flags = ["sweep", "--algorithm", "localsgd,mgrawa", "--model", "mlp", "--width", "8", "--workers", "2",
+             "--steps", "16", "--tau", "4", "--out", str(tmp_path / "s"), "--no-progress"]
+    assert main([*flags, "--jobs", "0"]) == 2
+    assert "jobs: must be an integer >= 1" in capsys.readouterr().err
+    assert main([*flags, "--jobs", "2"]) == 0
+    assert len(pd.read_csv(tmp_path / "s" / "results.csv")) == 2
