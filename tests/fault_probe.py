@@ -20,6 +20,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from processes import descendants, running  # tests/processes.py (this script's folder)
+
 TINY = ["--dataset", "digits", "--model", "logistic", "--workers", "2", "--steps", "20", "--tau", "4",
         "--batch-size", "8", "--no-progress"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,34 +200,6 @@ def f10_flatness_unreadable(p: Probe) -> str:
     return f"{said(done)}{'; passes on weights_only=False advice' if advice else ''}"
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pids) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            alive.append(pid)
-    return alive
-
-
 def f11_kill(p: Probe) -> str:
     parts = []
     for victim in ("torchrun", "launcher"):
@@ -237,17 +211,17 @@ def f11_kill(p: Probe) -> str:
         ranks, deadline = [], time.monotonic() + 90
         while time.monotonic() < deadline and len(ranks) < 2:
             time.sleep(0.5)
-            family = _descendants(proc.pid)
+            family = descendants(proc.pid)
             ranks = [pid for pid in family if "grawa_sim.distributed" in
                      Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
                      and "torch.distributed.run" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode()]
-        family = _descendants(proc.pid)
+        family = descendants(proc.pid)
         torchrun = [pid for pid in family if pid not in ranks]
         time.sleep(3)
         target = proc.pid if victim == "launcher" else min(torchrun)
         os.kill(target, signal.SIGKILL)
         time.sleep(8)
-        left = _alive([pid for pid in family | {proc.pid} if pid != target])
+        left = sorted(running(pid for pid in family | {proc.pid} if pid != target))
         names = ["rank" if pid in ranks else "launcher" if pid == proc.pid else "torchrun" for pid in left]
         parts.append(f"SIGKILL {victim}: {len(left)} of {len(family)} others still running 8 s later"
                      + (f" ({', '.join(sorted(names))})" if left else ""))

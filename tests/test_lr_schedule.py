@@ -73,27 +73,34 @@ def test_schedule_config_errors(kw, field):
         resolve(Config(**kw))
 
 
-def test_trained_parameters_follow_the_schedule():
-    """One worker (DP, M = 1) against torch.optim.SGD with LambdaLR implementing the same formula."""
-    cfg = Config(algorithm="dp", workers=1, steps=30, lr=0.1, momentum=0.9, weight_decay=1e-3, batch_size=16,
-                 dtype="float64", model="mlp", lr_schedule="cosine", warmup=5, eval_every=10)
-    result = run(cfg, progress=False)
-    batches, data = batch_stream(cfg)
-    torch.manual_seed(cfg.seed)
+def _torch_reference(cfg: Config, factor, **sgd):
+    """One model trained by torch.optim.SGD (``sgd`` options) with LambdaLR(``factor``) on the batches the
+    runner draws for ``cfg`` (one worker), from the same seeded initial point."""
     from grawa_sim import models
 
+    batches, data = batch_stream(cfg)
+    torch.manual_seed(cfg.seed)
     model = models.build(cfg.model, data.features, data.outputs).double()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=1e-3)
-
-    def factor(t: int) -> float:
-        return min(1.0, (t + 1) / 5) * 0.5 * (1 + math.cos(math.pi * max(0, t - 5) / 25))
-
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, **sgd)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     for idx in batches:
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(data.x_train[idx[0]]), data.y_train[idx[0]]).backward()
         opt.step()
         sched.step()
+    return model
+
+
+def test_trained_parameters_follow_the_schedule():
+    """One worker (DP, M = 1) against torch.optim.SGD with LambdaLR implementing the same formula."""
+    cfg = Config(algorithm="dp", workers=1, steps=30, lr=0.1, momentum=0.9, weight_decay=1e-3, batch_size=16,
+                 dtype="float64", model="mlp", lr_schedule="cosine", warmup=5, eval_every=10)
+    result = run(cfg, progress=False)
+
+    def factor(t: int) -> float:
+        return min(1.0, (t + 1) / 5) * 0.5 * (1 + math.cos(math.pi * max(0, t - 5) / 25))
+
+    model = _torch_reference(cfg, factor, momentum=0.9, nesterov=True, weight_decay=1e-3)
     for name, p in model.named_parameters():
         assert torch.allclose(result.workers[name][0], p.detach(), atol=1e-10), name
     constant = run(dataclasses.replace(cfg, lr_schedule="constant", warmup=0.0), progress=False)
@@ -120,17 +127,6 @@ def test_inverse_trained_parameters_match_lambdalr():
     cfg = Config(algorithm="dp", workers=1, steps=25, lr=0.3, momentum=0.0, weight_decay=0.0, batch_size=16,
                  dtype="float64", model="logistic", lr_schedule="inverse", lr_t0=4.0, eval_every=25)
     result = run(cfg, progress=False)
-    batches, data = batch_stream(cfg)
-    torch.manual_seed(cfg.seed)
-    from grawa_sim import models
-
-    model = models.build(cfg.model, data.features, data.outputs).double()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 / (1 + t / 4))
-    for idx in batches:
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(data.x_train[idx[0]]), data.y_train[idx[0]]).backward()
-        opt.step()
-        sched.step()
+    model = _torch_reference(cfg, lambda t: 1 / (1 + t / 4))
     for name, p in model.named_parameters():
         assert torch.allclose(result.workers[name][0], p.detach(), atol=1e-12), name

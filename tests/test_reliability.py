@@ -31,6 +31,7 @@ from grawa_sim.config import ALGORITHMS, ConfigError, ConfigWarning, resolve
 from grawa_sim.runner import validate
 from grawa_sim.storage import is_complete, load_history, save_result, stored_status
 from grawa_sim.sweep import grid, run_key, sweep
+from tests.processes import children, descendants, running
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -348,38 +349,6 @@ def test_10_flatness_on_an_unreadable_params_file_is_one_line(tmp_path, capsys):
 # ---------------------------------------------------------------- 11-12 processes
 
 
-def _children() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = entry.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
-    return children
-
-
-def _descendants(pid: int) -> set[int]:
-    children, found, todo = _children(), set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _running(pids) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                alive.add(pid)
-        except OSError:
-            pass
-    return alive
-
-
 @pytest.mark.xdist_group("torchrun")
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process-death signals are Linux")
 @pytest.mark.parametrize("victim", ["torchrun", "launcher"])
@@ -393,21 +362,21 @@ def test_11_killing_torchrun_or_the_launcher_ends_every_rank(tmp_path, victim):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(family) < 3:  # torchrun and two ranks
             time.sleep(0.2)
-            family = _descendants(launcher.pid)
+            family = descendants(launcher.pid)
         assert len(family) >= 3, "torchrun did not start its ranks"
-        torchrun = _children()[launcher.pid][0]
+        torchrun = children()[launcher.pid][0]
         time.sleep(1)  # the ranks may still be importing torch: they must die all the same
         os.kill(torchrun if victim == "torchrun" else launcher.pid, signal.SIGKILL)
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and _running(family):
+        while time.monotonic() < deadline and running(family):
             time.sleep(0.2)
-        assert _running(family) == set()
+        assert running(family) == set()
         launcher.wait(timeout=30)
         if victim == "torchrun":
             assert launcher.returncode == 1
         assert not out.exists()
     finally:
-        for pid in _running(family | {launcher.pid}):
+        for pid in running(family | {launcher.pid}):
             os.kill(pid, signal.SIGKILL)
         launcher.wait(timeout=30)
 
