@@ -466,6 +466,14 @@ def run_identity(config: Config) -> dict:
     return {k: v for k, v in to_dict(config).items() if k not in NOT_IDENTITY and v is not None}
 
 
+def digest(value, length: int = 10) -> str:
+    """The first ``length`` hex digits of the SHA-1 of ``value`` as sorted JSON: a stable file-name key."""
+    import hashlib
+    import json
+
+    return hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()[:length]
+
+
 def from_dict(values: dict) -> Config:
     """Build a Config from a dict (e.g. config.json), rejecting unknown keys by name."""
     names = {f.name for f in dataclasses.fields(Config)}

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from grawa_sim import algorithms as algorithms_
 from grawa_sim.algorithms import COMPARED
 from grawa_sim.config import Config, resolve
 from grawa_sim.objectives import Optimum, distance, grad_norm, gradient, objective, optimum
@@ -83,7 +84,7 @@ def convex_configs(problem: str, steps: int, workers: tuple[int, ...] = (4, 16),
                                eval_every=max(tau, steps // evaluations // tau * tau))
     configs = []
     for algorithm in algorithms:
-        own = {"algorithm": algorithm, "tau": None if algorithm == "dp" else tau}  # DP communicates every step
+        own = {"algorithm": algorithm, "tau": None if algorithms_.get(algorithm).communicates_every_step else tau}
         for m in workers:
             for lr in spec.lrs:
                 configs.append(dataclasses.replace(base, workers=m, lr=lr, **own))
@@ -189,8 +190,9 @@ def nonconvex_study(algorithms: tuple[str, ...], horizons: tuple[int, ...], lr_s
     """`min_grad_norms` of every algorithm (its own tau, pull and prox defaults unless ``base`` sets them)."""
     from tqdm.auto import tqdm
 
-    frames = [min_grad_norms(dataclasses.replace(base, algorithm=a, tau=None if a == "dp" else base.tau), horizons,
-                             lr_scale, cache)
+    frames = [min_grad_norms(dataclasses.replace(base, algorithm=a,
+                                                 tau=None if algorithms_.get(a).communicates_every_step else base.tau),
+                             horizons, lr_scale, cache)
               for a in tqdm(algorithms, desc="non-convex", disable=not progress)]
     return pd.concat(frames, ignore_index=True)
 

@@ -9,23 +9,15 @@ import numpy as np
 import pandas as pd
 
 from grawa_sim.flatness_plots import label
-from grawa_sim.plots import COLORS, LINESTYLES, save
+from grawa_sim.plots import COLORS, LINESTYLES, save, shared_legend
 
 
-def _reference(ax, steps: np.ndarray, anchor: float, power: float, text: str) -> None:
-    """A dashed black line c * t^power through ``anchor`` at the middle of ``steps`` (log axes)."""
+def _reference(ax, steps: np.ndarray, anchor: float, power: float, text: str, at: float | None = None) -> None:
+    """A dashed black line c * t^power through (``at``, ``anchor``) over the range of ``steps`` (log axes);
+    ``at`` defaults to the geometric middle of the range."""
     t = np.geomspace(steps.min(), steps.max(), 50)
-    middle = np.sqrt(steps.min() * steps.max())
-    ax.plot(t, anchor * (t / middle) ** power, color="k", lw=1.0, ls=(0, (4, 3)), label=text)
-
-
-def _legend(fig, axes) -> None:
-    entries: dict = {}
-    for ax in np.ravel(axes):
-        for handle, text in zip(*ax.get_legend_handles_labels()):
-            entries.setdefault(text, handle)
-    fig.legend(list(entries.values()), list(entries), loc="upper center", ncol=len(entries),
-               bbox_to_anchor=(0.5, 1.04), fontsize=8)
+    at = np.sqrt(steps.min() * steps.max()) if at is None else at
+    ax.plot(t, anchor * (t / at) ** power, color="k", lw=1.0, ls=(0, (4, 3)), label=text)
 
 
 def convex_figure(study: pd.DataFrame, path: str | Path, title: str) -> Path:
@@ -60,7 +52,7 @@ def convex_figure(study: pd.DataFrame, path: str | Path, title: str) -> Path:
             if row == len(workers) - 1:
                 ax.set_xlabel("local steps t")
         axes[row, 0].set_ylabel("F(x̄_t) − F*")
-    _legend(fig, axes)
+    shared_legend(fig, axes)
     fig.text(0.5, -0.03, f"{title}; x̄_t: each algorithm's evaluated model (uniform average; EASGD x~); "
              "one seed per curve", ha="center", fontsize=8, color="0.3")
     out = save(fig, path)
@@ -77,9 +69,7 @@ def nonconvex_figure(table: pd.DataFrame, path: str | Path, title: str) -> Path:
                 ls=LINESTYLES.get(algorithm, "-"), label=label(algorithm))
     horizons = table["T"].to_numpy(dtype=float)
     first = float(table.loc[table["T"] == horizons.min(), "min_grad_sq"].max())
-    t = np.geomspace(horizons.min(), horizons.max(), 50)
-    ax.plot(t, first * (t / horizons.min()) ** -0.5, color="k", lw=1.0, ls=(0, (4, 3)),
-            label="O(1/√T) from the smallest T")
+    _reference(ax, horizons, first, -0.5, "O(1/√T) from the smallest T", at=horizons.min())
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("horizon T (local steps; lr = c/√T)")

@@ -11,8 +11,6 @@ and epsilon-sharpness. The runs share the comparison's cache folder, so the CNN 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from grawa_sim import algorithms, stats
-from grawa_sim.config import Config
+from grawa_sim.config import Config, digest
 from grawa_sim.experiments import comparison_configs
 from grawa_sim.flatness import Settings
 from grawa_sim.run_flatness import measure_tensors
@@ -41,8 +39,7 @@ QUICK_SETTINGS = Settings(power_iters=5, trace_samples=2, lanczos_steps=4, lancz
 
 def table_name(settings: Settings) -> str:
     """The cache file of a run's flatness rows under ``settings`` (other settings, another file)."""
-    digest = hashlib.sha1(json.dumps(dataclasses.asdict(settings), sort_keys=True).encode()).hexdigest()[:8]
-    return f"flatness-study-{digest}.csv"
+    return f"flatness-study-{digest(dataclasses.asdict(settings), 8)}.csv"
 
 # The authors' table (DenseNet-121 on CIFAR-100, 8 workers, 3 seeds): mean top eigenvalue / Ritz sum
 PUBLISHED = pd.DataFrame({"lambda_max": [33.9, 28.5, 9.5, 10.8, 10.9, 13.3],

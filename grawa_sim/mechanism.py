@@ -15,8 +15,6 @@ whose model ends in the wide basin carries a Wilson 95 % interval (grawa_sim.sta
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ import torch
 from grawa_sim import algorithms
 from grawa_sim.algorithms import Hyper
 from grawa_sim.collectives import GroupedAxis
-from grawa_sim.config import Config, resolve
+from grawa_sim.config import Config, digest, resolve
 from grawa_sim.ensemble import VmapEngine, per_sample_loss
 from grawa_sim.stats import ALPHA, fisher, proportion
 from grawa_sim.storage import cached_csv
@@ -75,9 +73,10 @@ class Outcome:
 def _hyper(setup: Setup) -> tuple[Hyper, float]:
     cfg = resolve(Config(algorithm=setup.algorithm, workers=setup.workers, dataset="two_basins", model="point",
                          steps=1000, momentum=0.0, weight_decay=0.0))  # only the algorithm's defaults are read
-    pull = {"dp": 0.0, "localsgd": 1.0}.get(setup.algorithm, setup.pull)
-    tau = 1 if setup.algorithm == "dp" else setup.tau
-    hyper = algorithms.get(setup.algorithm).hyper_type.from_config(cfg)
+    kind = algorithms.get(setup.algorithm)
+    pull = {"localsgd": 1.0}.get(setup.algorithm, setup.pull)  # the study's design: LocalSGD averages fully
+    tau = 1 if kind.communicates_every_step else setup.tau
+    hyper = kind.hyper_type.from_config(cfg)
     return dataclasses.replace(hyper, pull=pull, tau=tau), cfg.prox
 
 
@@ -91,7 +90,7 @@ def simulate(setup: Setup) -> Outcome:
     algorithm = algorithms.build(setup.algorithm, hyper)
     gen = torch.Generator().manual_seed(setup.seed)
     starts = where.ridge + setup.spread * torch.randn(r, m, d, generator=gen, dtype=torch.float64)
-    if setup.algorithm == "dp":
+    if algorithm.communicates_every_step:  # DP keeps one model: every worker starts at the run's mean start
         starts = starts.mean(dim=1, keepdim=True).expand(r, m, d)
     model = Point(shape, where.ridge.clone()).double()
     engine = VmapEngine(model, algorithm, axis, per_sample_loss(0, "value"), setup.lr, 0.0, 0.0, prox, hyper.tau)
@@ -103,7 +102,7 @@ def simulate(setup: Setup) -> Outcome:
         return setup.sigma * torch.randn(r * m, setup.batch_size, d, generator=gen, dtype=torch.float64)
 
     def center() -> torch.Tensor:
-        if setup.algorithm == "dp":
+        if algorithm.communicates_every_step:  # DP's center is its model
             return engine.params["x"]
         return algorithm.center(engine.state)["x"].expand(r * m, d)
 
@@ -156,8 +155,7 @@ def versus(table: pd.DataFrame, reference: str, what: str = "model") -> pd.DataF
 
 def setup_key(setup: Setup) -> str:
     """A stable file name for a setup's cached table row."""
-    digest = hashlib.sha1(json.dumps(dataclasses.asdict(setup), sort_keys=True).encode()).hexdigest()[:10]
-    return f"{setup.algorithm}-tau{setup.tau}-pull{setup.pull:g}-{digest}"
+    return f"{setup.algorithm}-tau{setup.tau}-pull{setup.pull:g}-{digest(dataclasses.asdict(setup))}"
 
 
 def study(methods: tuple[str, ...] = METHODS, taus: tuple[int, ...] = (8,), pulls: tuple[float, ...] = (0.5,),
@@ -171,8 +169,9 @@ def study(methods: tuple[str, ...] = METHODS, taus: tuple[int, ...] = (8,), pull
 
     grid = []
     for method in methods:
-        for tau in (taus[:1] if method == "dp" else taus):
-            for pull in (pulls[:1] if method in ("dp", "localsgd") else pulls):
+        every_step = algorithms.get(method).communicates_every_step
+        for tau in (taus[:1] if every_step else taus):
+            for pull in (pulls[:1] if every_step or method == "localsgd" else pulls):
                 grid.append(dataclasses.replace(base, algorithm=method, tau=tau, pull=pull))
     outcomes, rows = {}, []
     for setup in tqdm(grid, desc="two basins", disable=not progress):

@@ -12,7 +12,7 @@ import torch
 
 from grawa_sim.flatness_plots import label
 from grawa_sim.mechanism import Outcome
-from grawa_sim.plots import COLORS, LINESTYLES, save
+from grawa_sim.plots import COLORS, LINESTYLES, save, shared_legend
 from grawa_sim.two_basins import basins, landscape
 
 
@@ -80,12 +80,7 @@ def shares_figure(by_tau: pd.DataFrame, by_pull: pd.DataFrame, path: str | Path,
             ax.set_xscale("log", base=2)
             ax.set_xticks(sorted(table[x].unique()), [str(v) for v in sorted(table[x].unique())])
     axes[0].set_ylabel(f"share of runs whose {what} ends wide")
-    legend = {}
-    for ax in axes:
-        for handle, text in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(text, handle)
-    handles, labels_ = list(legend.values()), list(legend)
-    fig.legend(handles, labels_, loc="upper center", ncol=len(labels_), bbox_to_anchor=(0.5, 1.06), fontsize=8)
+    shared_legend(fig, axes, bbox_to_anchor=(0.5, 1.06))
     fig.text(0.5, -0.04, "error bars: Wilson 95 % interval over independent runs", ha="center", fontsize=8,
              color="0.3")
     out = save(fig, path)

@@ -68,6 +68,17 @@ def figure_legend(fig, ax, histories: pd.DataFrame, columns: int = 7) -> None:
     fig.text(0.5, -0.12, caption(histories), ha="center", fontsize=8, color="0.3")
 
 
+def shared_legend(fig, axes, **where) -> None:
+    """One legend for the whole figure from every panel's handles (each label once), above the panels
+    unless ``where`` says otherwise."""
+    entries: dict = {}
+    for ax in np.ravel(axes):
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(text, handle)
+    where = {"loc": "upper center", "bbox_to_anchor": (0.5, 1.04), "fontsize": 8, **where}
+    fig.legend(list(entries.values()), list(entries), ncol=len(entries), **where)
+
+
 def inline(path: str | Path):
     """The saved PNG at ``path`` as a notebook display object (the last expression of a cell shows it)."""
     from IPython.display import Image

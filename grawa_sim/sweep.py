@@ -7,9 +7,7 @@ whole on disk is read back from its directory, the interrupted one starts over, 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
 import os
 import sys
 import time
@@ -21,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from grawa_sim.algorithms.grawa import DivergenceError
-from grawa_sim.config import Config, ConfigError, ConfigWarning, run_identity, to_dict, unused_rules
+from grawa_sim.config import Config, ConfigError, ConfigWarning, digest, run_identity, to_dict, unused_rules
 from grawa_sim.folders import claim, release
 from grawa_sim.runner import run, validate
 from grawa_sim.storage import (
@@ -62,8 +60,7 @@ def grid(base: Config, **axes: Sequence) -> list[Config]:
 
 def run_key(config: Config) -> str:
     """A readable, stable directory name for a resolved config (where the data lives is not part of it)."""
-    digest = hashlib.sha1(json.dumps(run_identity(config), sort_keys=True).encode()).hexdigest()[:10]
-    return f"{config.algorithm}-M{config.workers}-s{config.seed}-{digest}"
+    return f"{config.algorithm}-M{config.workers}-s{config.seed}-{digest(run_identity(config))}"
 
 
 def sweep(configs: Iterable[Config], out: str | os.PathLike, progress: bool | None = None,
@@ -93,7 +90,7 @@ def sweep(configs: Iterable[Config], out: str | os.PathLike, progress: bool | No
         remove_stale_temps(out, name)
     remove_stale_temps(out / "runs")
     statuses: dict[str, str] = {}
-    pending = []
+    pending, queued = [], set()
     for i, cfg in enumerate(resolved, 1):
         key = run_key(cfg)
         run_dir = out / "runs" / key
@@ -102,8 +99,9 @@ def sweep(configs: Iterable[Config], out: str | os.PathLike, progress: bool | No
             said = "done before" if status == FINISHED else f"diverged before (step {load_status(run_dir)['step']})"
             print(f"[{i}/{len(resolved)}] {key}: {said}, reused", file=log)
             statuses[key] = status
-        elif key not in {run_key(c) for _, c in pending}:
+        elif key not in queued:
             pending.append((i, cfg))
+            queued.add(key)
 
     def done(i: int, cfg: Config, status: str, message: str | None) -> None:
         statuses[run_key(cfg)] = status

@@ -89,7 +89,9 @@ class Basins:
     wide_curvature: float
 
 
+@functools.lru_cache(maxsize=16)
 def basins(shape: Landscape) -> Basins:
+    """Computed once per landscape (treat the returned tensors as read-only)."""
     from scipy.optimize import minimize_scalar
 
     def point(t: float) -> torch.Tensor:

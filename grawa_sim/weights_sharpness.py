@@ -11,8 +11,6 @@ workers got the larger weights (a negative rho); over rounds and seeds it gets a
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import torch
 from scipy import stats as sps
 
 from grawa_sim import stats
-from grawa_sim.config import Config, resolve
+from grawa_sim.config import Config, digest, resolve
 from grawa_sim.flatness import Settings, measure_workers, model_loss
 from grawa_sim.runner import build_problem, run
 from grawa_sim.storage import cached_csv
@@ -59,11 +57,11 @@ def study(seeds: int = 3, base: Config = BASE, settings: Settings = SETTINGS, ev
     rows are kept in ``cache/<run key>-<settings digest>.csv`` and reused."""
     from tqdm.auto import tqdm
 
-    digest = hashlib.sha1(json.dumps([dataclasses.asdict(settings), every]).encode()).hexdigest()[:8]
+    key = digest([dataclasses.asdict(settings), every], 8)
     frames = []
     for s in tqdm(range(seeds), desc="weights vs sharpness", disable=not progress):
         cfg = dataclasses.replace(base, seed=s)
-        path = None if cache is None else Path(cache) / f"{run_key(resolve(cfg))}-{digest}.csv"
+        path = None if cache is None else Path(cache) / f"{run_key(resolve(cfg))}-{key}.csv"
         frames.append(cached_csv(path, lambda cfg=cfg: record(cfg, settings, every)))
     return pd.concat(frames, ignore_index=True)
 
