@@ -55,7 +55,7 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/lint-imports
 
 strip: $(VENV)/.installed
-	$(PY) -m grawa_sim.notebook_runner --strip notebooks/*.ipynb
+	$(PY) -m grawa_sim.experiments.notebook_runner --strip notebooks/*.ipynb
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -15,7 +15,7 @@ def __getattr__(name: str):
     """torch is imported on first use of run / Result / grawa_weights, so the command line can check its
     input and output folder before that import (a few seconds)."""
     if name in ("run", "Result"):
-        from grawa_sim import runner
+        from grawa_sim.engine import runner
 
         return getattr(runner, name)
     if name == "grawa_weights":

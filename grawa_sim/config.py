@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass
 
 from grawa_sim import algorithms
-from grawa_sim.errors import ConfigError, ConfigWarning
+from grawa_sim.core.errors import ConfigError, ConfigWarning
 
 ALGORITHMS = algorithms.names()  # every registered algorithm (grawa_sim/algorithms/__init__.py)
 DATASETS = ("mnist1d", "digits", "lstsq", "two_basins", "cifar10", "cifar100")
@@ -99,7 +99,7 @@ class Config:
     log-normal with sigma ``speed_spread``) x ``straggler_slowdown`` with probability
     ``straggler_prob``; collectives cost alpha = ``latency`` s, beta = 1/``bandwidth`` s/byte.
     A run stops at ``steps``, ``time_budget`` simulated or ``wall_budget`` real seconds.
-    The lr follows ``lr_schedule`` (grawa_sim/lr_schedule.py): constant; ``step`` (x ``lr_decay_factor``
+    The lr follows ``lr_schedule`` (grawa_sim/engine/lr_schedule.py): constant; ``step`` (x ``lr_decay_factor``
     at each of ``lr_decay_at``); or ``cosine`` (to 0 at ``steps``, or at ``time_budget`` when the unit is
     seconds); or ``inverse`` (lr / (1 + t / ``lr_t0``)); all after a linear ``warmup``, times in
     ``lr_decay_unit``. ``None`` picks step when ``lr_decay_at`` is given, else constant.
@@ -150,7 +150,7 @@ class Config:
     eval_seconds: float | None = None
     execution: str = "auto"
     bn_recalibration: int = 10
-    # simulated time (grawa_sim/clock.py)
+    # simulated time (grawa_sim/engine/clock.py)
     schedule: str = "sync"
     step_time: float | None = None
     device_flops: float = 1e12
@@ -307,7 +307,7 @@ def _check(c: Config, warn: bool = True) -> dict:
     _choice("execution", c.execution, EXECUTIONS)
     _choice("schedule", c.schedule, SCHEDULES)
     _choice("lr_decay_unit", c.lr_decay_unit, LR_DECAY_UNITS)
-    from grawa_sim.devices import check_name  # the name only; availability is checked when a run starts
+    from grawa_sim.core.devices import check_name  # the name only; availability is checked when a run starts
 
     check_name(c.device)
     kind = algorithms.get(c.algorithm)

@@ -11,10 +11,10 @@ import sys
 import torch.distributed as dist
 
 from grawa_sim import algorithms
-from grawa_sim.collectives import DistributedAxis
 from grawa_sim.config import from_dict
-from grawa_sim.runner import run
-from grawa_sim.storage import save_result
+from grawa_sim.core.collectives import DistributedAxis
+from grawa_sim.engine.runner import run
+from grawa_sim.results.storage import save_result
 
 out, base = sys.argv[1], json.loads(sys.argv[2])
 dist.init_process_group("gloo")

@@ -212,7 +212,7 @@ def f11_kill(p: Probe) -> str:
         while time.monotonic() < deadline and len(ranks) < 2:
             time.sleep(0.5)
             family = descendants(proc.pid)
-            ranks = [pid for pid in family if "grawa_sim.distributed" in
+            ranks = [pid for pid in family if "grawa_sim.cli.distributed" in
                      Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
                      and "torch.distributed.run" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode()]
         family = descendants(proc.pid)
@@ -279,8 +279,8 @@ def f14_memory(p: Probe) -> str:
     spread = p.py("""
         import torch
         from torch.utils._python_dispatch import TorchDispatchMode
-        from grawa_sim.collectives import StackedAxis
-        from grawa_sim.runner import spread
+        from grawa_sim.core.collectives import StackedAxis
+        from grawa_sim.engine.runner import spread
         params = {"a": torch.randn(2048, 64, 64), "b": torch.randn(2048, 64, 32)}
         class Peak(TorchDispatchMode):
             live = 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from grawa_sim import models
 from grawa_sim.config import Config, resolve
-from grawa_sim.data import BatchSampler, iid_shards, load
+from grawa_sim.data.datasets import BatchSampler, iid_shards, load
+from grawa_sim.models import registry as models
 
 
 def batch_stream(config: Config) -> tuple[list[torch.Tensor], object]:

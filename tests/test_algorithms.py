@@ -10,8 +10,8 @@ import torch
 
 from grawa_sim import algorithms
 from grawa_sim.algorithms.base import Algorithm, Hyper, Reference, Style
-from grawa_sim.collectives import Collective, StackedAxis
 from grawa_sim.config import ALGORITHMS, Config, resolve
+from grawa_sim.core.collectives import Collective, StackedAxis
 
 
 def _same(a, b) -> bool:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-import grawa_sim.sweep  # noqa: F401  (binds sweep's log stream at collection, see test_cli.py)
-from grawa_sim.__main__ import main
+import grawa_sim.results.sweep  # noqa: F401  (binds sweep's log stream at collection, see test_cli.py)
 from grawa_sim.algorithms import COMPARED
-from grawa_sim.anchor import SINGLE_MODELS
+from grawa_sim.cli.main import main
+from grawa_sim.experiments.anchor import SINGLE_MODELS
 
 
 def test_anchor_quick_reports_and_resumes(tmp_path, capsys):

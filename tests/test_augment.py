@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from grawa_sim.augment import CropFlip, crop_flip
+from grawa_sim.data.augment import CropFlip, crop_flip
 
 
 def _reference(image: torch.Tensor, dy: int, dx: int, flip: bool, padding: int) -> torch.Tensor:

@@ -7,9 +7,9 @@ import dataclasses
 import torch
 
 from grawa_sim import Config, run
-from grawa_sim.batchnorm import Recalibrator
-from grawa_sim.data import load
-from grawa_sim.models import build
+from grawa_sim.data.datasets import load
+from grawa_sim.engine.batchnorm import Recalibrator
+from grawa_sim.models.registry import build
 from tests.helpers import reference_statistics
 
 CFG = Config(algorithm="easgd", model="cnn_bn", workers=8, steps=600, dataset="mnist1d")
@@ -38,7 +38,7 @@ def test_recalibration_helps_the_averaged_easgd_center():
 
 
 def test_models_without_batchnorm_are_unaffected():
-    from grawa_sim.runner import Evaluator
+    from grawa_sim.engine.runner import Evaluator
 
     data = load("digits")
     assert Evaluator(build("mlp", data.features, data.outputs), data, recalibration=10).recalibrate is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from grawa_sim import bench
+from grawa_sim.bench import training as bench
 
 
 def test_backends_rows_for_vector_and_image_models():

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from grawa_sim import bench_gpu
-from grawa_sim.__main__ import main
+from grawa_sim.bench import gpu as bench_gpu
+from grawa_sim.cli.main import main
 
 
 def test_check_on_cpu_writes_the_report(tmp_path):

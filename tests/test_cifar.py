@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from grawa_sim import cifar
 from grawa_sim.config import ConfigError
+from grawa_sim.data import cifar
 
 
 def _arrays(name: str, n_train: int, n_test: int, seed: int = 0):

@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-import grawa_sim.sweep  # noqa: F401  (binds sweep's log stream at collection, see test_cli.py)
-from grawa_sim import Config, cifar, run
-from grawa_sim.__main__ import main
-from grawa_sim.batchnorm import Recalibrator
+import grawa_sim.results.sweep  # noqa: F401  (binds sweep's log stream at collection, see test_cli.py)
+from grawa_sim import Config, run
+from grawa_sim.cli.main import main
 from grawa_sim.config import ConfigError, resolve
-from grawa_sim.data import load
-from grawa_sim.models import build
-from grawa_sim.runner import validate
-from grawa_sim.storage import load_history
+from grawa_sim.data import cifar
+from grawa_sim.data.datasets import load
+from grawa_sim.engine.batchnorm import Recalibrator
+from grawa_sim.engine.runner import validate
+from grawa_sim.models.registry import build
+from grawa_sim.results.storage import load_history
 from tests.helpers import max_abs_diff, reference_statistics
 
 
@@ -79,7 +80,7 @@ def test_augmentation_reaches_training(cifar_root):
 def test_probe_batches_are_plain_and_leave_the_training_stream_alone(cifar_root):
     """GRAWA's probe batch is not augmented, and drawing it changes neither the training indices nor
     their crops and flips (probes and training batches have separate generators)."""
-    from grawa_sim.data import TrainingStream
+    from grawa_sim.data.datasets import TrainingStream
 
     cfg = resolve(_tiny(cifar_root))
     data = load(cfg.dataset, torch.float64, cfg.data_dir)

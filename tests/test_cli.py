@@ -13,17 +13,17 @@ import pandas as pd
 import pytest
 
 import grawa_sim
-import grawa_sim.sweep
-from grawa_sim.__main__ import main
+import grawa_sim.results.sweep
 from grawa_sim.algorithms import COMPARED
+from grawa_sim.cli.main import main
 from grawa_sim.config import Config
-from grawa_sim.runner import validate
-from grawa_sim.storage import is_complete, load_config, load_history
+from grawa_sim.engine.runner import validate
+from grawa_sim.results.storage import is_complete, load_config, load_history
 
 PROJECT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "digits", "--model", "logistic", "--workers", "2", "--steps", "20", "--tau", "4",
         "--batch-size", "8"]
-# grawa_sim.sweep is imported here, at collection, on purpose: sweep() binds `log=sys.stderr` when the
+# grawa_sim.results.sweep is imported here, at collection, on purpose: sweep() binds `log=sys.stderr` when the
 # module is imported (see test_sweep.py::test_sweep_logs_to_the_current_stderr), so a first import inside
 # a capsys test would leave it writing to that test's closed stream in later tests.
 TINY_CONFIG = Config(dataset="digits", model="logistic", workers=2, steps=20, tau=4, batch_size=8)
@@ -121,7 +121,7 @@ def test_sweep_command_writes_one_row_per_run_and_resumes(tmp_path, capsys, monk
     def no_run(*args, **kwargs):
         raise AssertionError("a finished run was run again")
 
-    monkeypatch.setattr(grawa_sim.sweep, "run", no_run)
+    monkeypatch.setattr(grawa_sim.results.sweep, "run", no_run)
     assert main(argv) == 0
     assert pd.read_csv(out / "results.csv").equals(results)
     capsys.readouterr()

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from grawa_sim.__main__ import build_parser
+from grawa_sim.cli.main import build_parser
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from grawa_sim import Config, run
-from grawa_sim.clock import Collective, collective_bytes, collective_time
 from grawa_sim.config import ALGORITHMS
+from grawa_sim.engine.clock import Collective, collective_bytes, collective_time
 
 BW, LAT = 1e9, 1e-5
 CLOCK = ["sim_time", "compute_time", "comm_time", "comm_bytes", "steps_min", "steps_mean", "steps_max"]
@@ -135,7 +135,7 @@ def test_wall_budget_stops_early_with_a_final_row():
 
 
 def _async_schedule(speeds, tau, straggler_prob=0.0, seed=0):
-    from grawa_sim.clock import Clock, ClockModel
+    from grawa_sim.engine.clock import Clock, ClockModel
 
     clock = ClockModel(workers=len(speeds), step_time=0.01, speeds=tuple(speeds), straggler_prob=straggler_prob,
                        straggler_slowdown=4.0, bandwidth=BW, latency=LAT, seed=seed)
@@ -191,7 +191,7 @@ class _RecordingAxis:
     """A StackedAxis that records every collective: (kind, op) -> values per worker, summed over calls."""
 
     def __init__(self, workers):
-        from grawa_sim.collectives import StackedAxis
+        from grawa_sim.core.collectives import StackedAxis
 
         self.inner, self.calls = StackedAxis(workers), {}
 
@@ -221,7 +221,7 @@ class _RecordingAxis:
         return self.inner.all_gather(t)
 
     def select_min(self, values, params):  # the composite collective, built from the two recorded above
-        from grawa_sim.collectives import StackedAxis
+        from grawa_sim.core.collectives import StackedAxis
 
         return StackedAxis.select_min(self, values, params)
 

@@ -6,7 +6,7 @@ import pytest
 
 from grawa_sim import Config, run
 from grawa_sim.config import ALGORITHMS
-from grawa_sim.data import load
+from grawa_sim.data.datasets import load
 
 
 def test_optimum_is_the_minimum():

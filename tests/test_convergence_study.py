@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from grawa_sim import convergence as cv
-from grawa_sim import convergence_plots, run
+from grawa_sim import run
 from grawa_sim.algorithms import COMPARED as ALGORITHMS
-from grawa_sim.data import load
-from grawa_sim.runner import build_problem
+from grawa_sim.data.datasets import load
+from grawa_sim.engine.runner import build_problem
+from grawa_sim.experiments import convergence as cv
+from grawa_sim.plots import convergence as convergence_plots
 
 
 def test_convex_configs_cover_every_algorithm_worker_count_and_schedule():

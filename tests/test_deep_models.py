@@ -7,10 +7,11 @@ import torch
 
 from grawa_sim import algorithms
 from grawa_sim.algorithms import Hyper
-from grawa_sim.collectives import StackedAxis
-from grawa_sim.deep_models import VGG, BasicBlock, ResNet1d, ResNet20, pad_shortcut
-from grawa_sim.ensemble import VmapEngine, per_sample_loss
-from grawa_sim.reference_loop import LoopEngine
+from grawa_sim.core.collectives import StackedAxis
+from grawa_sim.engine.ensemble import VmapEngine
+from grawa_sim.engine.reference_loop import LoopEngine
+from grawa_sim.models.deep import VGG, BasicBlock, ResNet1d, ResNet20, pad_shortcut
+from grawa_sim.models.losses import per_sample_loss
 from tests.helpers import max_abs_diff
 
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import grawa_sim
-from grawa_sim.__main__ import main
+from grawa_sim.cli.main import main
 from grawa_sim.config import Config, ConfigError, run_identity
-from grawa_sim.devices import DEVICE_ENV, parse_devices, resolve_device
-from grawa_sim.storage import is_complete, load_config, load_params, save_result
+from grawa_sim.core.devices import DEVICE_ENV, parse_devices, resolve_device
+from grawa_sim.results.storage import is_complete, load_config, load_params, save_result
 
 TINY = ["--dataset", "digits", "--model", "logistic", "--workers", "2", "--steps", "8", "--tau", "4",
         "--batch-size", "8"]

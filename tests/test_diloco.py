@@ -9,10 +9,10 @@ import torch
 from torch.testing import assert_close
 
 from grawa_sim import Config, run
-from grawa_sim.__main__ import main
 from grawa_sim.algorithms import Hyper, build
 from grawa_sim.algorithms.diloco import DiLoCoHyper
-from grawa_sim.collectives import StackedAxis
+from grawa_sim.cli.main import main
+from grawa_sim.core.collectives import StackedAxis
 from tests.helpers import max_abs_diff
 
 

@@ -18,8 +18,8 @@ import torch
 
 from grawa_sim import Config, run
 from grawa_sim.config import to_dict
-from grawa_sim.distributed import free_port
-from grawa_sim.storage import load_config, load_history, load_params
+from grawa_sim.core.ports import free_port
+from grawa_sim.results.storage import load_config, load_history, load_params
 from tests.helpers import max_abs_diff, method_name, methods
 
 # One xdist worker runs every torchrun launch (make test: --dist loadgroup): concurrent launches pick
@@ -89,7 +89,7 @@ def test_async_augmented_dirichlet_run_matches_simulation(tmp_path):
     """CIFAR-format data with per-sample augmentation, label-skewed shards and the asynchronous
     schedule with unequal speeds, so some ticks leave a rank without a stepping worker: every rank
     must still draw the same augmentation stream."""
-    from grawa_sim import cifar
+    from grawa_sim.data import cifar
 
     cifar.synthetic(tmp_path / "data", "cifar10", train=256, test=64)
     flags = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--model", "mlp", "--width", "16",

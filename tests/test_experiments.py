@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from grawa_sim import experiments
+from grawa_sim.experiments import presets as experiments
 
 BUILDERS = [experiments.quickstart_configs, experiments.time_budget_configs, experiments.noniid_configs]
 

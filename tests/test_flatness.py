@@ -15,9 +15,10 @@ import torch
 
 import grawa_sim
 from grawa_sim import flatness as F
-from grawa_sim import models, run_flatness
-from grawa_sim.ensemble import per_sample_loss
-from grawa_sim.storage import save_result
+from grawa_sim.models import registry as models
+from grawa_sim.models.losses import per_sample_loss
+from grawa_sim.results import run_flatness
+from grawa_sim.results.storage import save_result
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch's jvp
 
@@ -396,7 +397,7 @@ def test_measure_run_writes_flatness_csv(tmp_path):
     assert (csv["lambda_max"] > 0).all() and (csv["mode"] == "train").all() and (csv["probe"] == 320).all()
     np.testing.assert_allclose(csv["lambda_max"], table["lambda_max"])
     # the average row measures the uniform average, the center row x_C, the worker rows the workers
-    loss = F.model_loss(*grawa_sim.runner.build_problem(cfg))
+    loss = F.model_loss(*grawa_sim.engine.runner.build_problem(cfg))
     average = {n: p.mean(0) for n, p in result.workers.items()}
     assert csv.loc[0, "loss"] == pytest.approx(float(loss(average)), rel=1e-5)
     assert csv.loc[1, "loss"] == pytest.approx(float(loss(result.center)), rel=1e-5)
@@ -425,8 +426,8 @@ def test_bad_arguments_raise_one_line_errors(tmp_path):
 
 def test_run_with_flatness_true_adds_the_table_and_summary(tmp_path):
     from grawa_sim import Config, run
-    from grawa_sim.__main__ import main
-    from grawa_sim.storage import save_result
+    from grawa_sim.cli.main import main
+    from grawa_sim.results.storage import save_result
 
     cfg = Config(algorithm="lgrawa", workers=2, steps=8, tau=4, dataset="digits", model="logistic", batch_size=8,
                  flatness=True)
@@ -448,7 +449,7 @@ def test_flatness_is_measured_on_the_uniform_average_for_every_method(algorithm)
                            batch_size=8, dtype="float64")
     result = grawa_sim.run(cfg, progress=False)
     table = run_flatness.measure_result(result, metrics=("loss",))
-    loss = F.model_loss(*grawa_sim.runner.build_problem(cfg))
+    loss = F.model_loss(*grawa_sim.engine.runner.build_problem(cfg))
     average = {n: p.mean(0) for n, p in result.workers.items()}
     assert table.loc[table["model"] == "average", "loss"].item() == pytest.approx(float(loss(average)), rel=1e-10)
     has_center = algorithm in ("easgd", "lsgd")
@@ -464,7 +465,7 @@ def test_reference_batching_averages_per_batch_losses_and_hvps_with_batch_statis
     """10 batches of 32, batch norm in train mode per batch: the loss is the mean of the batches' losses
     (each from an nn.Module in train mode fed that batch alone) and the HVP the mean of their HVPs."""
     torch.manual_seed(0)
-    data = grawa_sim.data.load("digits", torch.float64)
+    data = grawa_sim.data.datasets.load("digits", torch.float64)
     model = models.build("cnn_bn", data.input_shape, data.outputs, 4).double()
     params = {n: p.detach() for n, p in model.named_parameters()}
     batched = F.model_loss(model, data, probe=320, batch=32)
@@ -488,7 +489,7 @@ def test_reference_batching_averages_per_batch_losses_and_hvps_with_batch_statis
 
 
 def test_batching_does_not_change_a_model_without_batch_norm():
-    data = grawa_sim.data.load("digits", torch.float64)
+    data = grawa_sim.data.datasets.load("digits", torch.float64)
     torch.manual_seed(0)
     model = models.build("mlp", data.input_shape, data.outputs, 16).double()
     params = {n: p.detach() for n, p in model.named_parameters()}

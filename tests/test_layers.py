@@ -31,8 +31,9 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
     config = (ROOT / ".importlinter").read_text()
     package = tmp_path / "grawa_sim"
     shutil.copytree(ROOT / "grawa_sim", package, ignore=shutil.ignore_patterns("__pycache__"))
-    (package / "stats.py").write_text((package / "stats.py").read_text() + "\nimport grawa_sim.runner  # noqa\n")
+    stats = package / "core" / "stats.py"
+    stats.write_text(stats.read_text() + "\nimport grawa_sim.engine.runner  # noqa\n")
     (tmp_path / ".importlinter").write_text(config)
     done = subprocess.run([_lint_imports()], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={"PYTHONPATH": str(tmp_path), "PATH": str(Path(sys.executable).parent)})
-    assert done.returncode != 0 and "grawa_sim.stats -> grawa_sim.runner" in done.stdout
+    assert done.returncode != 0 and "grawa_sim.core.stats -> grawa_sim.engine.runner" in done.stdout

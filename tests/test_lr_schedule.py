@@ -10,7 +10,7 @@ import torch
 
 from grawa_sim import Config, run
 from grawa_sim.config import ConfigError, resolve
-from grawa_sim.lr_schedule import lr_at
+from grawa_sim.engine.lr_schedule import lr_at
 from tests.helpers import batch_stream
 
 
@@ -76,7 +76,7 @@ def test_schedule_config_errors(kw, field):
 def _torch_reference(cfg: Config, factor, **sgd):
     """One model trained by torch.optim.SGD (``sgd`` options) with LambdaLR(``factor``) on the batches the
     runner draws for ``cfg`` (one worker), from the same seeded initial point."""
-    from grawa_sim import models
+    from grawa_sim.models import registry as models
 
     batches, data = batch_stream(cfg)
     torch.manual_seed(cfg.seed)

@@ -11,13 +11,14 @@ import torch
 from scipy.optimize import minimize
 from torch.testing import assert_close
 
-from grawa_sim import Config, algorithms, mechanism, run
-from grawa_sim import weights_sharpness as ws
+from grawa_sim import Config, algorithms, run
 from grawa_sim.algorithms import Hyper
-from grawa_sim.collectives import GroupedAxis, StackedAxis
+from grawa_sim.core.collectives import GroupedAxis, StackedAxis
+from grawa_sim.data.two_basins import Point, basins, flow_to_basin, landscape
+from grawa_sim.engine.runner import build_problem
+from grawa_sim.experiments import mechanism
+from grawa_sim.experiments import weights_sharpness as ws
 from grawa_sim.flatness import hessian_matrix, model_loss
-from grawa_sim.runner import build_problem
-from grawa_sim.two_basins import Point, basins, flow_to_basin, landscape
 
 F64 = torch.float64
 R, M = 3, 4

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from grawa_sim import experiments, notebook_runner
+from grawa_sim.experiments import notebook_runner
+from grawa_sim.experiments import presets as experiments
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 # notebook -> (the experiments builder its first code cell calls, {knob variable: builder keyword})

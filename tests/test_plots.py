@@ -11,7 +11,8 @@ import matplotlib.colors as mcolors  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from grawa_sim import experiments, plots  # noqa: E402
+from grawa_sim.experiments import presets as experiments
+from grawa_sim.plots import runs as plots  # noqa: E402
 
 
 def histories(seeds: int = 2, algorithms=("mgrawa", "lgrawa", "dp")) -> pd.DataFrame:

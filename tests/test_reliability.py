@@ -22,15 +22,15 @@ import pandas as pd
 import pytest
 import torch
 
-import grawa_sim.storage
-import grawa_sim.sweep
+import grawa_sim.results.storage
+import grawa_sim.results.sweep
 from grawa_sim import Config, run
-from grawa_sim.__main__ import main
 from grawa_sim.algorithms.grawa import DivergenceError
+from grawa_sim.cli.main import main
 from grawa_sim.config import ALGORITHMS, ConfigError, ConfigWarning, resolve
-from grawa_sim.runner import validate
-from grawa_sim.storage import is_complete, load_history, save_result, stored_status
-from grawa_sim.sweep import grid, run_key, sweep
+from grawa_sim.engine.runner import validate
+from grawa_sim.results.storage import is_complete, load_history, save_result, stored_status
+from grawa_sim.results.sweep import grid, run_key, sweep
 from tests.processes import children, descendants, running
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def test_02_sweep_records_diverged_runs_and_goes_on(tmp_path, monkeypatch, capsy
     assert list(finals["status"]) == list(results["status"])
 
     calls = []
-    monkeypatch.setattr(grawa_sim.sweep, "run", lambda *a, **k: calls.append(a) or run(*a, **k))
+    monkeypatch.setattr(grawa_sim.results.sweep, "run", lambda *a, **k: calls.append(a) or run(*a, **k))
     again, log = quiet_sweep(configs, out)  # the diverged runs are recorded, not retried
     assert calls == [] and log.count("reused") == 3 and log.count("diverged before") == 2
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), results)
@@ -130,13 +130,13 @@ def test_03_distributed_divergence_is_the_same_one_line(tmp_path):
 
 
 def _no_training(monkeypatch):
-    import grawa_sim.runner
+    import grawa_sim.engine.runner
 
     def refuse(*args, **kwargs):
         raise AssertionError("trained before checking --out")
 
-    monkeypatch.setattr(grawa_sim.runner, "run", refuse)
-    monkeypatch.setattr(grawa_sim.sweep, "run", refuse)
+    monkeypatch.setattr(grawa_sim.engine.runner, "run", refuse)
+    monkeypatch.setattr(grawa_sim.results.sweep, "run", refuse)
 
 
 @pytest.mark.parametrize("command", ["run", "sweep", "reproduce", "anchor"])
@@ -182,7 +182,7 @@ def test_05_write_error_is_one_line_and_leaves_no_partial_folder(tmp_path, capsy
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(grawa_sim.storage.torch, "save", disk_full)
+    monkeypatch.setattr(grawa_sim.results.storage.torch, "save", disk_full)
     out = tmp_path / "run"
     assert main(["run", *TINY, "--out", str(out)]) == 1
     assert one_line(capsys.readouterr().err) == f"error: out: cannot write '{out}': no space left on device"
@@ -218,7 +218,7 @@ def test_06_a_run_folder_is_replaced_whole(tmp_path):
 
 KILL_AT_MOVE = """
 import os, signal, sys
-import grawa_sim.storage as storage
+import grawa_sim.results.storage as storage
 from grawa_sim import Config, run
 when = sys.argv[2]
 from grawa_sim.config import from_dict
@@ -286,7 +286,7 @@ def test_08_result_files_are_0644(tmp_path):
         out = tmp_path / "sweep"
         quiet_sweep([BASE], out)
         run_dir = out / "runs" / run_key(validate(BASE))
-        from grawa_sim.run_flatness import measure_run
+        from grawa_sim.results.run_flatness import measure_run
 
         measure_run(run_dir, metrics=("loss",), probe=16)
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [out / "results.csv", *run_dir.iterdir()]}
@@ -319,7 +319,7 @@ def test_09_only_whole_runs_are_reused(tmp_path, monkeypatch, how):
         _cut(run_dir / "history.csv", how)
     assert stored_status(run_dir, validate(BASE)) is None
     calls = []
-    monkeypatch.setattr(grawa_sim.sweep, "run", lambda *a, **k: calls.append(a) or run(*a, **k))
+    monkeypatch.setattr(grawa_sim.results.sweep, "run", lambda *a, **k: calls.append(a) or run(*a, **k))
     again, log = quiet_sweep([BASE], out)
     assert len(calls) == 1 and "running" in log
     assert load_history(run_dir)["step"].iloc[-1] == BASE.steps
@@ -383,7 +383,7 @@ def test_11_killing_torchrun_or_the_launcher_ends_every_rank(tmp_path, victim):
 
 @pytest.mark.parametrize("value", ["0", "-5", "nan"])
 def test_12_timeout_must_be_positive(value, tmp_path, capsys, monkeypatch):
-    from grawa_sim import distributed
+    from grawa_sim.cli import distributed
 
     monkeypatch.setattr(distributed.subprocess, "Popen", lambda *a, **k: pytest.fail("torchrun started"))
     assert main(["run", *TINY, "--ranks", "2", "--timeout", value, "--out", str(tmp_path / "r")]) == 2
@@ -450,13 +450,13 @@ def test_14_out_of_memory_is_one_line_naming_m_and_the_model(capsys):
 
 
 def test_14_gpu_out_of_memory_is_one_line(monkeypatch):
-    import grawa_sim.runner
+    import grawa_sim.engine.runner
 
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity...")
 
-    monkeypatch.setattr(grawa_sim.runner, "build_engine", oom)
-    with pytest.raises(grawa_sim.runner.OutOfMemory) as info:
+    monkeypatch.setattr(grawa_sim.engine.runner, "build_engine", oom)
+    with pytest.raises(grawa_sim.engine.runner.OutOfMemory) as info:
         run(dataclasses.replace(BASE, workers=2), progress=False)
     assert str(info.value) == ("memory: M=2 workers of model logistic (float32) do not fit in CPU memory "
                                "(an allocation of 2.00 GiB failed); use fewer workers, a smaller model or batch")
@@ -465,8 +465,8 @@ def test_14_gpu_out_of_memory_is_one_line(monkeypatch):
 def test_14_spread_holds_few_float64_elements_at_once():
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from grawa_sim.collectives import StackedAxis
-    from grawa_sim.runner import spread
+    from grawa_sim.core.collectives import StackedAxis
+    from grawa_sim.engine.runner import spread
 
     class Largest(TorchDispatchMode):
         size = 0
@@ -498,7 +498,7 @@ def test_15_result_repr_is_a_short_summary():
 
 
 def test_16_quick_modes_write_to_scratch_not_to_committed_files(tmp_path, monkeypatch, capsys):
-    from grawa_sim import experiments
+    from grawa_sim.experiments import presets as experiments
 
     project = tmp_path / "project"  # a stand-in checkout: its figures/ are the committed ones
     (project / "figures").mkdir(parents=True)
@@ -523,7 +523,7 @@ def test_16_quick_modes_write_to_scratch_not_to_committed_files(tmp_path, monkey
 
 
 def test_16_the_suite_writes_into_a_scratch_folder():
-    from grawa_sim import experiments
+    from grawa_sim.experiments import presets as experiments
 
     for key in (experiments.SCRATCH_ENV, experiments.FIGURES_ENV, experiments.RESULTS_ENV):
         assert ROOT not in Path(os.environ[key]).resolve().parents, key
@@ -534,7 +534,7 @@ def test_17_two_processes_creating_one_out_folder_do_not_fail(tmp_path, monkeypa
     starting together): the check accepts the folder that now exists, and still refuses a file."""
     import pathlib
 
-    from grawa_sim.folders import check_writable
+    from grawa_sim.core.folders import check_writable
 
     target = tmp_path / "out" / "runs"
     real_mkdir = pathlib.Path.mkdir

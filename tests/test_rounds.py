@@ -25,7 +25,7 @@ from grawa_sim.algorithms.grawa import (
 )
 from grawa_sim.algorithms.localsgd import localsgd_round
 from grawa_sim.algorithms.lsgd import lsgd_round, running_loss
-from grawa_sim.collectives import StackedAxis
+from grawa_sim.core.collectives import StackedAxis
 
 F64 = torch.float64
 B = 0.9**8  # MGRAWA step 3: b = 0.9^8

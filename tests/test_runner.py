@@ -89,8 +89,8 @@ def test_public_api_names():
 def test_auto_execution_unrolls_2d_convolutions_on_cpu_only():
     from torch import nn
 
-    from grawa_sim.ensemble import choose_execution
-    from grawa_sim.models import build
+    from grawa_sim.engine.ensemble import choose_execution
+    from grawa_sim.models.registry import build
 
     conv2d = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
     assert choose_execution(conv2d, "auto", torch.device("cpu")) == "unrolled"

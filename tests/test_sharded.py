@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from grawa_sim import Config, run
-from grawa_sim.__main__ import main
-from grawa_sim.collectives import ShardedAxis, ShardGroup, StackedAxis, shard_sizes
+from grawa_sim.cli.main import main
 from grawa_sim.config import ConfigError
-from grawa_sim.storage import load_history
+from grawa_sim.core.collectives import ShardedAxis, ShardGroup, StackedAxis, shard_sizes
+from grawa_sim.results.storage import load_history
 from tests.helpers import max_abs_diff, methods
 
 BASE = Config(workers=6, steps=24, tau=4, lr=0.05, momentum=0.9, weight_decay=1e-3, dtype="float64",

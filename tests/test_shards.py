@@ -10,7 +10,7 @@ import torch
 
 from grawa_sim import Config, run
 from grawa_sim.config import ConfigError, resolve
-from grawa_sim.data import BatchSampler, dirichlet_shards, load, make_shards
+from grawa_sim.data.datasets import BatchSampler, dirichlet_shards, load, make_shards
 from tests.helpers import max_abs_diff
 
 LABELS = load("mnist1d").y_train

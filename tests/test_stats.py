@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from grawa_sim import stats
+from grawa_sim.core import stats
 
 
 def test_interval_matches_t_formula():

@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-import grawa_sim.storage
-import grawa_sim.sweep
+import grawa_sim.results.storage
+import grawa_sim.results.sweep
 from grawa_sim.config import Config, ConfigError
-from grawa_sim.runner import run, validate
-from grawa_sim.storage import is_complete, load_config, load_history, save_result
-from grawa_sim.sweep import grid, run_key, sweep
+from grawa_sim.engine.runner import run, validate
+from grawa_sim.results.storage import is_complete, load_config, load_history, save_result
+from grawa_sim.results.sweep import grid, run_key, sweep
 
 BASE = Config(dataset="digits", model="logistic", workers=2, steps=8, tau=4, batch_size=8, eval_every=4)
 CONFIGS = [BASE, dataclasses.replace(BASE, algorithm="dp"), dataclasses.replace(BASE, seed=1)]
@@ -26,14 +26,14 @@ CONFIGS = [BASE, dataclasses.replace(BASE, algorithm="dp"), dataclasses.replace(
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Every config that grawa_sim.sweep.run is called with (the real run still runs)."""
+    """Every config that grawa_sim.results.sweep.run is called with (the real run still runs)."""
     seen: list[Config] = []
 
     def counting(config, *args, **kwargs):
         seen.append(config)
         return run(config, *args, **kwargs)
 
-    monkeypatch.setattr(grawa_sim.sweep, "run", counting)
+    monkeypatch.setattr(grawa_sim.results.sweep, "run", counting)
     return seen
 
 
@@ -231,7 +231,7 @@ def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path, monkeypatch
             raise KeyboardInterrupt
         return run(config, *args, **kwargs)
 
-    monkeypatch.setattr(grawa_sim.sweep, "run", interrupt_second)
+    monkeypatch.setattr(grawa_sim.results.sweep, "run", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         quiet_sweep(CONFIGS, out)
     assert seen == [validate(c) for c in CONFIGS[:2]]
@@ -254,15 +254,15 @@ def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path, monkeypatch
 def test_interruption_while_saving_leaves_no_run_and_no_temp_files(tmp_path, calls, monkeypatch):
     """Interrupted at the move that puts the written folder in place: no run, nothing hidden; redone."""
     out = tmp_path / "sweep"
-    real_rename = grawa_sim.storage.os.rename
+    real_rename = grawa_sim.results.storage.os.rename
 
     def interrupt(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(grawa_sim.storage.os, "rename", interrupt)
+    monkeypatch.setattr(grawa_sim.results.storage.os, "rename", interrupt)
     with pytest.raises(KeyboardInterrupt):
         quiet_sweep(CONFIGS[:1], out)
-    monkeypatch.setattr(grawa_sim.storage.os, "rename", real_rename)
+    monkeypatch.setattr(grawa_sim.results.storage.os, "rename", real_rename)
 
     d = run_dir(out, CONFIGS[0])
     assert not d.exists()
@@ -324,7 +324,7 @@ def test_a_failed_write_leaves_the_earlier_run_whole(tmp_path, two_results, monk
     def full(*args, **kwargs):
         raise OSError(28, "disk full")
 
-    monkeypatch.setattr(grawa_sim.storage.torch, "save", full)
+    monkeypatch.setattr(grawa_sim.results.storage.torch, "save", full)
     with pytest.raises(OSError, match=r"^out: cannot write '.*run': disk full"):
         save_result(second, out, overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -356,8 +356,8 @@ def test_is_complete_needs_both_files_and_the_same_config(tmp_path, two_results)
 
 
 def test_saved_params_round_trip(tmp_path):
-    from grawa_sim.runner import run
-    from grawa_sim.storage import load_params
+    from grawa_sim.engine.runner import run
+    from grawa_sim.results.storage import load_params
 
     result = run(BASE, progress=False)
     save_result(result, tmp_path / "r")
@@ -372,7 +372,7 @@ JOB_BASE = dict(dataset="mnist1d", model="mlp", width=8, workers=2, steps=16, ta
 
 
 def _jobs_configs():
-    from grawa_sim.sweep import grid
+    from grawa_sim.results.sweep import grid
 
     return grid(Config(**JOB_BASE), algorithm=["localsgd", "mgrawa"], seed=[0, 1])
 
@@ -389,10 +389,10 @@ def test_a_run_locked_by_a_live_process_is_waited_for_and_reused(tmp_path, monke
     import subprocess
     import threading
 
-    from grawa_sim import sweep as sweep_module
-    from grawa_sim.runner import validate
-    from grawa_sim.storage import save_result
-    from grawa_sim.sweep import run_key
+    from grawa_sim.engine.runner import validate
+    from grawa_sim.results import sweep as sweep_module
+    from grawa_sim.results.storage import save_result
+    from grawa_sim.results.sweep import run_key
 
     cfg = validate(_jobs_configs()[0])
     result = sweep_module.run(cfg, progress=False)
@@ -426,8 +426,8 @@ def test_a_run_locked_by_a_live_process_is_waited_for_and_reused(tmp_path, monke
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     import subprocess
 
-    from grawa_sim.runner import validate
-    from grawa_sim.sweep import run_key
+    from grawa_sim.engine.runner import validate
+    from grawa_sim.results.sweep import run_key
 
     cfg = validate(_jobs_configs()[0])
     gone = subprocess.Popen(["true"])
@@ -445,7 +445,7 @@ def test_jobs_must_be_a_positive_integer(tmp_path):
 
 
 def test_cli_sweep_jobs_flag(tmp_path, capsys):
-    from grawa_sim.__main__ import main
+    from grawa_sim.cli.main import main
 
     flags = ["sweep", "--algorithm", "localsgd,mgrawa", "--model", "mlp", "--width", "8", "--workers", "2",
              "--steps", "16", "--tau", "4", "--out", str(tmp_path / "s"), "--no-progress"]

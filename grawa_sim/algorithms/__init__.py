@@ -12,11 +12,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from grawa_sim.errors import ConfigError
+from grawa_sim.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from grawa_sim.algorithms.base import Algorithm, Hyper
-    from grawa_sim.collectives import Collective
+    from grawa_sim.core.collectives import Collective
 
 REGISTERED: dict[str, str] = {
     "dp": "dp:DP",

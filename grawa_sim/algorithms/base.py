@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import torch
 
-from grawa_sim.collectives import Collective, Params, StackedAxis
+from grawa_sim.core.collectives import Collective, Params, StackedAxis
 
 
 @dataclass(frozen=True)

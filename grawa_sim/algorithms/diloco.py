@@ -18,8 +18,8 @@ from grawa_sim.algorithms.base import (
     mean_of,
     uniform_average,
 )
-from grawa_sim.collectives import Collective, StackedAxis
-from grawa_sim.errors import ConfigError
+from grawa_sim.core.collectives import Collective, StackedAxis
+from grawa_sim.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from grawa_sim.algorithms.base import Algorithm, Hyper, Params, Reference, RoundInfo, Style, lerp
-from grawa_sim.collectives import Collective, StackedAxis
-from grawa_sim.errors import ConfigError
+from grawa_sim.core.collectives import Collective, StackedAxis
+from grawa_sim.core.errors import ConfigError
 
 SMOOTHING = 0.9**8  # b of the bias-corrected moving average of the scores (about 0.43)
 NORMS = ("layer_sum", "global")

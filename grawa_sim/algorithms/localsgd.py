@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from grawa_sim.algorithms.base import Algorithm, Params, Reference, RoundInfo, Style, lerp, mean_of, uniform_average
-from grawa_sim.collectives import Collective, StackedAxis
+from grawa_sim.core.collectives import Collective, StackedAxis
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from grawa_sim.algorithms.base import Algorithm, Params, Reference, RoundInfo, Style, lerp
-from grawa_sim.collectives import Collective, StackedAxis
+from grawa_sim.core.collectives import Collective, StackedAxis
 
 LOSS_WINDOW = 4
 

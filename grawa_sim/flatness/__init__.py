@@ -10,7 +10,7 @@ parameter dict at once, one ``torch.vmap`` call per Hessian-vector product.
     >>> flatness.top_eigenvalue(loss_fn, params)              # (lambda, converged)
     >>> flatness.hessian_trace(loss_fn, params)               # (estimate, standard error)
     >>> flatness.lanczos_spectrum(loss_fn, params, k=5).top   # top-5 Ritz values
-    >>> run_flatness.measure_run("runs/mg")                   # -> runs/mg/flatness.csv (grawa_sim.run_flatness)
+    >>> run_flatness.measure_run("runs/mg")                   # -> runs/mg/flatness.csv (grawa_sim.results.run_flatness)
 """
 
 from grawa_sim.flatness.core import Batched, Layout, hessian_matrix, hvp

@@ -22,7 +22,7 @@ Hessian-vector products, H v = d/dt grad L(x + t v) at t = 0:
 The iterative metrics (power iteration, Hutchinson, Lanczos) default to ``"reverse"``:
 they take many products at the same point, and reusing the gradient graph made a
 product about 2x cheaper than ``"forward"`` on this project's models on CPU
-(`python -m grawa_sim.bench_flatness`); both give the same numbers to rounding.
+(`python -m grawa_sim.bench.flatness`); both give the same numbers to rounding.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Callable
 import torch
 from torch.func import grad, grad_and_value, jvp
 
-from grawa_sim.collectives import Params
+from grawa_sim.core.collectives import Params
 
 LossClosure = Callable[..., torch.Tensor]  # loss_fn(params) -> scalar, or loss_fn(params, aux) -> scalar
 HVP_METHODS = ("auto", "forward", "reverse")

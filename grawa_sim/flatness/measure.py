@@ -49,7 +49,7 @@ class ModelLoss:
             raise ValueError(f"mode: must be one of {', '.join(MODES)} (got {mode!r})")
         if batch is not None and batch < 1:
             raise ValueError(f"batch: must be >= 1 or None (got {batch})")
-        from grawa_sim.batchnorm import has_batchnorm
+        from grawa_sim.models.registry import has_batchnorm
 
         # batches only change the loss where batch statistics are used: train-mode batch norm
         self.batch = batch if (batch is not None and mode == "train" and has_batchnorm(model)) else None
@@ -84,7 +84,7 @@ def model_loss(model: nn.Module, data, *, mode: str = "train", probe: int | None
     ``batch`` samples by their own statistics and the batches' losses are averaged (the
     reference: 10 batches of 32); ``batch=None``: the probe set as one batch. See `ModelLoss`.
     """
-    from grawa_sim.ensemble import per_sample_loss
+    from grawa_sim.models.losses import per_sample_loss
 
     idx = probe_indices(len(data.y_train), probe, seed)
     device = next(model.parameters()).device
@@ -190,7 +190,7 @@ def measure_tensors(config, tensors: dict[str, Params], model: nn.Module, data, 
                     settings: Settings = Settings(), center: bool = True, workers: bool = True,
                     execution: str = "vmap") -> pd.DataFrame:
     """The flatness table of a finished run given its final tensors (`storage.load_params` layout), its
-    freshly built model template and data set (`grawa_sim.runner.build_problem`; `grawa_sim.run_flatness`
+    freshly built model template and data set (`grawa_sim.engine.runner.build_problem`; `grawa_sim.results.run_flatness`
     builds them for a config, a Result or a saved run).
 
     Rows (column ``model``): ``average``, the uniform average of the workers (for every

@@ -1,0 +1,1 @@
+"""Benchmarks that print speed ratios measured side by side in one process."""

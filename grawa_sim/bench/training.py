@@ -1,0 +1,220 @@
+"""Benchmarks: throughput ratios measured side by side in one process.
+
+The machine is noisy, so every comparison interleaves its contenders
+(A, B, A, B, ...) over several repeats and reports medians and their ratio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from grawa_sim import algorithms
+from grawa_sim.config import IMAGE_MODELS, Config, resolve
+from grawa_sim.core.collectives import StackedAxis
+from grawa_sim.data import cifar
+from grawa_sim.data.datasets import TrainingStream
+from grawa_sim.engine.runner import build_engine, build_problem
+
+
+def _stepper(cfg: Config, axis: StackedAxis | None = None, device: torch.device | str = "cpu") -> Callable[[int], None]:
+    """A closure doing n training steps (sampling, local step, rounds; no evaluation, no clock) of cfg.
+
+    The same model, shards and batch stream as run(cfg); the timed loop is the training part of
+    run()'s synchronous tick loop only, so the benchmark measures the engine, not the evaluation.
+    """
+    cfg = resolve(cfg)
+    model, data = build_problem(cfg, device)
+    axis = axis or StackedAxis(cfg.workers)
+    engine = build_engine(cfg, model, data, axis)
+    stream = TrainingStream(cfg, data, axis.local_slice)
+    count = [0]
+    registered = algorithms.get(cfg.algorithm)
+
+    def steps(n: int) -> None:
+        for _ in range(n):
+            engine.local_step(*stream.batch())
+            count[0] += 1
+            if registered.communicates_every_step or count[0] % cfg.tau:
+                continue
+            engine.communicate(stream.probe() if registered.needs_probe else None)
+
+    return steps
+
+
+def _sync(device: torch.device | str) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so that a timer measures it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def side_by_side(contenders: dict[str, Callable[[int], None]], steps: int, repeats: int,
+                 device: torch.device | str = "cpu") -> dict[str, float]:
+    """Median steps/s of each contender, interleaved repeat by repeat after one warm-up.
+
+    On a CUDA ``device`` the device is synchronised before and after every timed block.
+    """
+    for fn in contenders.values():
+        fn(max(2, steps // 5))
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn(steps)
+            _sync(device)
+            times[name].append(steps / (time.perf_counter() - t0))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def backends(models_: tuple[str, ...] = ("mlp", "cnn"), workers: tuple[int, ...] = (4, 16, 64),
+             budget: float = 0.5, repeats: int = 3, out=None, device: torch.device | str = "cpu") -> list[dict]:
+    """steps/s of the stacked engine (vmap and unrolled execution) against the loop backend.
+
+    LocalSGD with tau = 32, batch 32, MNIST-1D; image models (resnet20, vgg*) train on synthetic
+    CIFAR-10-format data with augmentation, written to a temporary folder. ``budget`` is roughly
+    the seconds of one loop-backend repeat; the step count is derived from a quick probe.
+    On a CUDA ``device`` every timed block is synchronised (see `side_by_side`).
+    """
+    out = out or sys.stdout  # the current one (not the one at import)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in models_:
+            for m in workers:
+                rows.append(_backend_row(model, m, budget, repeats, tmp, torch.device(device)))
+                print(json.dumps(rows[-1]), file=out, flush=True)
+    return rows
+
+
+def _backend_row(model: str, m: int, budget: float, repeats: int, tmp: str,
+                 device: torch.device | str = "cpu") -> dict:
+    images = model in IMAGE_MODELS
+    if images and not (Path(tmp) / cifar.FOLDERS["cifar10"]).exists():
+        cifar.synthetic(tmp, "cifar10", train=2048, test=256)
+    base = Config(algorithm="localsgd", workers=m, tau=32, model=model, batch_size=32,
+                  dataset="cifar10" if images else "mnist1d", data_dir=tmp if images else None)
+    contenders = {
+        "vmap": _stepper(dataclasses.replace(base, execution="vmap"), device=device),
+        "unrolled": _stepper(dataclasses.replace(base, execution="unrolled"), device=device),
+        "loop": _stepper(dataclasses.replace(base, backend="loop"), device=device),
+    }
+    t0 = time.perf_counter()
+    contenders["loop"](3)
+    _sync(device)
+    steps = max(3, int(budget / ((time.perf_counter() - t0) / 3)))
+    rate = side_by_side(contenders, steps, repeats, device)
+    return {"model": model, "workers": m, "steps": steps, "device": str(device),
+            **{f"{k}_steps_per_s": round(v, 2) for k, v in rate.items()},
+            "vmap_over_loop": round(rate["vmap"] / rate["loop"], 2),
+            "unrolled_over_loop": round(rate["unrolled"] / rate["loop"], 2),
+            "auto": resolve_execution(base, device)}
+
+
+def float32_gap(steps: int = 100, out=None, device: torch.device | str = "cpu") -> list[dict]:
+    """Max |vmap - loop| over final worker parameters and history, float32 vs float64, every algorithm.
+
+    Same settings as the parity tests (M = 3, tau = 8, momentum 0.9, weight decay 1e-3).
+    """
+    out = out or sys.stdout  # the current one (not the one at import)
+    from grawa_sim.config import ALGORITHMS
+    from grawa_sim.engine.runner import run
+
+    rows = []
+    cases = [(m, a, sam) for m in ("mlp", "cnn_bn") for a in ALGORITHMS for sam in (False, True)
+             if not sam or algorithms.get(a).takes_sam]
+    for model, algorithm, sam in cases:
+        row = {"model": model, "algorithm": algorithm + ("+sam" if sam else "")}
+        for dtype in ("float32", "float64"):
+            cfg = Config(algorithm=algorithm, sam=sam, model=model, dtype=dtype, workers=3, steps=steps, tau=8,
+                         lr=0.05, momentum=0.9, weight_decay=1e-3, batch_size=16, eval_every=steps)
+            fast = run(cfg, progress=False, device=device)
+            ref = run(Config(**{**cfg.__dict__, "backend": "loop"}), progress=False, device=device)
+            gap = max(float((fast.workers[n] - ref.workers[n]).abs().max()) for n in fast.workers)
+            row[f"{dtype}_param_gap"] = float(f"{gap:.2e}")
+            cols = ["train_loss", "test_loss"]
+            row[f"{dtype}_loss_gap"] = float(f"{(fast.history[cols] - ref.history[cols]).abs().max().max():.2e}")
+        print(json.dumps(row), file=out, flush=True)
+        rows.append(row)
+    return rows
+
+
+def resolve_execution(cfg: Config, device: torch.device | str = "cpu") -> str:
+    """What execution="auto" picks for cfg's model on ``device``."""
+    from grawa_sim.engine.ensemble import choose_execution
+
+    model, _ = build_problem(cfg)
+    return choose_execution(model, "auto", torch.device(device))
+
+
+DISTRIBUTED_BENCH = Config(algorithm="mgrawa", workers=8, tau=32, model="mlp", dataset="mnist1d", batch_size=32)
+
+
+def distributed(steps: int = 200, repeats: int = 3, out=None) -> dict:
+    """steps/s of the one-process simulator (M = 8) against 8 gloo processes with one worker each.
+
+    Same config (MGRAWA, tau 32, MLP, B 32). The simulator is timed in this process; the
+    distributed run is started with torchrun and times itself on rank 0 after a warm-up and
+    a barrier (process start-up excluded). Repeats alternate simulator / distributed.
+    """
+    out = out or sys.stdout  # the current one (not the one at import)
+    import subprocess
+    import tempfile
+
+    from grawa_sim.core.ports import free_port
+
+    sim = _stepper(DISTRIBUTED_BENCH)
+    sim(20)
+    sim_rates, dist_rates = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sim(steps)
+        sim_rates.append(steps / (time.perf_counter() - t0))
+        with tempfile.TemporaryDirectory() as tmp:
+            rate_file = f"{tmp}/rate"
+            ranks = DISTRIBUTED_BENCH.workers
+            command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}",
+                       "--max_restarts=0", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
+                       "-m", "grawa_sim.bench.training", rate_file, str(steps)]
+            subprocess.run(command, check=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            with open(rate_file) as f:
+                dist_rates.append(float(f.read()))
+    row = {"config": "mgrawa M=8 tau=32 mlp B=32", "steps": steps,
+           "simulator_steps_per_s": round(statistics.median(sim_rates), 1),
+           "gloo_8_processes_steps_per_s": round(statistics.median(dist_rates), 1),
+           "simulator_over_distributed": round(statistics.median(sim_rates) / statistics.median(dist_rates), 2)}
+    print(json.dumps(row), file=out, flush=True)
+    return row
+
+
+def _distributed_rank_main(rate_file: str, steps: int) -> None:
+    """Under torchrun: time ``steps`` training steps of this rank's share of DISTRIBUTED_BENCH."""
+    import torch.distributed as dist
+
+    from grawa_sim.core.collectives import DistributedAxis
+
+    dist.init_process_group("gloo")
+    axis = DistributedAxis(DISTRIBUTED_BENCH.workers, dist.get_rank(), dist.get_world_size())
+    step = _stepper(DISTRIBUTED_BENCH, axis)
+    step(20)
+    dist.barrier()
+    t0 = time.perf_counter()
+    step(steps)
+    dist.barrier()
+    rate = steps / (time.perf_counter() - t0)
+    if dist.get_rank() == 0:
+        with open(rate_file, "w") as f:
+            f.write(str(rate))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    _distributed_rank_main(sys.argv[1], int(sys.argv[2]))

@@ -1,0 +1,425 @@
+"""Command line: python -m grawa_sim {run, sweep, reproduce, anchor, bench, flatness, notebooks}.
+
+Bad input (an --out folder that cannot be written included, checked before any training) prints one
+line ``error: <field>: <why> (got <value>)`` and exits 2; a diverged run, running out of memory and a
+failed write print one ``error:`` line and exit 1. A field that has no effect in a legitimate
+combination prints one ``warning: <field>: ...`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from grawa_sim.cli.flags import (  # noqa: F401 - the command line's names, re-exported
+    USAGE_ERROR,
+    CLIError,
+    DefaultsShown,
+    Parser,
+    _converter,
+    add_config_flags,
+    config_from_args,
+)
+from grawa_sim.config import FIELD_HELP, Config, ConfigError, ConfigWarning
+
+
+def _progress(args) -> bool | None:
+    return False if args.no_progress else None
+
+
+def _fetch_data(args, configs: list[Config]) -> None:
+    """--download: fetch the CIFAR folders the configs need (only what is missing; never in tests)."""
+    if not args.download:
+        return
+    from grawa_sim.config import IMAGE_DATASETS, resolve
+    from grawa_sim.data import cifar
+
+    configs = [resolve(c) for c in configs]  # reject bad input before a long download
+
+    for dataset, root in sorted({(c.dataset, c.data_dir or "") for c in configs if c.dataset in IMAGE_DATASETS}):
+        cifar.load(dataset, root or None, download_missing=True)
+
+
+def cmd_run(args) -> None:
+    _check_out(args.out)
+    if args.ranks is not None:
+        from grawa_sim.cli.distributed import check_timeout
+
+        check_timeout(args.timeout)
+    asked = config_from_args(args)
+
+    from grawa_sim.engine.runner import run, validate
+    from grawa_sim.results.storage import check_run_folder, save_result
+
+    _fetch_data(args, [asked])
+    cfg = validate(asked)  # after the download: validate() reads the data
+    devices = None
+    if args.devices is not None:
+        from grawa_sim.core.devices import parse_devices
+
+        if args.ranks is not None or args.device is not None:
+            raise ConfigError(f"devices: give --devices, or --device / --ranks, not both (got {args.devices!r})")
+        devices = parse_devices(args.devices)
+    if args.out:
+        check_run_folder(args.out, cfg, args.overwrite)
+    if args.ranks is not None:
+        _launch_ranks(args, cfg)
+        return
+    result = run(cfg, progress=_progress(args), devices=devices)
+    if args.out:
+        save_result(result, args.out, overwrite=args.overwrite)
+    final = result.final
+    print(f"{cfg.algorithm} M={cfg.workers} tau={cfg.tau} steps={int(final['step'])} rounds={int(final['round'])} "
+          f"test_acc={final['test_acc']:.4f} test_loss={final['test_loss']:.4f} "
+          f"train_loss={final['train_loss']:.4f} spread={final['spread']:.4f} wall={final['wall_time']:.1f}s")
+    if args.out:
+        print("wrote " + ", ".join(str(path) for path in sorted(Path(args.out).iterdir())))
+
+
+def _launch_ranks(args, cfg: Config) -> None:
+    """`run --ranks R`: the same flags, handed to torchrun on this machine."""
+    from grawa_sim.cli import distributed
+
+    if args.ranks < 1 or cfg.workers % args.ranks:
+        raise ConfigError(f"ranks: must be >= 1 and divide workers={cfg.workers} (got {args.ranks})")
+    if cfg.backend != "vmap":
+        raise ConfigError(f"backend: distributed runs use the stacked engine 'vmap' (got {cfg.backend!r})")
+    argv, skip = [], False
+    for token in args.argv[1:]:  # drop the subcommand and the launcher's own flags
+        if skip:
+            skip = False
+            continue
+        name = token.split("=")[0]
+        if name == "--download":  # done here, before the launch
+            continue
+        if name in ("--ranks", "--port", "--timeout"):
+            skip = "=" not in token
+            continue
+        argv.append(token)
+    started = time.perf_counter()
+    code, message = distributed.launch(args.ranks, argv, port=args.port, timeout=args.timeout)
+    if message is not None:  # the ranks' one line: divergence, bad input, out of memory, a write error
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(code or 1)
+    if code == 2:  # a rank rejected the input and said why
+        raise SystemExit(2)
+    if code:
+        print(f"error: distributed job failed (torchrun exit code {code}): a rank died or a collective timed out "
+              f"after {args.timeout:g} s; the first failure is reported above. Nothing was written.",
+              file=sys.stderr)
+        raise SystemExit(1)
+    print(f"job wall={time.perf_counter() - started:.1f}s ({args.ranks} processes, their start-up included)")
+    if args.out:
+        print("wrote " + ", ".join(str(path) for path in sorted(Path(args.out).iterdir())))
+
+
+def cmd_sweep(args) -> None:
+    _check_out(args.out)
+    from grawa_sim.engine.runner import validate
+    from grawa_sim.experiments import presets as experiments
+    from grawa_sim.results.sweep import grid, sweep
+
+    axes = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
+    if len(axes.get("device", ())) > 1:
+        named = ",".join(axes["device"])
+        raise ConfigError(f"device: a sweep computes on one device, it is not a grid axis (got {named!r})")
+    configs = grid(Config(), **axes)
+    _fetch_data(args, configs)
+    for c in configs:
+        validate(c)
+    histories = sweep(configs, args.out, progress=_progress(args), jobs=args.jobs)
+    print(experiments.format_table(experiments.summary(histories, by=experiments.swept_fields(configs)))
+          .to_string(float_format=lambda v: f"{v:.4g}"))
+    _print_diverged(histories.groupby("run", sort=False).tail(1))
+    print(f"wrote {Path(args.out) / 'results.csv'}")
+
+
+def _print_diverged(finals) -> None:
+    diverged = int((finals["status"] == "diverged").sum()) if "status" in finals else 0
+    if diverged:
+        print(f"{diverged} of {len(finals)} runs diverged (status 'diverged' in results.csv; lower their lr)")
+
+
+def _experiment_setup(args) -> tuple[bool, Path]:
+    """Checks shared by `reproduce` and `anchor`; returns (quick, figure folder)."""
+    from grawa_sim.core.devices import resolve_device
+    from grawa_sim.experiments import presets as experiments
+
+    if args.seeds < 1:
+        raise ConfigError(f"seeds: must be >= 1 (got {args.seeds})")
+    resolve_device(args.device)
+    quick = args.quick or experiments.quick_mode()
+    if args.out is None:  # quick runs never mix with (or touch) the full results
+        args.out = str(experiments.results_dir(quick) / args.command)
+    _check_out(args.out)
+    figures = Path(args.figures) if args.figures else experiments.figures_dir(quick)
+    _check_out(str(figures))
+    return quick, figures
+
+
+def cmd_reproduce(args) -> None:
+    quick, figures = _experiment_setup(args)
+    from grawa_sim.experiments import presets as experiments
+    from grawa_sim.plots import runs as plots
+    from grawa_sim.results.storage import write_csv_atomic
+    from grawa_sim.results.sweep import sweep
+
+    configs = [dataclasses.replace(c, device=args.device)
+               for c in experiments.comparison_configs(quick, seeds=args.seeds)]
+    histories = sweep(configs, args.out, progress=_progress(args))
+    table = experiments.summary(histories)
+    fig = plots.comparison_figure(histories, figures / "comparison_mnist1d.png",
+                                  f"MNIST-1D, 1-D CNN, M = {configs[0].workers}, reference τ per algorithm")
+    table_path = write_csv_atomic(table, Path(args.out) / "summary.csv", index=True)
+    print(experiments.format_table(table).to_string(float_format=lambda v: f"{v:.4g}"))
+    _print_diverged(histories.groupby("run", sort=False).tail(1))
+    print(f"wrote {fig}, {table_path} and {Path(args.out) / 'results.csv'}")
+
+
+def cmd_anchor(args) -> None:
+    quick, figures = _experiment_setup(args)
+    from grawa_sim.experiments import anchor
+    from grawa_sim.plots import runs as plots
+
+    singles, ensemble = anchor.anchor(args.out, quick=quick, seeds=args.seeds, progress=_progress(args),
+                                      device=args.device)
+    print(anchor.report(singles, ensemble))
+    fig = plots.anchor_figure(singles, ensemble, figures / "anchor_mnist1d.png", anchor.PUBLISHED["cnn"])
+    print(f"wrote {fig}, {Path(args.out) / 'single' / 'anchor.csv'} and {Path(args.out) / 'ensemble' / 'anchor.csv'}")
+
+
+def cmd_bench(args) -> None:
+    from grawa_sim.bench import training as bench
+    from grawa_sim.core.devices import resolve_device
+
+    if args.gpu:
+        import torch
+
+        from grawa_sim.bench import gpu as bench_gpu
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"gpu: bench --gpu needs a CUDA GPU and torch {torch.__version__} sees none "
+                              f"(torch.cuda.is_available() is False)")
+        out = Path(args.out or "results/gpu_check.json")
+        if out.is_dir():
+            raise ConfigError(f"out: bench --gpu writes a JSON file, and this is a directory (got '{out}')")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        bench_gpu.check("cuda", out=out)
+        print(f"wrote {out}")
+        return
+    device = resolve_device(args.device)
+    if args.float32_gap:
+        bench.float32_gap(device=device)
+        return
+    if args.flatness:
+        from grawa_sim.bench import flatness as bench_flatness
+
+        bench_flatness.compare(tuple(args.models.split(",")), workers=8, device=device)
+        return
+    if args.distributed:
+        bench.distributed()
+        return
+    workers = tuple(int(v) for v in args.workers.split(","))
+    bench.backends(tuple(args.models.split(",")), workers, budget=args.budget, repeats=args.repeats, device=device)
+
+
+def cmd_notebooks(args) -> None:
+    from grawa_sim.experiments import notebook_runner
+
+    if args.device is not None:
+        from grawa_sim.core.devices import resolve_device
+
+        resolve_device(args.device)  # a one-line error here rather than a failing cell
+    notebook_runner.main([*args.paths, *(["--quick"] if args.quick else []),
+                          *(["--device", args.device] if args.device is not None else [])])
+
+
+def cmd_flatness(args) -> None:
+    run_dir = Path(args.run)
+    if not (run_dir / "config.json").is_file() or not (run_dir / "params.pt").is_file():
+        raise ConfigError(f"run: not a finished run directory with config.json and params.pt (got '{args.run}')")
+    _check_out(args.run)  # flatness.csv is written there
+    from grawa_sim import flatness
+    from grawa_sim.core.devices import resolve_device
+    from grawa_sim.results.storage import load_params
+
+    load_params(run_dir)  # an unreadable params.pt: one line, before any work
+    for field in ("probe", "power_iters", "trace_samples", "lanczos_steps", "lanczos_starts"):
+        if getattr(args, field) < 1:
+            raise ConfigError(f"{field}: must be >= 1 (got {getattr(args, field)})")
+    if args.batch < 0:
+        raise ConfigError(f"batch: must be >= 0 (0: one batch; got {args.batch})")
+    if args.eps < 0:
+        raise ConfigError(f"eps: must be >= 0 (got {args.eps})")
+    device = resolve_device(args.device)
+    metrics = tuple(args.metrics.split(","))
+    unknown = [m for m in metrics if m not in flatness.METRICS]
+    if unknown:
+        raise ConfigError(f"metrics: each must be one of {', '.join(flatness.METRICS)} (got {unknown[0]!r})")
+    settings = flatness.Settings(power_iters=args.power_iters, trace_samples=args.trace_samples,
+                                 lanczos_steps=args.lanczos_steps, lanczos_starts=args.lanczos_starts,
+                                 eps=args.eps, seed=args.seed)
+    from grawa_sim.results.run_flatness import measure_run
+
+    table = measure_run(run_dir, mode=args.mode, probe=args.probe, batch=args.batch or None,
+                        metrics=metrics, execution=args.execution, settings=settings, device=device)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"wrote {run_dir / 'flatness.csv'}")
+
+
+def _check_out(out: str | None) -> None:
+    """--out must be a folder this process can write, or can create: probed with a small write, before any
+    training (and before torch is imported); nothing is left behind."""
+    if out:
+        from grawa_sim.core.folders import check_writable
+
+        check_writable(out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m grawa_sim", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, help="what to do")
+
+    p = sub.add_parser("run", help="train once; writes DIR/history.csv and DIR/config.json with --out DIR")
+    add_config_flags(p)
+    p.add_argument("--out", help="directory for history.csv, weights.csv and config.json (default: write nothing)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run of another configuration in --out (a run folder is always replaced whole)")
+    p.add_argument("--download", action="store_true", help="download CIFAR into --data-dir when missing (internet)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ranks", type=_converter(int, "ranks"), default=None,
+                   help="run on R torch.distributed processes on this machine (starts torchrun; "
+                        "default: one process, no torch.distributed)")
+    p.add_argument("--port", type=_converter(int, "port"), default=None, help="rendezvous port (default: a free one)")
+    p.add_argument("--devices", default=None, help="shard the workers over these devices in this process, "
+                                                   "e.g. cuda:0,cuda:1 (or cpu,cpu; default: all on the one --device)")
+    p.add_argument("--timeout", type=_converter(float, "timeout"), default=60.0,
+                   help="seconds a rank waits for the others in a collective before the job fails")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sweep", help="a resumable grid: comma-separated values, e.g. --algorithm dp,mgrawa --seed 0,1")
+    add_config_flags(p, lists=True)
+    p.add_argument("--out", required=True, help="sweep directory (runs/ and results.csv)")
+    p.add_argument("--download", action="store_true", help="download CIFAR into --data-dir when missing (internet)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--jobs", type=_converter(int, "jobs"), default=1,
+                   help="processes computing runs at once, one torch thread each (a lock per run: two jobs or two "
+                        "sweeps never compute the same run)")
+    p.set_defaults(func=cmd_sweep)
+
+    for name, func, text, seeds in (
+        ("reproduce", cmd_reproduce, "the main job: the six compared algorithms on MNIST-1D, figures and a table", 5),
+        ("anchor", cmd_anchor, "MNIST-1D logistic / MLP / CNN against their published accuracies, "
+                               "then the CNN with M = 8 under every algorithm", 3),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--quick", action="store_true", help="a few steps and one seed (also GRAWA_QUICK=1)")
+        p.add_argument("--seeds", type=_converter(int, "seeds"), default=seeds, help="seeds per algorithm")
+        p.add_argument("--out", default=None,
+                       help=f"sweep directory (resumable; default results/{name}, results/quick/{name} when quick)")
+        p.add_argument("--figures", default=None,
+                       help="figure folder (default: figures/ of the project; results/quick/figures when quick)")
+        p.add_argument("--device", default="auto", help=FIELD_HELP["device"])
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("bench", help="steps/s of the vmap and loop backends, measured side by side")
+    p.add_argument("--models", default="mlp,cnn", help="comma-separated models to measure")
+    p.add_argument("--workers", default="4,16,64", help="comma-separated worker counts M to measure")
+    p.add_argument("--budget", type=float, default=0.5, help="seconds per loop-backend repeat")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per case (the median is reported)")
+    p.add_argument("--float32-gap", action="store_true", help="vmap-vs-loop gap in float32 and float64 instead")
+    p.add_argument("--flatness", action="store_true",
+                   help="lambda_max and trace against PyHessian (pip install -e '.[bench]') instead")
+    p.add_argument("--distributed", action="store_true",
+                   help="the simulator (M = 8, one process) against 8 gloo processes instead")
+    p.add_argument("--gpu", action="store_true",
+                   help="the prepared GPU check (under 5 minutes on one CUDA GPU): stacked vs loop at M = 8, 64, "
+                        "256 for mlp, cnn, resnet20, peak memory per worker, vmapped flatness vs PyHessian")
+    p.add_argument("--out", default=None, help="with --gpu: the JSON file to write (default results/gpu_check.json)")
+    p.add_argument("--device", default="auto", help="where to measure (not with --gpu, which takes cuda; "
+                                                    "--distributed runs gloo on the CPU): " + FIELD_HELP["device"])
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("flatness", help="Hessian lambda_max, trace, Lanczos, eps-sharpness of a saved run")
+    p.add_argument("--run", required=True, help="a run directory written by run --out (config.json, params.pt)")
+    p.add_argument("--mode", choices=("train", "eval"), default="train",
+                   help="batch norm in train mode on the probe set (the authors' choice) or eval mode")
+    p.add_argument("--probe", type=_converter(int, "probe"), default=320, help="training samples in the loss")
+    p.add_argument("--batch", type=_converter(int, "batch"), default=32,
+                   help="train-mode batch norm: batches of this many probe samples, each normalised by its own "
+                        "statistics, losses and HVPs averaged (the authors' 10 x 32); 0: the probe set as one batch")
+    p.add_argument("--metrics", default="loss,lambda_max,trace,lanczos,eps_sharpness",
+                   help="comma-separated metrics to measure")
+    p.add_argument("--execution", choices=("vmap", "loop"), default="vmap",
+                   help="vmap: all models' Hessian-vector products in one call; loop: one model at a time")
+    p.add_argument("--power-iters", type=_converter(int, "power_iters"), default=100,
+                   help="power iterations per lambda_max estimate")
+    p.add_argument("--trace-samples", type=_converter(int, "trace_samples"), default=100,
+                   help="Hutchinson probes of the trace")
+    p.add_argument("--lanczos-steps", type=_converter(int, "lanczos_steps"), default=100, help="Lanczos steps")
+    p.add_argument("--lanczos-starts", type=_converter(int, "lanczos_starts"), default=3,
+                   help="random Lanczos starts (Ritz values averaged)")
+    p.add_argument("--eps", type=_converter(float, "eps"), default=1e-3, help="radius of epsilon-sharpness")
+    p.add_argument("--seed", type=_converter(int, "seed"), default=0, help="seed of the random probes and starts")
+    p.add_argument("--device", default="auto", help=FIELD_HELP["device"])
+    p.set_defaults(func=cmd_flatness)
+
+    p = sub.add_parser("notebooks", help="execute notebooks/*.ipynb headless (regenerates their figures)")
+    p.add_argument("paths", nargs="*", help="notebooks to run (default: every notebooks/*.ipynb)")
+    p.add_argument("--quick", action="store_true",
+                   help="the notebooks' quick mode: a few steps, one seed (sets GRAWA_QUICK=1)")
+    p.add_argument("--device", default=None, help="sets $GRAWA_DEVICE for the notebooks' kernels: "
+                                                  "what device='auto' means there "
+                                                  "(default: $GRAWA_DEVICE as it is)")
+    p.set_defaults(func=cmd_notebooks)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, ConfigWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _one_line_failure(e: BaseException) -> bool:
+    """Divergence, out of memory, a failed write: reported in one line (their modules are loaded by then)."""
+    names = {"DivergenceError": "grawa_sim.algorithms.grawa", "OutOfMemory": "grawa_sim.engine.runner",
+             "StorageError": "grawa_sim.results.storage"}
+    return any(isinstance(e, getattr(sys.modules[m], n)) for n, m in names.items() if m in sys.modules)
+
+
+def main(argv: list[str] | None = None) -> int:
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
+    try:
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser().parse_args(argv)
+        args.argv = argv
+        args.func(args)
+    except (CLIError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return USAGE_ERROR
+    except (ValueError, MemoryError, OSError) as e:
+        if not _one_line_failure(e):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        warnings.showwarning = previous
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

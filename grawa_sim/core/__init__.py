@@ -1,0 +1,1 @@
+"""The foundation: the worker axis and its collectives, errors, devices, atomic files, statistics."""

@@ -1,0 +1,1 @@
+"""Training: the stacked engine, the per-worker loop reference, the simulated clock, run() and Result."""

@@ -1,0 +1,1 @@
+"""The named studies behind the notebooks and `make reproduce` (logic only; figures in plots)."""

@@ -1,0 +1,202 @@
+"""Convergence experiments: suboptimality and distance to x* (convex), min gradient norm (non-convex).
+
+Convex (`convex_trajectory`): along a run, at every evaluation, the evaluated model x̄_t gives
+F(x̄_t) - F* and ||x̄_t - x*|| (grawa_sim/experiments/objectives.py). SGD on a mu-strongly convex F with
+lr_t = lr / (1 + t / t0) and lr * t0 * mu > 1 has E[F(x_t)] - F* = O(1/t); a constant lr
+converges linearly to a noise floor of order lr * sigma^2 (sigma^2: gradient noise variance).
+`loglog_slope` fits log(value) = a + s log(t) by least squares over a range of steps.
+
+Non-convex (`min_grad_norms`): for horizons T, a run of T steps with lr = c / sqrt(T) and
+min_{t <= T} ||grad F(x̄_t)||^2 over its evaluations; SGD guarantees O(1/sqrt(T)).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from grawa_sim import algorithms as algorithms_
+from grawa_sim.algorithms import COMPARED
+from grawa_sim.config import Config, resolve
+from grawa_sim.engine.runner import run
+from grawa_sim.experiments.objectives import Optimum, distance, grad_norm, gradient, objective, optimum
+from grawa_sim.results.storage import cached_csv
+from grawa_sim.results.sweep import run_key
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A convex problem and its learning rates: two constant ones and the decaying lr0 / (1 + t / t0)."""
+
+    base: Config
+    lrs: tuple[float, ...]
+    lr0: float
+    t0: float
+
+
+CONVEX_PROBLEMS = {
+    "lstsq": Problem(Config(dataset="lstsq", model="logistic", weight_decay=0.0, batch_size=64, tau=4),
+                     lrs=(0.02, 0.2), lr0=0.2, t0=50),
+    "logistic": Problem(Config(dataset="digits", model="logistic", weight_decay=0.05, batch_size=64, tau=4),
+                        lrs=(0.1, 1.0), lr0=1.0, t0=200),
+}
+PROBLEM_LABELS = {"lstsq": "least squares (synthetic, d = 16)",
+                  "logistic": "L2-regularised logistic regression (sklearn digits, wd = 0.05)"}
+
+
+def convex_trajectory(config: Config, best: Optimum | None = None) -> pd.DataFrame:
+    """One run of ``config``: step, F(x̄_t) - F* (``subopt``) and ||x̄_t - x*|| (``dist``) at every evaluation."""
+    best = best or optimum(config)
+    f = objective(config)
+    rows = []
+
+    def record(step: float, params) -> None:
+        value = float(f({n: p.double() for n, p in params.items()}))
+        rows.append({"step": step, "subopt": value - best.value, "dist": distance(params, best.params)})
+
+    run(config, progress=False, on_evaluate=record)
+    return pd.DataFrame(rows)
+
+
+def loglog_slope(steps: np.ndarray | pd.Series, values: np.ndarray | pd.Series, start: float, end: float) -> float:
+    """Least-squares slope of log(values) against log(steps) over start <= step <= end (positive values)."""
+    t, v = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    keep = (t >= start) & (t <= end) & (v > 0) & np.isfinite(v)
+    if keep.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(t[keep]), np.log(v[keep]), 1)[0])
+
+
+def convex_configs(problem: str, steps: int, workers: tuple[int, ...] = (4, 16),
+                   algorithms: tuple[str, ...] = COMPARED, seed: int = 0, evaluations: int = 100) -> list[Config]:
+    """Every algorithm x M x schedule on a convex problem (plain SGD, momentum 0, tau of the problem, float64):
+    constant lr at each of the problem's two ``lrs`` and the inverse decay lr0 / (1 + t / t0); about
+    ``evaluations`` evaluations per run."""
+    spec = CONVEX_PROBLEMS[problem]
+    tau = spec.base.tau
+    base = dataclasses.replace(spec.base, momentum=0.0, steps=steps, seed=seed, dtype="float64",
+                               eval_every=max(tau, steps // evaluations // tau * tau))
+    configs = []
+    for algorithm in algorithms:
+        own = {"algorithm": algorithm, "tau": None if algorithms_.get(algorithm).communicates_every_step else tau}
+        for m in workers:
+            for lr in spec.lrs:
+                configs.append(dataclasses.replace(base, workers=m, lr=lr, **own))
+            configs.append(dataclasses.replace(base, workers=m, lr=spec.lr0, lr_schedule="inverse", lr_t0=spec.t0,
+                                               **own))
+    return configs
+
+
+def schedule_label(config: Config) -> str:
+    if config.lr_schedule == "inverse":
+        return f"η₀/(1+t/{config.lr_t0:g}), η₀={config.lr:g}"
+    return f"constant η={config.lr:g}"
+
+
+def convex_study(problem: str, configs: list[Config], cache: str | os.PathLike | None = None,
+                 progress: bool = False) -> pd.DataFrame:
+    """Trajectories of every config in long format (problem, algorithm, workers, schedule, lr, decaying, step,
+    subopt, dist). With ``cache``, each run's trajectory is kept in ``cache/<run key>.csv`` and reused, so an
+    interrupted study resumes where it stopped."""
+    from tqdm.auto import tqdm
+
+    best = optimum(configs[0])
+    frames = []
+    for cfg in tqdm(configs, desc=problem, disable=not progress):
+        path = None if cache is None else Path(cache) / f"{run_key(resolve(cfg))}.csv"
+        frame = cached_csv(path, lambda cfg=cfg: convex_trajectory(cfg, best))
+        frames.append(frame.assign(problem=problem, algorithm=cfg.algorithm, workers=cfg.workers,
+                                   schedule=schedule_label(cfg), lr=cfg.lr, decaying=cfg.lr_schedule == "inverse"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def slopes(study: pd.DataFrame, start_fraction: float = 0.1) -> pd.DataFrame:
+    """Fitted log-log slopes of subopt and dist over the last (1 - start_fraction) decade share of each
+    decaying-lr run: steps in [start_fraction * T, T]. O(1/t) means -1 for subopt and -1/2 for dist."""
+    rows = []
+    for (problem, algorithm, workers), g in study[study["decaying"]].groupby(["problem", "algorithm", "workers"],
+                                                                            sort=False):
+        end = g["step"].max()
+        rows.append({"problem": problem, "algorithm": algorithm, "workers": workers,
+                     "slope_subopt": loglog_slope(g["step"], g["subopt"], start_fraction * end, end),
+                     "slope_dist": loglog_slope(g["step"], g["dist"], start_fraction * end, end)})
+    return pd.DataFrame(rows)
+
+
+def reductions(study: pd.DataFrame) -> pd.DataFrame:
+    """Per decaying-lr run: F(x̄_T) − F* relative to F(x_0) − F* (``reduction``) and the final distance to x*."""
+    rows = []
+    for (problem, algorithm, workers), g in study[study["decaying"]].groupby(["problem", "algorithm", "workers"],
+                                                                            sort=False):
+        g = g.sort_values("step")
+        rows.append({"problem": problem, "algorithm": algorithm, "workers": workers,
+                     "reduction": g["subopt"].iloc[-1] / g["subopt"].iloc[0], "final_dist": g["dist"].iloc[-1]})
+    return pd.DataFrame(rows)
+
+
+def plateaus(study: pd.DataFrame, tail: float = 0.25) -> pd.DataFrame:
+    """Mean suboptimality over the last ``tail`` share of steps of every constant-lr run (the noise floor)."""
+    constant = study[~study["decaying"]]
+    rows = []
+    for key, g in constant.groupby(["problem", "algorithm", "workers", "lr"], sort=False):
+        last = g[g["step"] >= (1 - tail) * g["step"].max()]
+        rows.append(dict(zip(["problem", "algorithm", "workers", "lr"], key), floor=float(last["subopt"].mean())))
+    return pd.DataFrame(rows)
+
+
+NONCONVEX = Config(dataset="mnist1d", model="mlp", momentum=0.0, weight_decay=0.0, batch_size=32, tau=8)
+
+
+def min_grad_norms(config: Config, horizons: tuple[int, ...], lr_scale: float,
+                   cache: str | os.PathLike | None = None) -> pd.DataFrame:
+    """For each T in ``horizons``: a run of T steps at lr = lr_scale / sqrt(T), and
+    min over its evaluations t <= T of ||grad F(x̄_t)||^2 (full-batch F of the training set, with
+    about 50 evaluations per run). ``cache``: one CSV per run, reused (see `convex_study`)."""
+    rows = []
+    for horizon in horizons:
+        tau = config.tau or 1  # DP: every step
+        cfg = dataclasses.replace(config, steps=horizon, lr=lr_scale / math.sqrt(horizon),
+                                  eval_every=max(tau, horizon // 50 // tau * tau))
+
+        def compute(cfg: Config = cfg) -> pd.DataFrame:
+            f = objective(cfg)
+            norms: list[float] = []
+            run(cfg, progress=False, on_evaluate=lambda step, p: norms.append(grad_norm(f, p) ** 2))
+            return pd.DataFrame([{"algorithm": cfg.algorithm, "workers": cfg.workers, "T": cfg.steps, "lr": cfg.lr,
+                                  "min_grad_sq": min(norms), "final_grad_sq": norms[-1]}])
+
+        path = None if cache is None else Path(cache) / f"{run_key(resolve(cfg))}.csv"
+        rows.append(cached_csv(path, compute))
+    return pd.concat(rows, ignore_index=True)
+
+
+def horizon_slopes(table: pd.DataFrame) -> pd.DataFrame:
+    """Per algorithm: the log-log slope of min ||grad F||^2 against the horizon T (O(1/sqrt T): -1/2 or below)."""
+    rows = [{"algorithm": a, "workers": int(g["workers"].iloc[0]),
+             "slope": loglog_slope(g["T"], g["min_grad_sq"], g["T"].min(), g["T"].max())}
+            for a, g in table.groupby("algorithm", sort=False)]
+    return pd.DataFrame(rows)
+
+
+def nonconvex_study(algorithms: tuple[str, ...], horizons: tuple[int, ...], lr_scale: float = 4.0,
+                    base: Config = NONCONVEX, cache: str | os.PathLike | None = None,
+                    progress: bool = False) -> pd.DataFrame:
+    """`min_grad_norms` of every algorithm (its own tau, pull and prox defaults unless ``base`` sets them)."""
+    from tqdm.auto import tqdm
+
+    frames = [min_grad_norms(dataclasses.replace(base, algorithm=a,
+                                                 tau=None if algorithms_.get(a).communicates_every_step else base.tau),
+                             horizons, lr_scale, cache)
+              for a in tqdm(algorithms, desc="non-convex", disable=not progress)]
+    return pd.concat(frames, ignore_index=True)
+
+
+__all__ = ["CONVEX_PROBLEMS", "NONCONVEX", "PROBLEM_LABELS", "Problem", "convex_configs", "convex_study",
+           "convex_trajectory", "gradient", "horizon_slopes", "loglog_slope", "min_grad_norms", "nonconvex_study",
+           "plateaus", "reductions", "schedule_label", "slopes"]

@@ -1,0 +1,142 @@
+"""Flatness across methods: the runs, their flatness tables, the summary against the published one.
+
+Every method (DP, DP+SAM, LocalSGD, EASGD, LSGD, MGRAWA, LGRAWA) trains the comparison's setting
+(MNIST-1D, M = 8, 2000 local steps, each algorithm's reference tau / lambda / p) on the 1-D CNN and
+the batch-norm CNN; then the uniform average of the workers and the algorithm's own center are
+measured: lambda_max, Hutchinson's trace, the sum of Lanczos Ritz values (the authors' "trace")
+and epsilon-sharpness. The runs share the comparison's cache folder, so the CNN runs of
+`python -m grawa_sim reproduce` are reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats as sps
+
+from grawa_sim import algorithms
+from grawa_sim.config import Config, digest
+from grawa_sim.core import stats
+from grawa_sim.engine.runner import validate
+from grawa_sim.experiments.presets import comparison_configs
+from grawa_sim.flatness import Settings
+from grawa_sim.results.run_flatness import measure_tensors
+from grawa_sim.results.storage import load_config, load_history, load_params, write_csv_atomic
+from grawa_sim.results.sweep import run_key
+
+METHODS = tuple((a, sam) for a in algorithms.COMPARED for sam in (False, True)
+                if not sam or algorithms.get(a).takes_sam)  # dp, dp+sam, localsgd, ... in that order
+NETS = ("cnn", "cnn_bn")
+METRICS = ("loss", "lambda_max", "trace", "lanczos", "eps_sharpness")
+# the reference code's Lanczos (100 steps, 3 random starts: the Ritz sum depends on the step count),
+# 100 power iterations per pass, 100 Hutchinson probes, 10 ascent steps for epsilon-sharpness
+SETTINGS = Settings(power_iters=100, power_tol=1e-4, trace_samples=100, lanczos_steps=100, lanczos_starts=3,
+                    eps_steps=10)
+QUICK_SETTINGS = Settings(power_iters=5, trace_samples=2, lanczos_steps=4, lanczos_starts=1, eps_steps=2)
+
+
+def table_name(settings: Settings) -> str:
+    """The cache file of a run's flatness rows under ``settings`` (other settings, another file)."""
+    return f"flatness-study-{digest(dataclasses.asdict(settings), 8)}.csv"
+
+# The authors' table (DenseNet-121 on CIFAR-100, 8 workers, 3 seeds): mean top eigenvalue / Ritz sum
+PUBLISHED = pd.DataFrame({"lambda_max": [33.9, 28.5, 9.5, 10.8, 10.9, 13.3],
+                          "ritz_sum": [436.0, 634.0, 194.0, 195.0, 165.0, 177.0]},
+                         index=pd.Index(["dp", "dp+sam", "easgd", "lsgd", "mgrawa", "lgrawa"], name="method"))
+
+
+def method_name(algorithm: str, sam: bool) -> str:
+    """'dp+sam' for DP with SAM, else the algorithm."""
+    return f"{algorithm}+sam" if sam else algorithm
+
+
+def configs(quick: bool, seeds: int = 3) -> list[Config]:
+    """Every method on both nets, ``seeds`` seeds, in the comparison's setting (quick: 64 steps, 1 seed)."""
+    base = comparison_configs(quick, seeds=seeds)
+    out = []
+    for net in NETS:
+        for algorithm, sam in METHODS:
+            out += [dataclasses.replace(c, model=net, sam=sam) for c in base if c.algorithm == algorithm]
+    return out
+
+
+def measure(configs_: list[Config], out: str | os.PathLike, settings: Settings = SETTINGS,
+            progress=None) -> pd.DataFrame:
+    """The flatness rows (uniform average and center) of every finished run of ``configs_`` under
+    ``out/runs``, with the run's method, net, seed and final accuracies; cached per run and settings
+    in ``out/flatness-study/<run key>-flatness-study-<settings digest>.csv`` (computed when missing)."""
+    rows = []
+    todo = list(configs_)
+    bar = progress(todo) if progress else todo
+    for cfg in bar:
+        cfg = validate(cfg)
+        run_dir = Path(out) / "runs" / run_key(cfg)
+        path = Path(out) / "flatness-study" / f"{run_key(cfg)}-{table_name(settings)}"
+        if path.is_file():
+            table = pd.read_csv(path)
+        else:
+            table = measure_tensors(load_config(run_dir), load_params(run_dir), metrics=METRICS, settings=settings,
+                                    workers=False)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_csv_atomic(table, path)
+        final = load_history(run_dir).iloc[-1]
+        table = table.assign(method=method_name(cfg.algorithm, cfg.sam), net=cfg.model, seed=cfg.seed,
+                             test_acc=final["test_acc"], train_acc=final["train_acc"],
+                             gap=final["train_acc"] - final["test_acc"], run=run_key(cfg))
+        rows.append(table)
+    return pd.concat(rows, ignore_index=True)
+
+
+def summary(table: pd.DataFrame, row: str = "average",
+            values: tuple[str, ...] = ("lambda_max", "trace", "ritz_sum", "eps_sharpness", "test_acc", "gap")
+            ) -> pd.DataFrame:
+    """Per net and method, for the ``row`` model (average or center): mean and 95 % half-width of each value."""
+    part = table[table["model"] == row]
+    columns = []
+    for v in values:
+        d = stats.describe(part, ["net", "method"], v)
+        columns.append(d[["mean", "ci95"]].rename(columns={"mean": v, "ci95": f"{v}_ci95"}))
+    n = stats.describe(part, ["net", "method"], values[0])["n"]
+    return pd.concat([n, *columns], axis=1)
+
+
+def versus(table: pd.DataFrame, metric: str = "lambda_max", reference: str = "dp",
+           row: str = "average") -> pd.DataFrame:
+    """Welch's t-test of every method's ``metric`` against ``reference``'s, per net (p < 0.05: significant)."""
+    part = table[table["model"] == row]
+    tests = {net: stats.versus(by_net, "method", metric, reference).drop(index=reference)
+             for net, by_net in part.groupby("net", sort=False)}
+    return pd.concat(tests, names=["net"])[["difference", "t", "p", "significant"]]
+
+
+def ranking_agreement(summary_: pd.DataFrame, net: str) -> pd.DataFrame:
+    """Spearman's rho between the published means and ours (the methods both tables have), per metric."""
+    ours = summary_.loc[net]
+    common = [m for m in PUBLISHED.index if m in ours.index]
+    out = []
+    for metric in ("lambda_max", "ritz_sum"):
+        rho, p = sps.spearmanr(PUBLISHED.loc[common, metric], ours.loc[common, metric])
+        out.append({"net": net, "metric": metric, "methods": len(common), "spearman_rho": float(rho),
+                    "p": float(p)})
+    return pd.DataFrame(out)
+
+
+def correlation(table: pd.DataFrame, x: str = "lambda_max", y: str = "test_acc", row: str = "average") -> dict:
+    """Spearman's rho (and p) between ``x`` and ``y`` over all runs, per net and pooled."""
+    part = table[table["model"] == row]
+    out = {}
+    for name, group in [*part.groupby("net", sort=False), ("all", part)]:
+        rho, p = sps.spearmanr(group[x], group[y])
+        out[name] = (float(rho), float(p), len(group))
+    return out
+
+
+def average_params(out: str | os.PathLike, config: Config) -> tuple[dict, object]:
+    """(the uniform average of the workers of a finished run, its resolved config)."""
+    cfg = validate(config)
+    params = load_params(Path(out) / "runs" / run_key(cfg))
+    return {n: w.mean(0) for n, w in params["workers"].items()}, cfg
+

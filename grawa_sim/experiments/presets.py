@@ -1,0 +1,250 @@
+"""The named experiments behind `make reproduce` and the notebooks (logic here, plots in plots.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from grawa_sim.algorithms import COMPARED
+from grawa_sim.config import Config
+from grawa_sim.core import stats
+from grawa_sim.results.sweep import grid
+
+QUICK_ENV = "GRAWA_QUICK"
+FIGURES_ENV = "GRAWA_FIGURES"
+RESULTS_ENV = "GRAWA_RESULTS"
+SCRATCH_ENV = "GRAWA_SCRATCH"  # quick modes and the tests write here instead of figures/ and results/
+
+
+def quick_mode() -> bool:
+    """True when GRAWA_QUICK is set to a non-empty value other than 0 (tests, CI)."""
+    return os.environ.get(QUICK_ENV, "") not in ("", "0")
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding grawa-sim's pyproject.toml."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        pyproject = folder / "pyproject.toml"
+        if pyproject.exists() and 'name = "grawa-sim"' in pyproject.read_text():
+            return folder
+    return here
+
+
+def scratch_dir() -> Path:
+    """Where quick modes write: $GRAWA_SCRATCH, else <project root>/results/quick (ignored by git)."""
+    return Path(os.environ.get(SCRATCH_ENV) or project_root() / "results" / "quick")
+
+
+def figures_dir(quick: bool | None = None) -> Path:
+    """Where figures go: $GRAWA_FIGURES, else <project root>/figures; quick runs (``quick``, default
+    `quick_mode()`) never touch the committed figures: <scratch>/figures."""
+    quick = quick_mode() if quick is None else quick
+    default = scratch_dir() / "figures" if quick else project_root() / "figures"
+    path = Path(os.environ.get(FIGURES_ENV) or default)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def results_dir(quick: bool | None = None) -> Path:
+    """Where sweeps of the notebooks cache their runs: $GRAWA_RESULTS, else <project root>/results
+    (<scratch>/results for quick runs)."""
+    quick = quick_mode() if quick is None else quick
+    return Path(os.environ.get(RESULTS_ENV) or (scratch_dir() / "results" if quick else project_root() / "results"))
+
+
+SEEDS = 5  # seeds per setting of the comparison and the time-budget study
+
+
+def _by_mode(value, quick: bool, quick_value, full_value):
+    """``value`` when given, else the mode's default (``quick_value`` in quick mode, else ``full_value``)."""
+    return (quick_value if quick else full_value) if value is None else value
+
+
+def _comparison_base(quick: bool, steps: int | None = None, workers: int = 8) -> Config:
+    """The comparison's setting: MNIST-1D, 1-D CNN, each algorithm's reference tau/pull/prox
+    (steps: 64 quick, 2000 full, unless given)."""
+    return Config(dataset="mnist1d", model="cnn", workers=workers, lr=0.05, momentum=0.9,
+                  weight_decay=1e-4, batch_size=32, steps=_by_mode(steps, quick, 64, 2000),
+                  eval_every=32 if quick else None)
+
+
+def comparison_configs(quick: bool, seeds: int = SEEDS, algorithms: tuple[str, ...] = COMPARED) -> list[Config]:
+    """All algorithms on MNIST-1D with the 1-D CNN, M = 8 workers, each with its reference tau/pull/prox.
+
+    Full: 2000 local steps per worker, ``seeds`` seeds. Quick: 64 steps, one seed.
+    """
+    return grid(_comparison_base(quick), algorithm=list(algorithms), seed=list(range(1 if quick else seeds)))
+
+
+QUICKSTART_ALGORITHMS = ("mgrawa", "lgrawa", "localsgd", "dp")
+
+
+def quickstart_configs(quick: bool, seeds: int = 1, steps: int | None = None, workers: int = 8, tau: int = 32,
+                       algorithms: tuple[str, ...] = QUICKSTART_ALGORITHMS) -> list[Config]:
+    """``algorithms`` (default MGRAWA, LGRAWA, LocalSGD and DP) on MNIST-1D (MLP, ``workers`` = 8, ``tau`` = 32
+    for all but DP, which takes none), ``seeds`` seeds (default one): about a minute in full mode.
+
+    ``steps``: local steps per worker, default 3000 (quick: 64).
+    """
+    base = Config(dataset="mnist1d", model="mlp", workers=workers, tau=tau, lr=0.05, momentum=0.9,
+                  batch_size=32, steps=_by_mode(steps, quick, 64, 3000), eval_every=32 if quick else None)
+    configs = []
+    for algorithm in algorithms:
+        one = dataclasses.replace(base, algorithm=algorithm, tau=None if algorithm == "dp" else tau)
+        configs += grid(one, seed=list(range(seeds)))
+    return configs
+
+
+TIME_BUDGET_CLOCK = dict(step_time=0.01, bandwidth=1.25e8, latency=5e-4)  # 10 ms steps, 1 Gbit/s, 0.5 ms
+
+
+TIME_BUDGET_SETTINGS = (("sync", 0.0), ("sync", 0.1), ("async", 0.1))  # (schedule, straggler_prob)
+
+
+def time_budget_configs(quick: bool, seeds: int | None = None, budget: float | None = None, workers: int = 8,
+                        algorithms: tuple[str, ...] = COMPARED,
+                        settings: tuple[tuple[str, float], ...] = TIME_BUDGET_SETTINGS) -> list[Config]:
+    """``algorithms`` (default all) on MNIST-1D (1-D CNN, ``workers`` = 8) under one simulated-time
+    ``budget``, in each of ``settings`` (schedule, straggler probability); by default three: sync
+    without stragglers, sync and async with stragglers (each step 4x slower with probability 0.1).
+    Async without stragglers is left out: with equal speeds it equals sync exactly (tested).
+
+    The clock models a 10 ms GPU step and a 1 Gbit/s network with 0.5 ms latency, so DP's
+    per-step all-reduce costs about 0.7x a step while GRAWA communicates every 32 steps.
+    Defaults: full, a 6 s budget (about 600 local steps) and 5 seeds; quick, 0.3 s and one seed.
+    """
+    base = Config(dataset="mnist1d", model="cnn", workers=workers, lr=0.05, momentum=0.9, weight_decay=1e-4,
+                  batch_size=32, steps=100_000, time_budget=_by_mode(budget, quick, 0.3, 6.0),
+                  eval_every=8 if quick else 32, **TIME_BUDGET_CLOCK)
+    configs = []
+    for schedule, straggler_prob in settings:
+        configs += grid(dataclasses.replace(base, schedule=schedule, straggler_prob=straggler_prob),
+                        algorithm=list(algorithms), seed=list(range(_by_mode(seeds, quick, 1, SEEDS))))
+    return configs
+
+
+NONIID_ALPHAS = (None, 1.0, 0.1)  # None: IID shards
+
+
+def noniid_configs(quick: bool, seeds: int | None = None, steps: int | None = None, workers: int = 8,
+                   algorithms: tuple[str, ...] = COMPARED,
+                   alphas: tuple[float | None, ...] = NONIID_ALPHAS) -> list[Config]:
+    """``algorithms`` (default all) on MNIST-1D (1-D CNN, ``workers`` = 8, reference tau each) with the
+    shards of ``alphas``: None for IID shards, else label-skewed Dirichlet shards with that alpha
+    (default IID, alpha = 1 (mild) and 0.1 (each worker sees few classes)).
+
+    Defaults: full, 2000 local steps and 2 seeds; quick, 64 steps and one seed.
+    """
+    base = grid(_comparison_base(quick, steps, workers), algorithm=list(algorithms),
+                seed=list(range(_by_mode(seeds, quick, 1, 2))))
+    configs = []
+    for alpha in alphas:
+        configs += base if alpha is None else [dataclasses.replace(c, partition="dirichlet", alpha=alpha) for c in base]
+    return configs
+
+
+def partition_label(histories: pd.DataFrame) -> pd.Series:
+    """'IID' or 'Dirichlet α = <alpha>' for every row."""
+    return histories.apply(lambda r: "IID" if r["partition"] == "iid" else f"Dirichlet α = {r['alpha']:g}", axis=1)
+
+
+def swept_fields(configs: list[Config]) -> list[str]:
+    """The Config fields that differ between ``configs`` other than the seed (['algorithm'] when none do)."""
+    fields = [f.name for f in dataclasses.fields(Config) if f.name != "seed"]
+    varied = [f for f in fields if len({repr(getattr(c, f)) for c in configs}) > 1]
+    return varied or ["algorithm"]
+
+
+def finals(histories: pd.DataFrame) -> pd.DataFrame:
+    """The last history row of every run (the result at the step or time budget)."""
+    return histories.groupby("run", sort=False).tail(1)
+
+
+def interval_table(frame: pd.DataFrame, by: str | list[str], value: str = "test_acc") -> pd.DataFrame:
+    """Per group of ``by``: ``<value>_mean``, ``_std``, ``n``, ``_ci95`` (95 % t-interval half-width),
+    ``_low``, ``_high`` and ``_worst`` (the lowest seed)."""
+    table = stats.describe(frame, by, value)
+    table["worst"] = frame.groupby(by, sort=False)[value].min().reindex(table.index).to_numpy()
+    return table.rename(columns={c: c if c == "n" else f"{value}_{c}" for c in table.columns})
+
+
+def noniid_summary(histories: pd.DataFrame) -> pd.DataFrame:
+    """Final test accuracy per shard setting and algorithm: mean, std, n, 95 % half-width, worst seed."""
+    last = finals(histories).assign(shards=lambda d: partition_label(d))
+    order = list(dict.fromkeys(last["shards"]))
+    table = interval_table(last, ["shards", "algorithm"]).reset_index()
+    table["shards"] = pd.Categorical(table["shards"], order)
+    return table.sort_values(["shards", "test_acc_mean"], ascending=[True, False]).set_index(["shards", "algorithm"])
+
+
+def noniid_drift(histories: pd.DataFrame) -> pd.DataFrame:
+    """Per algorithm: the mean final ``spread`` (mean distance of the workers to their average) in each
+    shard setting, and ``accuracy_drop``, the mean final test accuracy in the first setting (IID by
+    default) minus the one in the last (the most skewed), smallest drop first."""
+    last = finals(histories).assign(shards=lambda d: partition_label(d))
+    order = list(dict.fromkeys(last["shards"]))
+    means = {value: stats.describe(last, ["algorithm", "shards"], value)["mean"].unstack("shards")[order]
+             for value in ("spread", "test_acc")}
+    table = means["spread"].copy()
+    table["accuracy_drop"] = means["test_acc"][order[0]] - means["test_acc"][order[-1]]
+    return table.sort_values("accuracy_drop")
+
+
+def setting(histories: pd.DataFrame) -> pd.Series:
+    """A readable label of the schedule and straggler setting of every row."""
+    stragglers = histories["straggler_prob"].map(lambda p: "stragglers" if p > 0 else "no stragglers")
+    return histories["schedule"] + ", " + stragglers
+
+
+def budget_summary(histories: pd.DataFrame) -> pd.DataFrame:
+    """Final test accuracy within the budget per setting and algorithm (mean, std, n, 95 % half-width,
+    worst seed), with the means over seeds of the local steps per worker (``steps``: the workers'
+    mean, ``steps_min`` / ``steps_max``: the slowest and the fastest worker), the rounds and the share
+    of simulated time spent communicating."""
+    last = finals(histories).assign(setting=lambda d: setting(d))
+    table = interval_table(last, ["setting", "algorithm"])
+    extra = last.groupby(["setting", "algorithm"]).agg(
+        steps=("steps_mean", "mean"), steps_min=("steps_min", "mean"), steps_max=("steps_max", "mean"),
+        rounds=("round", "mean"), comm_time=("comm_time", "mean"), sim_time=("sim_time", "mean"))
+    table = table.join(extra)
+    table["comm_share"] = table.pop("comm_time") / table["sim_time"]
+    return table.sort_values(["setting", "test_acc_mean"], ascending=[True, False])
+
+
+def summary(histories: pd.DataFrame, by: str | list[str] = "algorithm") -> pd.DataFrame:
+    """Final test accuracy per ``by`` (algorithm, model, swept fields, ...), best first.
+
+    Columns: ``test_acc_mean``, ``_std``, ``n`` (seeds), ``test_acc_ci95`` (half-width of the 95 %
+    t-interval), ``_low``, ``_high``, ``_worst`` (the lowest seed: a collapsed seed shows here),
+    ``test_loss``, ``spread``, ``steps``, and Welch's t-test against the group with the best mean (``p_vs_best``,
+    ``significant``: p < 0.05).
+    """
+    last = finals(histories)
+    table = interval_table(last, by)
+    extra = last.groupby(by, sort=False).agg(test_loss=("test_loss", "mean"), spread=("spread", "mean"),
+                                             steps=("step", "max"))
+    table = table.join(extra)
+    key = "_group"
+    keyed = last.assign(**{key: last[by].astype(str).agg(" | ".join, axis=1) if isinstance(by, list) else last[by]})
+    versus = stats.versus_best(keyed, key, "test_acc")
+    labels = table.index.map(lambda k: " | ".join(map(str, k)) if isinstance(k, tuple) else k)
+    table["p_vs_best"] = versus["p"].reindex(labels).to_numpy()
+    table["significant"] = versus["significant"].reindex(labels).to_numpy()
+    return table.sort_values("test_acc_mean", ascending=False)
+
+
+def format_table(table: pd.DataFrame, value: str = "test_acc", digits: int = 3) -> pd.DataFrame:
+    """A printable copy: '<mean> ± <ci95> (n=<n>)' in one column ``value``, the worst seed, the rest."""
+    out = pd.DataFrame(index=table.index)
+    out[value] = [stats.format_interval(m, h, int(n), digits)
+                  for m, h, n in zip(table[f"{value}_mean"], table[f"{value}_ci95"], table["n"])]
+    out["worst seed"] = table[f"{value}_worst"].round(digits)
+    own = {"n", *(f"{value}_{c}" for c in ("mean", "std", "ci95", "low", "high", "worst"))}
+    for col in table.columns:
+        if col not in own:
+            out[col] = table[col]
+    return out

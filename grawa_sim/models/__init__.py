@@ -1,0 +1,1 @@
+"""The model registry: small MNIST-1D models, deep CIFAR models, per-sample losses."""

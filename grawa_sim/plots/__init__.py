@@ -1,0 +1,1 @@
+"""Figures of the studies (matplotlib only; every figure saved as PNG and PDF)."""

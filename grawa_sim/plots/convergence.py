@@ -1,0 +1,85 @@
+"""Figures of the convergence study (notebooks/04_convergence.ipynb)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from grawa_sim.plots.flatness import label
+from grawa_sim.plots.runs import COLORS, LINESTYLES, save, shared_legend
+
+
+def _reference(ax, steps: np.ndarray, anchor: float, power: float, text: str, at: float | None = None) -> None:
+    """A dashed black line c * t^power through (``at``, ``anchor``) over the range of ``steps`` (log axes);
+    ``at`` defaults to the geometric middle of the range."""
+    t = np.geomspace(steps.min(), steps.max(), 50)
+    at = np.sqrt(steps.min() * steps.max()) if at is None else at
+    ax.plot(t, anchor * (t / at) ** power, color="k", lw=1.0, ls=(0, (4, 3)), label=text)
+
+
+def convex_figure(study: pd.DataFrame, path: str | Path, title: str) -> Path:
+    """Rows: M. Columns: F(x̄_t) − F* under each constant lr and under the decaying lr, then ‖x̄_t − x*‖
+    under the decaying lr; every algorithm, log-log, with t^-1 and t^-1/2 reference lines."""
+    schedules = list(dict.fromkeys(study.sort_values(["decaying", "lr"])["schedule"]))
+    workers = sorted(study["workers"].unique())
+    cols = len(schedules) + 1
+    fig, axes = plt.subplots(len(workers), cols, figsize=(3.6 * cols, 3.0 * len(workers)), squeeze=False,
+                             sharex=True)
+    study = study[study["step"] > 0]  # log axes
+    for row, m in enumerate(workers):
+        part = study[study["workers"] == m]
+        panels = [(s, "subopt") for s in schedules] + [(schedules[-1], "dist")]
+        for ax, (schedule, value) in zip(axes[row], panels):
+            runs = part[part["schedule"] == schedule]
+            for algorithm, g in runs.groupby("algorithm", sort=False):
+                g = g[g[value] > 0]
+                ax.plot(g["step"], g[value], color=COLORS.get(algorithm, "k"), ls=LINESTYLES.get(algorithm, "-"),
+                        lw=1.2, label=label(algorithm))
+            if runs["decaying"].all() and len(runs):
+                steps = runs["step"].to_numpy(dtype=float)
+                tail = runs[runs["step"] >= np.sqrt(steps.min() * steps.max())]
+                anchor = float(tail.groupby("algorithm")[value].first().median())
+                power = -1.0 if value == "subopt" else -0.5
+                _reference(ax, steps, anchor, power, "O(1/t) and O(1/√t)")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3, which="both")
+            name = "F(x̄_t) − F*" if value == "subopt" else "‖x̄_t − x*‖"
+            ax.set_title(f"M = {m}: {name}, {schedule}", fontsize=8)
+            if row == len(workers) - 1:
+                ax.set_xlabel("local steps t")
+        axes[row, 0].set_ylabel("F(x̄_t) − F*")
+    shared_legend(fig, axes)
+    fig.text(0.5, -0.03, f"{title}; x̄_t: each algorithm's evaluated model (uniform average; EASGD x~); "
+             "one seed per curve", ha="center", fontsize=8, color="0.3")
+    out = save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def nonconvex_figure(table: pd.DataFrame, path: str | Path, title: str) -> Path:
+    """min over t ≤ T of ‖∇F(x̄_t)‖² against T (lr ∝ 1/√T), every algorithm, with a T^-1/2 reference line."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for algorithm, g in table.groupby("algorithm", sort=False):
+        g = g.sort_values("T")
+        ax.plot(g["T"], g["min_grad_sq"], marker="o", ms=3, color=COLORS.get(algorithm, "k"),
+                ls=LINESTYLES.get(algorithm, "-"), label=label(algorithm))
+    horizons = table["T"].to_numpy(dtype=float)
+    first = float(table.loc[table["T"] == horizons.min(), "min_grad_sq"].max())
+    _reference(ax, horizons, first, -0.5, "O(1/√T) from the smallest T", at=horizons.min())
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("horizon T (local steps; lr = c/√T)")
+    ax.set_ylabel("min over t ≤ T of ‖∇F(x̄_t)‖²")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title, fontsize=9)
+    out = save(fig, path)
+    plt.close(fig)
+    return out
+
+
+__all__ = ["convex_figure", "nonconvex_figure"]

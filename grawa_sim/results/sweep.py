@@ -1,0 +1,176 @@
+"""Resumable sweeps: one directory per run, finished runs are reused, never repeated.
+
+Interrupt a sweep at any point and start it again: every run that finished (or diverged) and is
+whole on disk is read back from its directory, the interrupted one starts over, nothing is lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import sys
+import time
+import types
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from grawa_sim.algorithms.grawa import DivergenceError
+from grawa_sim.config import Config, ConfigError, ConfigWarning, digest, run_identity, to_dict, unused_rules
+from grawa_sim.core.folders import claim, release
+from grawa_sim.engine.runner import run, validate
+from grawa_sim.results.storage import (
+    DIVERGED_STATUS,
+    FINISHED,
+    check_writable,
+    load_history,
+    load_status,
+    remove_stale_temps,
+    save_diverged,
+    save_result,
+    stored_status,
+    write_csv_atomic,
+)
+
+
+def grid(base: Config, **axes: Sequence) -> list[Config]:
+    """Every combination of the given field values on top of ``base``: grid(c, algorithm=[...], seed=[0, 1]).
+
+    A field that some combinations do not use (``tau`` for DP, ``alpha`` for IID shards, ...) is left
+    unset in those, with one ConfigWarning naming it; combinations that then coincide appear once.
+    """
+    names = list(axes)
+    configs, dropped = [], {}
+    for values in itertools.product(*axes.values()):
+        fields = {**{f.name: getattr(base, f.name) for f in dataclasses.fields(Config)}, **dict(zip(names, values))}
+        view = types.SimpleNamespace(**fields)
+        for field, unused, why in unused_rules():
+            if fields[field] is not None and unused(view):
+                fields[field] = Config.__dataclass_fields__[field].default
+                dropped.setdefault(field, [why, 0])[1] += 1
+        configs.append(Config(**fields))
+    for field, (why, count) in dropped.items():
+        warnings.warn(f"{field}: {why}; left unset in {count} combination(s) of the grid", ConfigWarning,
+                      stacklevel=2)
+    return list(dict.fromkeys(configs)) if dropped else configs
+
+
+def run_key(config: Config) -> str:
+    """A readable, stable directory name for a resolved config (where the data lives is not part of it)."""
+    return f"{config.algorithm}-M{config.workers}-s{config.seed}-{digest(run_identity(config))}"
+
+
+def sweep(configs: Iterable[Config], out: str | os.PathLike, progress: bool | None = None,
+          log=None, jobs: int = 1) -> pd.DataFrame:
+    """Run every config not already stored whole under ``out/runs/``; return all histories, tagged.
+
+    The returned frame stacks each run's history with its config fields as extra columns
+    (``algorithm``, ``seed``, ...), a ``run`` column (the key) and a ``status`` column: ``finished``, or
+    ``diverged`` for a run stopped at a non-finite loss (recorded and not retried; its last row is the
+    step it diverged at, with NaN metrics). ``out/results.csv`` holds the final row of every run.
+    Progress lines go to ``log`` (default: the current sys.stderr). An empty sweep returns an empty frame.
+
+    ``jobs``: processes computing runs at once (one torch thread each). A run is computed under a lock
+    (``out/locks/<key>``, holding the pid), so two jobs, or two sweeps on one folder, never compute the
+    same run: the second waits for the first and reuses its result. The processes are spawned, so a
+    script calling this with ``jobs > 1`` needs the ``if __name__ == "__main__":`` guard.
+    """
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError(f"jobs: must be an integer >= 1 (got {jobs!r})")
+    out = Path(out)
+    log = log or sys.stderr
+    resolved = [validate(c) for c in configs]  # validate everything before running anything
+    if not resolved:
+        return pd.DataFrame()
+    check_writable(out)
+    for name in ("results.csv", "summary.csv", "probe"):  # what killed writes left behind
+        remove_stale_temps(out, name)
+    remove_stale_temps(out / "runs")
+    statuses: dict[str, str] = {}
+    pending, queued = [], set()
+    for i, cfg in enumerate(resolved, 1):
+        key = run_key(cfg)
+        run_dir = out / "runs" / key
+        status = stored_status(run_dir, cfg)
+        if status is not None:
+            said = "done before" if status == FINISHED else f"diverged before (step {load_status(run_dir)['step']})"
+            print(f"[{i}/{len(resolved)}] {key}: {said}, reused", file=log)
+            statuses[key] = status
+        elif key not in queued:
+            pending.append((i, cfg))
+            queued.add(key)
+
+    def done(i: int, cfg: Config, status: str, message: str | None) -> None:
+        statuses[run_key(cfg)] = status
+        if message:
+            print(f"[{i}/{len(resolved)}] {run_key(cfg)}: {message}", file=log)
+
+    if jobs > 1 and len(pending) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_one_thread) as pool:
+            futures = {pool.submit(compute_run, cfg, str(out), False): (i, cfg) for i, cfg in pending}
+            for i, cfg in pending:
+                print(f"[{i}/{len(resolved)}] {run_key(cfg)}: queued", file=log)
+            for future in as_completed(futures):
+                status, message = future.result()
+                done(*futures[future], status, message or "finished")
+    else:
+        for i, cfg in pending:
+            print(f"[{i}/{len(resolved)}] {run_key(cfg)}: running", file=log)
+            done(i, cfg, *compute_run(cfg, out, progress))
+    frames = [_tagged(out / "runs" / run_key(cfg), cfg, run_key(cfg), statuses[run_key(cfg)]) for cfg in resolved]
+    histories = pd.concat(frames, ignore_index=True)
+    finals = histories.groupby("run", sort=False).tail(1)
+    write_csv_atomic(finals, out / "results.csv")
+    return histories
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("GRAWA_JOB_THREADS", "1")))
+
+
+def compute_run(cfg: Config, out: str | os.PathLike, progress: bool | None = None) -> tuple[str, str | None]:
+    """Compute one run of a sweep under its lock and store it; returns (status, a line to report or None).
+    If another process holds the lock, wait for it and reuse what it stored (or compute it if it stored
+    nothing, e.g. when it was killed)."""
+    key = run_key(cfg)
+    run_dir, lock = Path(out) / "runs" / key, Path(out) / "locks" / key
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    waited = False
+    while not claim(lock):
+        waited = True
+        time.sleep(0.5)
+    try:
+        status = stored_status(run_dir, cfg)
+        if status is not None:
+            return status, "computed by another process, reused" if waited else None
+        try:
+            save_result(run(cfg, progress=progress), run_dir, overwrite=True)
+            return FINISHED, None
+        except DivergenceError as e:
+            save_diverged(cfg, e.history, e.step, str(e), run_dir, overwrite=True)
+            return DIVERGED_STATUS, str(e)
+    finally:
+        release(lock)
+
+
+def _tagged(run_dir: Path, cfg: Config, key: str, status: str) -> pd.DataFrame:
+    """A stored run's history with its config fields, run key and status; a diverged run ends with a row
+    at the step it diverged at (NaN metrics)."""
+    history = load_history(run_dir)
+    if status == DIVERGED_STATUS:
+        stop = pd.DataFrame([{"step": load_status(run_dir)["step"]}], columns=history.columns)
+        history = pd.concat([history.astype({"step": float}), stop], ignore_index=True) if len(history) else stop
+    for field, value in to_dict(cfg).items():
+        history[field] = ",".join(map(str, value)) if isinstance(value, tuple) else value
+    history["run"] = key
+    history["status"] = status
+    return history
