@@ -344,3 +344,36 @@ def test_reproduce_quick(tmp_path, capsys):
     for algorithm in COMPARED:
         assert re.search(rf"^{algorithm}\s", table, re.MULTILINE), f"{algorithm} missing from:\n{printed}"
     assert "(n=1)" in table and "worst seed" in table  # mean (± 95 % interval when n > 1), the worst seed
+
+
+# ---------------------------------------------------------------- one helper for every entry point's errors
+
+
+def test_one_line_errors_gives_every_entry_point_the_same_line_and_status(capsys):
+    """`python -m grawa_sim` and the torchrun ranks report through cli.flags.one_line_errors: bad input 2,
+    a failed run 1 (a failure one process met is `local`), anything else raises."""
+    from grawa_sim.algorithms.grawa import DivergenceError
+    from grawa_sim.cli.flags import CLIError, Failed, failure, one_line_errors
+    from grawa_sim.config import ConfigError
+    from grawa_sim.engine.runner import OutOfMemory
+    from grawa_sim.results.storage import StorageError
+
+    def raising(error):
+        def body():
+            raise error
+        return body
+
+    cases = [(ConfigError("lr: must be >= 0 (got -1)"), 2, False), (CLIError("workers: must be an integer"), 2, False),
+             (DivergenceError("diverged at step 3"), 1, False), (OutOfMemory("out of memory"), 1, True),
+             (StorageError("out: cannot write 'x'"), 1, True), (Failed("a rank died", 1), 1, False),
+             (Failed("bad input on a rank", 2), 2, False)]
+    for error, code, local in cases:
+        assert one_line_errors(raising(error)) == code
+        assert capsys.readouterr().err == f"error: {error}\n"
+        assert (failure(error).code, failure(error).local) == (code, local)
+        assert one_line_errors(raising(error), report=lambda found: 7) == 7
+    assert one_line_errors(lambda: None) == 0 and one_line_errors(lambda: 3) == 3
+    for bug in (ValueError("not a user error"), KeyError("x"), OSError("plain")):
+        with pytest.raises(type(bug)):
+            one_line_errors(raising(bug))
+    assert capsys.readouterr().err == ""

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from grawa_sim import Config, run
-from grawa_sim.config import to_dict
-from grawa_sim.core.ports import free_port
+from grawa_sim.config import from_dict, run_identity, to_dict
+from grawa_sim.core.ports import torchrun_command
 from grawa_sim.results.storage import load_config, load_history, load_params
 from tests.helpers import max_abs_diff, method_name, methods
 
@@ -34,9 +34,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
 def _torchrun(ranks: int, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}", "--max_restarts=0",
-               "--master_addr=127.0.0.1", f"--master_port={free_port()}", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=ENV, cwd=ROOT)
+    return subprocess.run(torchrun_command(ranks, args), capture_output=True, text=True, timeout=timeout, env=ENV,
+                          cwd=ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +136,110 @@ def test_ranks_must_divide_workers(tmp_path):
                            "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120, env=ENV)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: ranks: must be >= 1 and divide workers=4 (got 3)"
+
+
+# ---------------------------------------------------------------- the torchrun command, the ranks' config file
+
+
+def test_torchrun_command():
+    assert torchrun_command(3, ["-m", "grawa_sim.cli.distributed", "--config", "c.json"], port=29512) == [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=3", "--nnodes=1", "--max_restarts=0",
+        "--master_addr=127.0.0.1", "--master_port=29512", "-m", "grawa_sim.cli.distributed", "--config", "c.json"]
+    script = torchrun_command(2, ["tests/dist_driver.py", "OUT"], python="/usr/bin/python3")
+    assert script[0] == "/usr/bin/python3" and script[-2:] == ["tests/dist_driver.py", "OUT"]
+    port = int(next(a for a in script if a.startswith("--master_port=")).split("=")[1])
+    assert 0 < port < 65536  # a free port when none is given
+    for ranks in (0, -1, 1.5):
+        with pytest.raises(ValueError, match=r"^ranks: must be >= 1"):
+            torchrun_command(ranks, ["x.py"])
+
+
+def test_launcher_hands_the_ranks_the_validated_config_as_a_file(tmp_path, monkeypatch, capsys):
+    """`run --ranks` writes the validated config once; the ranks get --config FILE and no config flag."""
+    from grawa_sim.cli import distributed
+    from grawa_sim.cli.main import main
+    from grawa_sim.engine.runner import validate
+
+    seen = {}
+
+    class Finished:  # torchrun as if every rank had run and exited 0
+        def __init__(self, wrapped, **kwargs):
+            command = wrapped[wrapped.index("sh") + 1:]  # /bin/sh -c '...' sh torchrun ...
+            config = Path(command[command.index("--config") + 1])
+            seen.update(command=command, config=from_dict(json.loads(config.read_text())), file=config)
+
+        def wait(self, timeout=None):
+            return 0
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(distributed.subprocess, "Popen", Finished)
+    flags = ["--algorithm", "lgrawa", "--workers", "4", "--steps", "24", "--tau", "8", "--lr", "0.07",
+             "--dtype", "float64", "--batch-size", "16", "--eval-every", "10"]
+    assert main(["run", "--ranks", "2", *flags, "--timeout", "45", "--no-progress"]) == 0
+    command = seen["command"]
+    assert command[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--nproc_per_node=2" in command
+    program = command[command.index("-m", 3):]
+    assert program[:4] == ["-m", "grawa_sim.cli.distributed", "--config", str(seen["file"])]
+    assert program[4:] == ["--no-progress", "--timeout", "45.0"]  # no config flag reaches a rank
+    expected = validate(Config(algorithm="lgrawa", workers=4, steps=24, tau=8, lr=0.07, dtype="float64",
+                               batch_size=16, eval_every=10))
+    assert seen["config"] == expected
+    assert not seen["file"].parent.exists()  # the job's temporary folder is removed
+    assert "job wall=" in capsys.readouterr().out
+
+
+def test_torchrun_by_hand_takes_flags_or_a_config_file(tmp_path):
+    """The two ways to start the ranks by hand: `run`'s flags, and --config with a run folder's config.json
+    (both the simulation's numbers)."""
+    flags = ["--algorithm", "mgrawa", "--workers", "4", "--steps", "16", "--tau", "4", "--dtype", "float64",
+             "--batch-size", "16", "--eval-every", "8"]
+    done = _torchrun(2, ["-m", "grawa_sim.cli.distributed", *flags, "--out", str(tmp_path / "flags"),
+                         "--no-progress"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = _torchrun(2, ["-m", "grawa_sim.cli.distributed", "--config", str(tmp_path / "flags" / "config.json"),
+                         "--device", "cpu", "--out", str(tmp_path / "file"), "--no-progress"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    sim = run(load_config(tmp_path / "flags"), progress=False)
+    assert load_config(tmp_path / "file") == dataclasses.replace(sim.config, device="cpu")  # --device replaces
+    for out in ("flags", "file"):
+        assert run_identity(load_config(tmp_path / out)) == run_identity(sim.config)
+        assert (load_history(tmp_path / out)[HISTORY] - sim.history[HISTORY]).abs().max().max() <= 1e-10
+        assert max_abs_diff(load_params(tmp_path / out)["workers"], sim.workers) <= 1e-10
+
+
+def test_a_bad_config_file_is_one_line_exit_2(tmp_path):
+    """Read before any process group is joined: one line on stderr, exit 2 (each case its own process)."""
+    files = {"missing": None, "not json": "{workers: 4", "not an object": "[1, 2]",
+             "unknown field": '{"workers": 4, "learning_rate": 0.1}', "bad value": '{"workers": 0}'}
+    expected = {"missing": "error: config: cannot read the file: no such file or directory (got '{}')",
+                "not json": "error: config: not JSON: Expecting property name enclosed in double quotes at line 1 "
+                            "(got '{}')",
+                "not an object": "error: config: must hold a JSON object of config fields (got '{}')",
+                "unknown field": "error: learning_rate: unknown config field (got 0.1)",
+                "bad value": "error: workers: must be >= 1 (got 0)",
+                "flags too": "error: config: give the configuration as --config FILE or as flags, not both "
+                             "(got --lr)"}
+    procs = {}
+    for name in [*files, "flags too"]:
+        path = tmp_path / f"{name.replace(' ', '_')}.json"
+        if files.get(name) is not None:
+            path.write_text(files[name])
+        elif name == "flags too":
+            path.write_text(json.dumps(to_dict(BASE)))
+        extra = ["--lr", "0.1"] if name == "flags too" else []
+        procs[name] = (path, subprocess.Popen([sys.executable, "-m", "grawa_sim.cli.distributed", "--config",
+                                               str(path), *extra, "--out", str(tmp_path / "out")], cwd=ROOT, env=ENV,
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        for name, (path, proc) in procs.items():
+            stdout, stderr = proc.communicate(timeout=120)
+            assert proc.returncode == 2, (name, stderr)
+            assert stdout == "" and stderr == expected[name].format(path) + "\n", (name, stderr)
+    finally:
+        for _, proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert not (tmp_path / "out").exists()

@@ -258,6 +258,73 @@ def test_vmapped_workers_equal_one_by_one(method):
 
 
 @pytest.mark.parametrize("method", ["reverse", "forward"])
+def test_unrolled_execution_equals_vmap(method):
+    """The two executions of one Batched operator: every metric of every worker to 1e-10 (float64)."""
+    settings = dataclasses.replace(SMALL, method=method)
+    loss, stacked = small_mlp(seed=2, workers=3)
+    vmapped = F.measure_workers(loss, stacked, settings=settings, execution="vmap")
+    unrolled = F.measure_workers(loss, stacked, settings=settings, execution="unrolled")
+    assert list(vmapped.columns) == list(unrolled.columns)
+    for col in vmapped.columns:
+        np.testing.assert_allclose(unrolled[col].astype(float), vmapped[col].astype(float), rtol=1e-10, atol=1e-10,
+                                   err_msg=col)
+    op = F.Batched(loss, stacked, execution="unrolled")
+    v = torch.randn(3, op.size, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(op.hvp(v), F.Batched(loss, stacked, execution="vmap").hvp(v), rtol=1e-10, atol=1e-10)
+
+
+def test_auto_execution_picks_as_training_does():
+    """"auto" asks `choose_execution` (the training engine's rule) about the loss's model: 2-D convolutions
+    on the CPU run unrolled, an MLP (and a closure without a model) vmapped."""
+    from grawa_sim.models.execution import choose_execution
+
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    conv2d = models.build("resnet20", (3, 8, 8), 3, 2).double()
+    x, y = torch.randn(6, 3, 8, 8, dtype=torch.float64, generator=g), torch.randint(0, 3, (6,), generator=g)
+    conv_loss = F.ModelLoss(conv2d, x, y, per_sample_loss(3), batch=None)
+    conv_params = {n: p.detach().unsqueeze(0).repeat(2, *[1] * p.ndim) for n, p in conv2d.named_parameters()}
+    mlp_loss, mlp_params = small_mlp(workers=2)
+    cpu = torch.device("cpu")
+    for loss, params, model in ((conv_loss, conv_params, conv2d), (mlp_loss, mlp_params, mlp_loss.model)):
+        op = F.Batched(loss, params)  # the default is "auto"
+        assert op.execution == choose_execution(model, "auto", cpu)
+    assert F.Batched(conv_loss, conv_params).execution == "unrolled"
+    assert choose_execution(conv2d, "auto", torch.device("cuda")) == "vmap"  # vmap on a GPU
+    assert F.Batched(mlp_loss, mlp_params).execution == "vmap"
+    assert F.Batched(lambda p: (p["x"] ** 2).sum(), {"x": torch.ones(2, 3)}).execution == "vmap"  # no model
+    # the flatness table of a 2-D conv net: "auto" (unrolled here) gives the vmapped numbers
+    settings = dataclasses.replace(SMALL, power_iters=5, trace_samples=2)
+    metrics = ("loss", "lambda_max", "trace")
+    auto = F.measure_workers(conv_loss, conv_params, metrics=metrics, settings=settings)
+    vmapped = F.measure_workers(conv_loss, conv_params, metrics=metrics, settings=settings, execution="vmap")
+    for col in ("loss", "lambda_max", "trace"):
+        np.testing.assert_allclose(auto[col], vmapped[col], rtol=1e-10, err_msg=col)
+
+
+def test_loop_is_not_an_execution(tmp_path, capsys):
+    """"loop" names the per-worker backend; the flatness toolkit's executions are auto, vmap and unrolled."""
+    from grawa_sim.cli.main import main
+
+    loss, stacked = small_mlp(workers=2)
+    message = r"^execution: must be one of auto, vmap, unrolled \(got 'loop'\)$"
+    with pytest.raises(ValueError, match=message):
+        F.Batched(loss, stacked, execution="loop")
+    with pytest.raises(ValueError, match=message):
+        F.measure_workers(loss, stacked, execution="loop")
+    cfg = grawa_sim.Config(algorithm="localsgd", workers=2, steps=4, tau=2, dataset="digits", model="logistic",
+                           batch_size=8)
+    save_result(grawa_sim.run(cfg, progress=False), tmp_path / "run")
+    assert main(["flatness", "--run", str(tmp_path / "run"), "--metrics", "loss", "--execution", "loop"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not (tmp_path / "run" / "flatness.csv").exists()
+    assert captured.err == "error: execution: must be one of auto, vmap, unrolled (got 'loop')\n"
+    assert main(["flatness", "--run", str(tmp_path / "run"), "--metrics", "loss", "--probe", "16",
+                 "--execution", "unrolled"]) == 0
+    assert (tmp_path / "run" / "flatness.csv").is_file()
+
+
+@pytest.mark.parametrize("method", ["reverse", "forward"])
 def test_vmapped_batchnorm_workers_equal_one_by_one_in_both_modes(method):
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)

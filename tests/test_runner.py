@@ -89,7 +89,8 @@ def test_public_api_names():
 def test_auto_execution_unrolls_2d_convolutions_on_cpu_only():
     from torch import nn
 
-    from grawa_sim.engine.ensemble import choose_execution
+    from grawa_sim.config import ConfigError
+    from grawa_sim.models.execution import choose_execution
     from grawa_sim.models.registry import build
 
     conv2d = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
@@ -97,3 +98,6 @@ def test_auto_execution_unrolls_2d_convolutions_on_cpu_only():
     assert choose_execution(conv2d, "auto", torch.device("cuda")) == "vmap"
     assert choose_execution(build("cnn", 40, 10), "auto", torch.device("cpu")) == "vmap"  # 1-D convs win under vmap
     assert choose_execution(conv2d, "vmap", torch.device("cpu")) == "vmap"
+    assert choose_execution(None, "auto", "cpu") == "vmap"  # no model to look at (a plain loss closure)
+    with pytest.raises(ConfigError, match=r"^execution: must be one of auto, vmap, unrolled \(got 'loop'\)$"):
+        choose_execution(conv2d, "loop", torch.device("cpu"))  # "loop" is a backend, not an execution

@@ -112,13 +112,14 @@ def _ours(contender: str, loss_fn, stacked, init, probes, iters: int):
 
 def compare(models: tuple[str, ...] = ("mlp", "cnn"), dataset: str = "mnist1d", workers: int = 8,
             probe: int = 320, iters: int = 100, samples: int = 100, train_steps: int = 200, repeats: int = 3,
-            contenders: tuple[str, ...] = ("vmap/reverse", "vmap/forward", "loop/reverse"), seed: int = 0,
+            contenders: tuple[str, ...] = ("vmap/reverse", "vmap/forward", "unrolled/reverse"), seed: int = 0,
             out=None, device: torch.device | str = "cpu") -> list[dict]:
     """Our lambda_max and Hutchinson trace vs PyHessian's: agreement (%) and seconds per worker.
 
     ``contenders``: ours as ``execution/method`` (`flatness.core.Batched`): ``vmap`` measures
-    all workers in one vmapped call per product, ``loop`` one model after another in one
-    call; ``reverse`` reuses the gradient graph (as PyHessian does), ``forward`` is
+    all workers in one vmapped call per product, ``unrolled`` one model after another in one
+    call (``auto`` picks one of the two for the model, as training does); ``reverse`` reuses
+    the gradient graph (as PyHessian does), ``forward`` is
     ``jvp(grad(.))``. One JSON line per model and contender. ``device``: where both sides measure
     (the workers are trained on the CPU, then moved); CUDA timings are synchronised.
     """

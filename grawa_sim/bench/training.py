@@ -169,7 +169,7 @@ def distributed(steps: int = 200, repeats: int = 3, out=None) -> dict:
     import subprocess
     import tempfile
 
-    from grawa_sim.core.ports import free_port
+    from grawa_sim.core.ports import torchrun_command
 
     sim = _stepper(DISTRIBUTED_BENCH)
     sim(20)
@@ -181,9 +181,7 @@ def distributed(steps: int = 200, repeats: int = 3, out=None) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             rate_file = f"{tmp}/rate"
             ranks = DISTRIBUTED_BENCH.workers
-            command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}",
-                       "--max_restarts=0", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
-                       "-m", "grawa_sim.bench.training", rate_file, str(steps)]
+            command = torchrun_command(ranks, ["-m", "grawa_sim.bench.training", rate_file, str(steps)])
             subprocess.run(command, check=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
             with open(rate_file) as f:
                 dist_rates.append(float(f.read()))

@@ -1,7 +1,14 @@
 """Real distributed runs: the same algorithms on torch.distributed ranks.
 
-    torchrun --nproc_per_node=R -m grawa_sim.cli.distributed <the flags of `python -m grawa_sim run`>
     python -m grawa_sim run --ranks R ...        # starts torchrun for you on this machine
+    torchrun --nproc_per_node=R -m grawa_sim.cli.distributed <the flags of `python -m grawa_sim run`>
+    torchrun --nproc_per_node=R -m grawa_sim.cli.distributed --config CONFIG.json [--out DIR ...]
+
+A rank takes its configuration as flags (as `run` does) or as a JSON file of Config fields
+(``--config``: what `grawa_sim.config.to_dict` gives, a run folder's config.json too), with the
+options that are not part of a run's identity beside it (``--out``, ``--timeout``, ``--overwrite``,
+``--no-progress``, and ``--device`` / ``--data-dir``, which replace the file's). `launch` (`run
+--ranks`) validates the configuration once and hands its ranks such a file.
 
 Each rank holds M/R consecutive workers as stacked tensors; the rounds talk through
 ``DistributedAxis`` (gloo on CPU, nccl when every rank has a GPU: rank r takes
@@ -23,6 +30,7 @@ import ctypes
 import datetime
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,15 +40,16 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from grawa_sim.algorithms.grawa import DivergenceError
-from grawa_sim.config import Config, ConfigError
+from grawa_sim.config import NOT_IDENTITY, Config, ConfigError, to_dict
 from grawa_sim.core.collectives import DistributedAxis
-from grawa_sim.core.ports import check_port, free_port
+from grawa_sim.core.ports import check_port, torchrun_command
 
 FAULT_ENV = "GRAWA_FAULT"  # "rank:step": that rank exits abruptly before the step (for failure tests)
 STATUS_ENV = "GRAWA_STATUS"  # set by `launch`: the file a rank writes its one-line failure into
 PARENT_ENV = "GRAWA_TORCHRUN_PID"  # set by `launch`: the pid of torchrun, the ranks' parent
 DEFAULT_TIMEOUT = 60.0
+MODULE = "grawa_sim.cli.distributed"  # what torchrun runs in every rank
+CONFIG_FILE = "config.json"  # the validated configuration `launch` hands its ranks
 
 
 def die_with_parent() -> None:
@@ -117,29 +126,45 @@ def _torchrun_child() -> None:
         pass
 
 
-def launch(ranks: int, argv: list[str], port: int | None = None, timeout: float = DEFAULT_TIMEOUT
-           ) -> tuple[int, str | None]:
-    """Start ``torchrun --nproc_per_node=ranks -m grawa_sim.cli.distributed argv`` here.
+def write_config(config: Config, folder: str | os.PathLike) -> Path:
+    """``config`` as folder/config.json (`to_dict`, written atomically): the file a rank reads with --config."""
+    from grawa_sim.core.folders import write_atomic
 
-    Returns (exit code, the ranks' one-line failure or None): divergence (1), bad input (2) and
-    out-of-memory (1) come back as that line, not as torchrun's failure report. A rank waits at most
-    ``timeout`` seconds for the others in a collective (torchrun ends every rank if one dies). torchrun
-    runs in its own process group: stopping the launcher (Ctrl-C, SIGTERM) ends the group, and
+    text = json.dumps(to_dict(config), indent=2) + "\n"
+    return write_atomic(Path(folder) / CONFIG_FILE, lambda tmp: tmp.write_text(text))
+
+
+def launch(ranks: int, config: Config, out: str | None = None, *, port: int | None = None,
+           timeout: float = DEFAULT_TIMEOUT, overwrite: bool = False, progress: bool | None = None
+           ) -> tuple[int, str | None]:
+    """Run ``config`` (validated: `grawa_sim.engine.runner.validate`) on ``ranks`` torch.distributed
+    processes on this machine: ``torchrun --nproc_per_node=ranks -m grawa_sim.cli.distributed --config FILE``.
+
+    The configuration goes to the ranks once, as a JSON file in a temporary folder (removed afterwards);
+    rank 0 saves the run into ``out``. Returns (exit code, the ranks' one-line failure or None): divergence
+    (1), bad input (2) and out-of-memory (1) come back as that line, not as torchrun's failure report. A rank
+    waits at most ``timeout`` seconds for the others in a collective (torchrun ends every rank if one dies).
+    torchrun runs in its own process group: stopping the launcher (Ctrl-C, SIGTERM) ends the group, and
     torchrun and the ranks die with their parent when it is killed.
     """
-    if ranks < 1:
-        raise ConfigError(f"ranks: must be >= 1 (got {ranks})")
     check_timeout(timeout)
-    if port is None:
-        port = free_port()
-    else:
+    if port is not None:
         check_port(port)
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}", "--nnodes=1",
-               "--max_restarts=0", "--master_addr=127.0.0.1", f"--master_port={port}",
-               "-m", "grawa_sim.cli.distributed", *argv, "--timeout", str(timeout)]
-    fd, status = tempfile.mkstemp(prefix="grawa-status-")
-    os.close(fd)
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), STATUS_ENV: status}
+    folder = tempfile.mkdtemp(prefix="grawa-job-")
+    try:
+        options = [*(["--out", str(out)] if out else []), *(["--overwrite"] if overwrite else []),
+                   *(["--no-progress"] if progress is False else []), "--timeout", str(timeout)]
+        command = torchrun_command(ranks, ["-m", MODULE, "--config", str(write_config(config, folder)), *options],
+                                   port)
+        return _start(command, Path(folder) / "status")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _start(command: list[str], status: Path) -> tuple[int, str | None]:
+    """Run torchrun's ``command`` in its own process group; (its exit code, the ranks' one-line failure)."""
+    status.touch()
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), STATUS_ENV: str(status)}
     previous = {}
 
     def stop(signum, frame):
@@ -156,7 +181,7 @@ def launch(ranks: int, argv: list[str], port: int | None = None, timeout: float 
         finally:
             if proc.poll() is None:  # the launcher is being stopped: end torchrun and every rank
                 _end_group(proc)
-        text = Path(status).read_text()
+        text = status.read_text()
         if text:
             reported = json.loads(text)
             return int(reported["code"]), reported["message"]
@@ -164,7 +189,6 @@ def launch(ranks: int, argv: list[str], port: int | None = None, timeout: float 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        os.unlink(status)
 
 
 def _end_group(proc: subprocess.Popen) -> None:
@@ -199,11 +223,31 @@ def _report(rank: int, code: int, message: str, local: bool = False) -> int:
     return 1 if local else (0 if status else code)
 
 
+def _config(args) -> Config:
+    """The rank's Config: its --config file, or its config flags (as `run` takes them)."""
+    import dataclasses
+
+    from grawa_sim.cli.flags import CLIError, config_from_args, config_from_file
+
+    if args.config is None:
+        return config_from_args(args)
+    given = [f.name for f in dataclasses.fields(Config) if getattr(args, f.name) is not None]
+    mixed = [name for name in given if name not in NOT_IDENTITY]
+    if mixed:
+        flag = "--" + mixed[0].replace("_", "-")
+        raise CLIError(f"config: give the configuration as --config FILE or as flags, not both (got {flag})")
+    return dataclasses.replace(config_from_file(args.config), **{name: getattr(args, name) for name in given})
+
+
 def main(argv: list[str] | None = None) -> int:
-    from grawa_sim.cli.flags import CLIError, Parser, add_config_flags, config_from_args
+    from grawa_sim.cli.flags import Parser, add_config_flags, one_line_errors
 
     parser = Parser(prog="torchrun ... -m grawa_sim.cli.distributed")
     add_config_flags(parser)
+    parser.add_argument("--config", default=None,
+                        help="a JSON file of config fields (a run folder's config.json too) instead of the config "
+                             "flags; --device and --data-dir may still be given and replace the file's "
+                             "(default: the config flags)")
     parser.add_argument("--out", help="directory rank 0 writes history.csv, config.json, ... into")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help="seconds a collective may wait for the other ranks")
@@ -211,30 +255,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     rank = int(os.environ.get("RANK", "0"))
     die_with_parent()
-    from grawa_sim.engine.runner import OutOfMemory
-    from grawa_sim.results.storage import StorageError
+
+    def train() -> int:
+        args = parser.parse_args(argv)
+        result = run_distributed(_config(args), args.out, args.timeout,
+                                 progress=False if args.no_progress else None, overwrite=args.overwrite)
+        if rank == 0:
+            final = result.final
+            print(f"{result.config.algorithm} M={result.config.workers} "
+                  f"ranks={int(os.environ.get('WORLD_SIZE', 1))} steps={int(final['step'])} "
+                  f"rounds={int(final['round'])} test_acc={final['test_acc']:.4f} "
+                  f"test_loss={final['test_loss']:.4f} train_wall={final['wall_time']:.1f}s", flush=True)
+        return 0
 
     try:
-        args = parser.parse_args(argv)
-        cfg = config_from_args(args)
-        result = run_distributed(cfg, args.out, args.timeout, progress=False if args.no_progress else None,
-                                 overwrite=args.overwrite)
-    except (CLIError, ConfigError) as e:
-        return _report(rank, 2, str(e))
-    except DivergenceError as e:
-        return _report(rank, 1, str(e))
-    except (OutOfMemory, StorageError) as e:
-        return _report(rank, 1, str(e), local=True)
+        return one_line_errors(train, report=lambda found: _report(rank, found.code, found.message, found.local))
     except (RuntimeError, dist.DistBackendError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"rank {rank}: distributed job failed: {first}", file=sys.stderr, flush=True)
         return 1
-    if rank == 0:
-        final = result.final
-        print(f"{result.config.algorithm} M={result.config.workers} ranks={int(os.environ.get('WORLD_SIZE', 1))} "
-              f"steps={int(final['step'])} rounds={int(final['round'])} test_acc={final['test_acc']:.4f} "
-              f"test_loss={final['test_loss']:.4f} train_wall={final['wall_time']:.1f}s", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 Bad input (an --out folder that cannot be written included, checked before any training) prints one
 line ``error: <field>: <why> (got <value>)`` and exits 2; a diverged run, running out of memory and a
-failed write print one ``error:`` line and exit 1. A field that has no effect in a legitimate
-combination prints one ``warning: <field>: ...`` line.
+failed write print one ``error:`` line and exit 1 (`grawa_sim.cli.flags.one_line_errors`, shared with the
+torchrun ranks). A field that has no effect in a legitimate combination prints one ``warning: <field>: ...`` line.
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ from grawa_sim.cli.flags import (  # noqa: F401 - the command line's names, re-e
     USAGE_ERROR,
     CLIError,
     DefaultsShown,
+    Failed,
     Parser,
     _converter,
     add_config_flags,
     config_from_args,
+    one_line_errors,
+    one_of,
 )
-from grawa_sim.config import FIELD_HELP, Config, ConfigError, ConfigWarning
+from grawa_sim.config import EXECUTIONS, FIELD_HELP, Config, ConfigError, ConfigWarning
 
 
 def _progress(args) -> bool | None:
@@ -81,37 +84,23 @@ def cmd_run(args) -> None:
 
 
 def _launch_ranks(args, cfg: Config) -> None:
-    """`run --ranks R`: the same flags, handed to torchrun on this machine."""
+    """`run --ranks R`: the validated config, handed to R torchrun ranks on this machine as a file."""
     from grawa_sim.cli import distributed
 
     if args.ranks < 1 or cfg.workers % args.ranks:
         raise ConfigError(f"ranks: must be >= 1 and divide workers={cfg.workers} (got {args.ranks})")
     if cfg.backend != "vmap":
         raise ConfigError(f"backend: distributed runs use the stacked engine 'vmap' (got {cfg.backend!r})")
-    argv, skip = [], False
-    for token in args.argv[1:]:  # drop the subcommand and the launcher's own flags
-        if skip:
-            skip = False
-            continue
-        name = token.split("=")[0]
-        if name == "--download":  # done here, before the launch
-            continue
-        if name in ("--ranks", "--port", "--timeout"):
-            skip = "=" not in token
-            continue
-        argv.append(token)
     started = time.perf_counter()
-    code, message = distributed.launch(args.ranks, argv, port=args.port, timeout=args.timeout)
+    code, message = distributed.launch(args.ranks, cfg, args.out, port=args.port, timeout=args.timeout,
+                                       overwrite=args.overwrite, progress=_progress(args))
     if message is not None:  # the ranks' one line: divergence, bad input, out of memory, a write error
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(code or 1)
+        raise Failed(message, code or 1)
     if code == 2:  # a rank rejected the input and said why
         raise SystemExit(2)
     if code:
-        print(f"error: distributed job failed (torchrun exit code {code}): a rank died or a collective timed out "
-              f"after {args.timeout:g} s; the first failure is reported above. Nothing was written.",
-              file=sys.stderr)
-        raise SystemExit(1)
+        raise Failed(f"distributed job failed (torchrun exit code {code}): a rank died or a collective timed out "
+                     f"after {args.timeout:g} s; the first failure is reported above. Nothing was written.")
     print(f"job wall={time.perf_counter() - started:.1f}s ({args.ranks} processes, their start-up included)")
     if args.out:
         print("wrote " + ", ".join(str(path) for path in sorted(Path(args.out).iterdir())))
@@ -355,8 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "statistics, losses and HVPs averaged (the authors' 10 x 32); 0: the probe set as one batch")
     p.add_argument("--metrics", default="loss,lambda_max,trace,lanczos,eps_sharpness",
                    help="comma-separated metrics to measure")
-    p.add_argument("--execution", choices=("vmap", "loop"), default="vmap",
-                   help="vmap: all models' Hessian-vector products in one call; loop: one model at a time")
+    p.add_argument("--execution", type=one_of("execution", EXECUTIONS), default="auto",
+                   help="vmap: all models' Hessian-vector products in one vmapped call; unrolled: one model at a "
+                        "time; auto: as training picks for the run's model and the device (unrolled for 2-D "
+                        "convolutions on the CPU, else vmap)")
     p.add_argument("--power-iters", type=_converter(int, "power_iters"), default=100,
                    help="power iterations per lambda_max estimate")
     p.add_argument("--trace-samples", type=_converter(int, "trace_samples"), default=100,
@@ -390,35 +381,22 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 _default_showwarning = warnings.showwarning
 
 
-def _one_line_failure(e: BaseException) -> bool:
-    """Divergence, out of memory, a failed write: reported in one line (their modules are loaded by then)."""
-    names = {"DivergenceError": "grawa_sim.algorithms.grawa", "OutOfMemory": "grawa_sim.engine.runner",
-             "StorageError": "grawa_sim.results.storage"}
-    return any(isinstance(e, getattr(sys.modules[m], n)) for n, m in names.items() if m in sys.modules)
-
-
 def main(argv: list[str] | None = None) -> int:
     previous = warnings.showwarning
     warnings.showwarning = _show_warning
-    try:
-        argv = sys.argv[1:] if argv is None else list(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+
+    def command() -> None:
         args = build_parser().parse_args(argv)
-        args.argv = argv
         args.func(args)
-    except (CLIError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return USAGE_ERROR
-    except (ValueError, MemoryError, OSError) as e:
-        if not _one_line_failure(e):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+
+    try:
+        return one_line_errors(command)
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
         return 130
     finally:
         warnings.showwarning = previous
-    return 0
 
 
 if __name__ == "__main__":

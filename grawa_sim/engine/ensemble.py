@@ -3,7 +3,8 @@
 Forward passes run all workers at once with ``torch.vmap`` over
 ``torch.func.functional_call`` on a 'meta' copy of the model (or, for
 2-D convolutions on CPU where vmap's grouped convolutions are slow, one call per
-worker slice: ``execution="unrolled"``). Gradients come from one backward of
+worker slice: ``execution="unrolled"``; ``"auto"`` picks per model and device,
+`grawa_sim.models.execution.choose_execution`). Gradients come from one backward of
 the summed per-worker losses: worker i's loss depends only on slice i of the
 stacked leaves, so the slices of the gradient are the per-worker gradients.
 """
@@ -20,16 +21,7 @@ from torch.func import functional_call
 from grawa_sim.algorithms import Algorithm, Params, RoundInfo
 from grawa_sim.algorithms.base import squeeze_worker
 from grawa_sim.core.collectives import StackedAxis
-from grawa_sim.models.registry import has_conv2d
-
-
-def choose_execution(model: nn.Module, execution: str, device: torch.device) -> str:
-    """"auto": vmap, except 2-D convolutions on CPU, where vmap's grouped convolutions lose to a
-    per-worker loop (0.29x at M = 64 on a 2-core CPU). 1-D convs and MLPs win under vmap
-    here (`python -m grawa_sim bench`)."""
-    if execution != "auto":
-        return execution
-    return "unrolled" if has_conv2d(model) and device.type == "cpu" else "vmap"
+from grawa_sim.models.execution import choose_execution
 
 
 class StackedModel:

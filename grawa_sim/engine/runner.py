@@ -412,7 +412,7 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round) ->
         from grawa_sim import flatness
 
         tensors = {"workers": result.workers, "buffers": result.buffers, "center": result.center}
-        result.flatness = flatness.measure_tensors(cfg, tensors, model, data)
+        result.flatness = flatness.measure_tensors(cfg, tensors, model, data, execution=cfg.execution)
         for column, value in flatness.summary_columns(result.flatness).items():
             result.history.loc[result.history.index[-1], column] = value
     return result

@@ -3,9 +3,11 @@
 Every flatness metric is written once, over a *batch* of M models: vectors are flat
 tensors [M, n] (n = number of parameters of one model). `Batched` evaluates the
 loss, its gradient and Hessian-vector products of all M models either in one
-``torch.vmap`` call (``execution="vmap"``) or one model at a time (``"loop"``, the
+``torch.vmap`` call (``execution="vmap"``) or one model at a time (``"unrolled"``, the
 reference the vmapped results are tested against; with M = 1 it is the plain
-single-model call).
+single-model call). ``"auto"`` (the default) picks as the training engine does for the
+loss's model (`grawa_sim.models.execution.choose_execution`: unrolled for 2-D convolutions
+on the CPU, else vmap); the same three values as ``Config.execution``.
 
 Hessian-vector products, H v = d/dt grad L(x + t v) at t = 0:
 
@@ -33,10 +35,10 @@ import torch
 from torch.func import grad, grad_and_value, jvp
 
 from grawa_sim.core.collectives import Params
+from grawa_sim.models.execution import EXECUTIONS, choose_execution
 
 LossClosure = Callable[..., torch.Tensor]  # loss_fn(params) -> scalar, or loss_fn(params, aux) -> scalar
 HVP_METHODS = ("auto", "forward", "reverse")
-EXECUTIONS = ("vmap", "loop")
 _FALLBACK_ERRORS = (RuntimeError, NotImplementedError)
 
 
@@ -76,17 +78,22 @@ class Batched:
 
     ``stacked`` holds the M parameter sets (leading dim M); ``aux`` (optional, leading
     dim M, e.g. batch-norm buffers) is passed per model as ``loss_fn(params, aux_i)``.
+    ``execution``: ``"vmap"``, ``"unrolled"`` or ``"auto"``, which picks for the loss's model
+    (``loss_fn.model``, as a `ModelLoss` has; vmap for a closure without one) on the
+    parameters' device; ``self.execution`` is the one picked.
     """
 
     def __init__(self, loss_fn: LossClosure, stacked: Params, aux: Params | None = None,
-                 execution: str = "vmap", method: str = "reverse"):
+                 execution: str = "auto", method: str = "reverse"):
         _check("execution", execution, EXECUTIONS)
         _check("method", method, HVP_METHODS)
-        self.loss_fn, self.aux, self.execution, self.method = loss_fn, aux, execution, method
         self.layout = Layout(stacked, lead=1)
         self.x0 = self.layout.flat({n: p.detach() for n, p in stacked.items()}, lead=1)
         self.models, self.size = self.x0.shape
         self.dtype, self.device = self.x0.dtype, self.x0.device
+        model = getattr(loss_fn, "model", None)
+        execution = choose_execution(model if isinstance(model, torch.nn.Module) else None, execution, self.device)
+        self.loss_fn, self.aux, self.execution, self.method = loss_fn, aux, execution, method
         self._reverse_graph: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --- one model, flat -------------------------------------------------------------------
@@ -98,7 +105,7 @@ class Batched:
         return jvp(lambda y: grad(self._f)(y, aux), (x,), (v,))[1]
 
     def _map(self, fn: Callable, *batched: torch.Tensor):
-        """fn(*row_i, aux_i) for every model i: one vmapped call, or a loop (results stacked)."""
+        """fn(*row_i, aux_i) for every model i: one vmapped call, or one call per model (results stacked)."""
         if self.execution == "vmap":
             in_dims = (*([0] * len(batched)), None if self.aux is None else 0)
             return torch.vmap(fn, in_dims=in_dims)(*batched, self.aux)
@@ -149,7 +156,7 @@ class Batched:
 
 def single(loss_fn: LossClosure, params: Params, method: str = "reverse") -> Batched:
     """One model as a batch of one, evaluated without vmap (the plain, one-by-one path)."""
-    return Batched(loss_fn, {n: p.detach().unsqueeze(0) for n, p in params.items()}, None, "loop", method)
+    return Batched(loss_fn, {n: p.detach().unsqueeze(0) for n, p in params.items()}, None, "unrolled", method)
 
 
 def hvp(loss_fn: LossClosure, params: Params, v: Params, method: str = "auto") -> Params:

@@ -153,11 +153,12 @@ def measure(loss_fn: LossClosure, params: Params, metrics: Sequence[str] = METRI
 
 def measure_workers(loss_fn: LossClosure, stacked: Params, buffers: Params | None = None,
                     metrics: Sequence[str] = METRICS, settings: Settings = Settings(),
-                    execution: str = "vmap") -> pd.DataFrame:
+                    execution: str = "auto") -> pd.DataFrame:
     """The metrics of all M stacked models, one row each (column ``worker`` = 0..M-1).
 
     Every Hessian-vector product (and gradient) of an iteration is one ``torch.vmap``
-    call over the worker dim (``execution="loop"``: one model at a time, the reference).
+    call over the worker dim (``execution="unrolled"``: one model at a time, the reference;
+    ``"auto"``: as the training engine picks for the loss's model, see `Batched`).
     ``buffers`` (leading dim M) are passed per worker as ``loss_fn(params, buffers_i)``.
     """
     op = Batched(loss_fn, stacked, buffers, execution, settings.method)
@@ -188,7 +189,7 @@ def measure_tensors(config, tensors: dict[str, Params], model: nn.Module, data, 
                     probe: int | None = 320,
                     probe_seed: int = 0, batch: int | None = 32, metrics: Sequence[str] = METRICS,
                     settings: Settings = Settings(), center: bool = True, workers: bool = True,
-                    execution: str = "vmap") -> pd.DataFrame:
+                    execution: str = "auto") -> pd.DataFrame:
     """The flatness table of a finished run given its final tensors (`storage.load_params` layout), its
     freshly built model template and data set (`grawa_sim.engine.runner.build_problem`; `grawa_sim.results.run_flatness`
     builds them for a config, a Result or a saved run).
@@ -198,7 +199,9 @@ def measure_tensors(config, tensors: dict[str, Params], model: nn.Module, data, 
     EASGD, LSGD and GRAWA), the algorithm's own center; then (with ``workers=True``) one ``worker``
     row per worker.
     Column ``measured`` says in words which model a row is. All rows are measured in one vmapped
-    call (``execution="loop"``: one model after another). The loss is `model_loss` (``mode``,
+    call (``execution="vmap"``), one model after another (``"unrolled"``), or as the training engine
+    picks for ``model`` on its device (``"auto"``: unrolled for 2-D convolutions on the CPU, else
+    vmap; `grawa_sim.models.execution.choose_execution`). The loss is `model_loss` (``mode``,
     ``probe`` samples drawn with ``probe_seed``, ``batch``); in eval mode the average and the
     center use the mean of the workers' running statistics. Columns ``mode``, ``probe`` and
     ``batch`` record the choice.
