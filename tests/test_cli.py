@@ -17,7 +17,7 @@ import grawa_sim.results.sweep
 from grawa_sim.algorithms import COMPARED
 from grawa_sim.cli.main import main
 from grawa_sim.config import Config
-from grawa_sim.engine.runner import validate
+from grawa_sim.engine.problem import validate
 from grawa_sim.results.storage import is_complete, load_config, load_history
 
 PROJECT = Path(__file__).resolve().parents[1]

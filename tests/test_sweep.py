@@ -16,7 +16,8 @@ import torch
 import grawa_sim.results.storage
 import grawa_sim.results.sweep
 from grawa_sim.config import Config, ConfigError
-from grawa_sim.engine.runner import run, validate
+from grawa_sim.engine.problem import validate
+from grawa_sim.engine.runner import run
 from grawa_sim.results.storage import is_complete, load_config, load_history, save_result
 from grawa_sim.results.sweep import grid, run_key, sweep
 
@@ -389,7 +390,7 @@ def test_a_run_locked_by_a_live_process_is_waited_for_and_reused(tmp_path, monke
     import subprocess
     import threading
 
-    from grawa_sim.engine.runner import validate
+    from grawa_sim.engine.problem import validate
     from grawa_sim.results import sweep as sweep_module
     from grawa_sim.results.storage import save_result
     from grawa_sim.results.sweep import run_key
@@ -426,7 +427,7 @@ def test_a_run_locked_by_a_live_process_is_waited_for_and_reused(tmp_path, monke
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     import subprocess
 
-    from grawa_sim.engine.runner import validate
+    from grawa_sim.engine.problem import validate
     from grawa_sim.results.sweep import run_key
 
     cfg = validate(_jobs_configs()[0])

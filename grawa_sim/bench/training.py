@@ -19,34 +19,25 @@ from pathlib import Path
 import torch
 
 from grawa_sim import algorithms
-from grawa_sim.config import IMAGE_MODELS, Config, resolve
+from grawa_sim.config import IMAGE_MODELS, Config
 from grawa_sim.core.collectives import StackedAxis
 from grawa_sim.data import cifar
-from grawa_sim.data.datasets import TrainingStream
-from grawa_sim.engine.runner import build_engine, build_problem
+from grawa_sim.engine.problem import build_problem, model_and_data
 
 
 def _stepper(cfg: Config, axis: StackedAxis | None = None, device: torch.device | str = "cpu") -> Callable[[int], None]:
-    """A closure doing n training steps (sampling, local step, rounds; no evaluation, no clock) of cfg.
-
-    The same model, shards and batch stream as run(cfg); the timed loop is the training part of
-    run()'s synchronous tick loop only, so the benchmark measures the engine, not the evaluation.
-    """
-    cfg = resolve(cfg)
-    model, data = build_problem(cfg, device)
-    axis = axis or StackedAxis(cfg.workers)
-    engine = build_engine(cfg, model, data, axis)
-    stream = TrainingStream(cfg, data, axis.local_slice)
+    """A closure doing n training steps of cfg: run()'s own step and round (`Problem.step`,
+    `Problem.round`) every tau steps, on the same model, shards and batch stream; no evaluation
+    and no simulated clock, so the benchmark measures the engine."""
+    problem = build_problem(cfg, device, axis)
     count = [0]
-    registered = algorithms.get(cfg.algorithm)
 
     def steps(n: int) -> None:
         for _ in range(n):
-            engine.local_step(*stream.batch())
+            problem.step()
             count[0] += 1
-            if registered.communicates_every_step or count[0] % cfg.tau:
-                continue
-            engine.communicate(stream.probe() if registered.needs_probe else None)
+            if not problem.communicates_every_step and count[0] % problem.config.tau == 0:
+                problem.round()
 
     return steps
 
@@ -151,7 +142,7 @@ def resolve_execution(cfg: Config, device: torch.device | str = "cpu") -> str:
     """What execution="auto" picks for cfg's model on ``device``."""
     from grawa_sim.engine.ensemble import choose_execution
 
-    model, _ = build_problem(cfg)
+    model, _ = model_and_data(cfg)
     return choose_execution(model, "auto", torch.device(device))
 
 

@@ -90,7 +90,8 @@ def fault_hook():
 def run_distributed(config: Config, out: str | None, timeout: float = DEFAULT_TIMEOUT, progress: bool = False,
                     overwrite: bool = False):
     """Join the process group torchrun set up, train this rank's workers, rank 0 saves; returns the Result."""
-    from grawa_sim.engine.runner import run, validate
+    from grawa_sim.engine.problem import validate
+    from grawa_sim.engine.runner import run
     from grawa_sim.results.storage import save_result
 
     check_timeout(timeout)
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     rank = int(os.environ.get("RANK", "0"))
     die_with_parent()
-    from grawa_sim.engine.runner import OutOfMemory
+    from grawa_sim.engine.problem import OutOfMemory
     from grawa_sim.results.storage import StorageError
 
     try:

@@ -52,7 +52,8 @@ def cmd_run(args) -> None:
         check_timeout(args.timeout)
     asked = config_from_args(args)
 
-    from grawa_sim.engine.runner import run, validate
+    from grawa_sim.engine.problem import validate
+    from grawa_sim.engine.runner import run
     from grawa_sim.results.storage import check_run_folder, save_result
 
     _fetch_data(args, [asked])
@@ -119,7 +120,7 @@ def _launch_ranks(args, cfg: Config) -> None:
 
 def cmd_sweep(args) -> None:
     _check_out(args.out)
-    from grawa_sim.engine.runner import validate
+    from grawa_sim.engine.problem import validate
     from grawa_sim.experiments import presets as experiments
     from grawa_sim.results.sweep import grid, sweep
 

@@ -21,7 +21,8 @@ import pandas as pd
 from grawa_sim.algorithms.grawa import DivergenceError
 from grawa_sim.config import Config, ConfigError, ConfigWarning, digest, run_identity, to_dict, unused_rules
 from grawa_sim.core.folders import claim, release
-from grawa_sim.engine.runner import run, validate
+from grawa_sim.engine.problem import validate
+from grawa_sim.engine.runner import run
 from grawa_sim.results.storage import (
     DIVERGED_STATUS,
     FINISHED,
