@@ -110,6 +110,37 @@ def _backend_row(model: str, m: int, budget: float, repeats: int, tmp: str,
             "auto": resolve_execution(base, device)}
 
 
+def batched_runs(models_: tuple[str, ...] = ("mlp", "cnn"), seeds: int = 8, steps: int = 200, repeats: int = 3,
+                 algorithm: str = "mgrawa", out=None, device: torch.device | str = "cpu") -> list[dict]:
+    """Wall time of ``seeds`` whole runs (training and evaluation) one by one against one ensemble
+    (`run_many`), interleaved repeat by repeat: the comparison's setting (MNIST-1D, M = 8, tau = 4)."""
+    from grawa_sim.engine.run_many import run_many
+    from grawa_sim.engine.runner import run
+
+    out = out or sys.stdout
+    rows = []
+    for model in models_:
+        base = Config(algorithm=algorithm, workers=8, tau=4, model=model, lr=0.05, momentum=0.9, weight_decay=1e-4,
+                      batch_size=32, steps=steps, eval_every=steps)
+        configs = [dataclasses.replace(base, seed=s) for s in range(seeds)]
+        contenders = {"one_by_one": lambda cs=configs: [run(c, progress=False, device=device) for c in cs],
+                      "batched": lambda cs=configs: run_many(cs, progress=False, device=device)}
+        times: dict[str, list[float]] = {k: [] for k in contenders}
+        for _ in range(repeats):
+            for name, fn in contenders.items():
+                _sync(device)
+                t0 = time.perf_counter()
+                fn()
+                _sync(device)
+                times[name].append(time.perf_counter() - t0)
+        wall = {k: statistics.median(v) for k, v in times.items()}
+        rows.append({"model": model, "runs": seeds, "workers": 8, "steps": steps, "device": str(device),
+                     **{f"{k}_s": round(v, 3) for k, v in wall.items()},
+                     "batched_speedup": round(wall["one_by_one"] / wall["batched"], 2)})
+        print(json.dumps(rows[-1]), file=out, flush=True)
+    return rows
+
+
 def float32_gap(steps: int = 100, out=None, device: torch.device | str = "cpu") -> list[dict]:
     """Max |vmap - loop| over final worker parameters and history, float32 vs float64, every algorithm.
 

@@ -25,6 +25,7 @@ from grawa_sim.core.collectives import Params, StackedAxis
 from grawa_sim.data.datasets import Dataset
 from grawa_sim.engine.batchnorm import Recalibrator
 from grawa_sim.engine.problem import Problem
+from grawa_sim.engine.result import Result
 from grawa_sim.models.losses import per_sample_loss
 from grawa_sim.models.registry import has_batchnorm
 
@@ -204,3 +205,24 @@ class Recorder:
 
     def weights(self) -> pd.DataFrame:
         return pd.DataFrame(self.weight_rows, columns=WEIGHT_COLUMNS)
+
+    def result(self) -> Result:
+        """The finished run's Result (every worker gathered on every rank); rank 0 measures flatness if asked."""
+        problem = self.problem
+        cfg, engine, axis = problem.config, problem.engine, problem.axis
+        evaluated = engine.evaluated()
+        result = Result(
+            config=cfg, history=self.history(),
+            workers={n: axis.all_gather(p.detach()).clone() for n, p in engine.stacked_params().items()},
+            buffers={n: axis.all_gather(b).clone() for n, b in engine.stacked_buffers().items()},
+            evaluated=evaluated, center=evaluated if problem.communicates_every_step else engine.center(),
+            weights=self.weights(),
+        )
+        if cfg.flatness and axis.offset == 0:  # rank 0 measures (every rank holds all workers now)
+            from grawa_sim import flatness
+
+            tensors = {"workers": result.workers, "buffers": result.buffers, "center": result.center}
+            result.flatness = flatness.measure_tensors(cfg, tensors, problem.model, problem.data)
+            for column, value in flatness.summary_columns(result.flatness).items():
+                result.history.loc[result.history.index[-1], column] = value
+        return result

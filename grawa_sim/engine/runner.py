@@ -18,7 +18,7 @@ from grawa_sim.config import Config, ConfigError
 from grawa_sim.core.collectives import Params, StackedAxis
 from grawa_sim.core.devices import resolve_device
 from grawa_sim.engine.lr_schedule import lr_at
-from grawa_sim.engine.problem import Problem, build_problem, memory_errors, validate
+from grawa_sim.engine.problem import build_problem, memory_errors, validate
 from grawa_sim.engine.recorder import Recorder, diverged
 from grawa_sim.engine.result import Result
 
@@ -129,28 +129,7 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round) ->
         raise
     finally:
         bar.close()
-    return _result(problem, recorder)
-
-
-def _result(problem: Problem, recorder: Recorder) -> Result:
-    """The finished run's Result (every worker gathered on every rank); rank 0 measures flatness if asked."""
-    cfg, engine, axis = problem.config, problem.engine, problem.axis
-    evaluated = engine.evaluated()
-    result = Result(
-        config=cfg, history=recorder.history(),
-        workers={n: axis.all_gather(p.detach()).clone() for n, p in engine.stacked_params().items()},
-        buffers={n: axis.all_gather(b).clone() for n, b in engine.stacked_buffers().items()},
-        evaluated=evaluated, center=evaluated if problem.communicates_every_step else engine.center(),
-        weights=recorder.weights(),
-    )
-    if cfg.flatness and axis.offset == 0:  # rank 0 measures (every rank holds all workers now)
-        from grawa_sim import flatness
-
-        tensors = {"workers": result.workers, "buffers": result.buffers, "center": result.center}
-        result.flatness = flatness.measure_tensors(cfg, tensors, problem.model, problem.data)
-        for column, value in flatness.summary_columns(result.flatness).items():
-            result.history.loc[result.history.index[-1], column] = value
-    return result
+    return recorder.result()
 
 
 def _interactive() -> bool:
