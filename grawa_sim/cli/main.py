@@ -132,7 +132,7 @@ def cmd_sweep(args) -> None:
     _fetch_data(args, configs)
     for c in configs:
         validate(c)
-    histories = sweep(configs, args.out, progress=_progress(args), jobs=args.jobs)
+    histories = sweep(configs, args.out, progress=_progress(args), jobs=args.jobs, batch_runs=args.batch_runs)
     print(experiments.format_table(experiments.summary(histories, by=experiments.swept_fields(configs)))
           .to_string(float_format=lambda v: f"{v:.4g}"))
     _print_diverged(histories.groupby("run", sort=False).tail(1))
@@ -284,6 +284,15 @@ def _check_out(out: str | None) -> None:
         check_writable(out)
 
 
+def _batch_runs(text: str) -> int | str:
+    """--batch-runs: 'auto' or an integer >= 1."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise CLIError(f"batch-runs: must be 'auto' or an integer >= 1 (got {text!r})")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m grawa_sim", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, help="what to do")
@@ -313,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=_converter(int, "jobs"), default=1,
                    help="processes computing runs at once, one torch thread each (a lock per run: two jobs or two "
                         "sweeps never compute the same run)")
+    p.add_argument("--batch-runs", type=_batch_runs, default=1,
+                   help="train up to N compatible runs (differing only in seed, lr, momentum, weight decay, prox) "
+                        "as one stacked ensemble; auto: as many as fit 128 workers; 1: one run at a time")
     p.set_defaults(func=cmd_sweep)
 
     for name, func, text, seeds in (

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from collections.abc import Callable
 
@@ -226,3 +227,14 @@ class Recorder:
             for column, value in flatness.summary_columns(result.flatness).items():
                 result.history.loc[result.history.index[-1], column] = value
         return result
+
+
+def interactive() -> bool:
+    """A terminal or a Jupyter kernel is watching."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
+def progress_bar(cfg: Config, show: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.steps, desc=f"{cfg.algorithm} M={cfg.workers}", disable=not show, leave=False)

@@ -29,7 +29,7 @@ from grawa_sim.data.datasets import TrainingStream
 from grawa_sim.engine.ensemble import VmapEngine
 from grawa_sim.engine.lr_schedule import lr_at
 from grawa_sim.engine.problem import Problem, build_clock, build_engine, memory_errors, model_and_data, validate
-from grawa_sim.engine.recorder import Recorder
+from grawa_sim.engine.recorder import Recorder, interactive, progress_bar
 from grawa_sim.engine.result import Result
 
 PER_RUN = ("seed", "lr", "momentum", "weight_decay", "prox")  # may differ between the runs of one ensemble
@@ -106,8 +106,6 @@ def run_many(configs: Sequence[Config], progress: bool | None = None,
 
 
 def _run_many(cfgs: list[Config], progress, device) -> list[Result]:
-    from grawa_sim.engine.runner import _interactive, _progress
-
     r, m, base = len(cfgs), cfgs[0].workers, cfgs[0]
     kind = algorithms.get(base.algorithm)
     built = [model_and_data(c, device) for c in cfgs]
@@ -148,7 +146,7 @@ def _run_many(cfgs: list[Config], progress, device) -> list[Result]:
     def batch(draws: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.cat([x for x, _ in draws]), torch.cat([y for _, y in draws])
 
-    bar = _progress(dataclasses.replace(base, workers=m * r), _interactive() if progress is None else progress)
+    bar = progress_bar(dataclasses.replace(base, workers=m * r), interactive() if progress is None else progress)
     update_lr(0)
     for rec in recorders:
         rec.evaluate(0)

@@ -7,7 +7,6 @@ history from `grawa_sim.engine.recorder`; this module drives the simulated clock
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable
 
 import torch
@@ -19,7 +18,7 @@ from grawa_sim.core.collectives import Params, StackedAxis
 from grawa_sim.core.devices import resolve_device
 from grawa_sim.engine.lr_schedule import lr_at
 from grawa_sim.engine.problem import build_problem, memory_errors, validate
-from grawa_sim.engine.recorder import Recorder, diverged
+from grawa_sim.engine.recorder import Recorder, diverged, interactive, progress_bar
 from grawa_sim.engine.result import Result
 
 DIVERGENCE_CHECK_EVERY = 16  # ticks between finiteness checks when no round or evaluation comes sooner
@@ -78,7 +77,7 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round) ->
             recorder.lr = lr
             engine.set_lr(lr)
 
-    bar = _progress(cfg, _interactive() if progress is None else progress)
+    bar = progress_bar(cfg, interactive() if progress is None else progress)
     update_lr(0)
     recorder.evaluate(0)
     next_eval, shown, tick_index = cfg.eval_every, 0, 0
@@ -130,14 +129,3 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round) ->
     finally:
         bar.close()
     return recorder.result()
-
-
-def _interactive() -> bool:
-    """A terminal or a Jupyter kernel is watching."""
-    return sys.stderr.isatty() or "ipykernel" in sys.modules
-
-
-def _progress(cfg: Config, show: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=cfg.steps, desc=f"{cfg.algorithm} M={cfg.workers}", disable=not show, leave=False)
