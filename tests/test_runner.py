@@ -151,3 +151,15 @@ def test_recorder_rows_count_every_local_step_loss():
     assert row["worker_loss"] == pytest.approx(expected, rel=1e-12)
     assert len(recorder.rows) == 1
     assert math.isnan(recorder.evaluate(3)["worker_loss"])  # no local step since the previous row
+
+
+def test_a_thousand_and_twenty_four_workers_train_on_one_device():
+    """M = 1024 MLP workers on MNIST-1D (shards of 3 samples, B = 3): finite history, GRAWA's weights sum
+    to 1 over the 1024 workers every round, and the workers moved apart from their common start."""
+    cfg = Config(algorithm="mgrawa", workers=1024, tau=2, steps=4, eval_every=4, model="mlp", batch_size=3)
+    r = run(cfg, progress=False)
+    assert r.history[["train_loss", "test_loss", "spread"]].notna().all().all()
+    assert all(v.shape[0] == 1024 for v in r.workers.values())
+    sums = r.weights.groupby("round")["weight"].sum()
+    assert len(sums) == 2 and ((sums - 1).abs() < 1e-5).all()
+    assert r.history["spread"].iloc[-1] > 0
