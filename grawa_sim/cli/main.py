@@ -155,7 +155,8 @@ def _experiment_setup(args) -> tuple[bool, Path]:
     resolve_device(args.device)
     quick = args.quick or experiments.quick_mode()
     if args.out is None:  # quick runs never mix with (or touch) the full results
-        args.out = str(experiments.results_dir(quick) / args.command)
+        folder = f"paper-{args.paper}" if getattr(args, "paper", None) else args.command
+        args.out = str(experiments.results_dir(quick) / folder)
     _check_out(args.out)
     figures = Path(args.figures) if args.figures else experiments.figures_dir(quick)
     _check_out(str(figures))
@@ -169,6 +170,8 @@ def cmd_reproduce(args) -> None:
     from grawa_sim.results.storage import write_csv_atomic
     from grawa_sim.results.sweep import sweep
 
+    if args.paper:
+        return _reproduce_paper(args, quick, figures)
     configs = [dataclasses.replace(c, device=args.device)
                for c in experiments.comparison_configs(quick, seeds=args.seeds)]
     histories = sweep(configs, args.out, progress=_progress(args))
@@ -177,6 +180,26 @@ def cmd_reproduce(args) -> None:
                                   f"MNIST-1D, 1-D CNN, M = {configs[0].workers}, reference τ per algorithm")
     table_path = write_csv_atomic(table, Path(args.out) / "summary.csv", index=True)
     print(experiments.format_table(table).to_string(float_format=lambda v: f"{v:.4g}"))
+    _print_diverged(histories.groupby("run", sort=False).tail(1))
+    print(f"wrote {fig}, {table_path} and {Path(args.out) / 'results.csv'}")
+
+
+def _reproduce_paper(args, quick: bool, figures: Path) -> None:
+    """reproduce --paper cifar10|cifar100: ResNet-20, M = 4 and 8, every method, one simulated-time budget."""
+    from grawa_sim.experiments import paper
+    from grawa_sim.experiments.presets import format_table
+    from grawa_sim.plots import runs as plots
+    from grawa_sim.results.storage import write_csv_atomic
+    from grawa_sim.results.sweep import sweep
+
+    asked = paper.paper_configs(args.paper, quick, seeds=args.seeds, data_dir=args.data_dir, budget=args.budget)
+    _fetch_data(args, asked)
+    configs = [dataclasses.replace(c, device=args.device) for c in asked]
+    histories = sweep(configs, args.out, progress=_progress(args))
+    table = paper.paper_summary(histories)
+    fig = plots.paper_figure(paper.with_method(histories), figures / f"paper_{args.paper}.png")
+    table_path = write_csv_atomic(table, Path(args.out) / "summary.csv", index=True)
+    print(format_table(table).to_string(float_format=lambda v: f"{v:.4g}"))
     _print_diverged(histories.groupby("run", sort=False).tail(1))
     print(f"wrote {fig}, {table_path} and {Path(args.out) / 'results.csv'}")
 
@@ -341,6 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="figure folder (default: figures/ of the project; results/quick/figures when quick)")
         p.add_argument("--device", default="auto", help=FIELD_HELP["device"])
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        if name == "reproduce":
+            p.add_argument("--paper", choices=("cifar10", "cifar100"), default=None,
+                           help="the paper's setting instead: ResNet-20 on this data set, M = 4 and 8, every method "
+                                "with the reference hyperparameters, one simulated-time budget (needs --data-dir)")
+            p.add_argument("--data-dir", default=None, help=FIELD_HELP["data_dir"])
+            p.add_argument("--download", action="store_true",
+                           help="with --paper: download CIFAR into --data-dir when missing (internet)")
+            p.add_argument("--budget", type=_converter(float, "budget"), default=None,
+                           help="with --paper: simulated seconds per run (default 900, the reference's 15 minutes)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("bench", help="steps/s of the vmap and loop backends, measured side by side")
