@@ -141,6 +141,45 @@ def batched_runs(models_: tuple[str, ...] = ("mlp", "cnn"), seeds: int = 8, step
     return rows
 
 
+def step_costs(workers: tuple[int, ...] = (16, 64), repeats: int = 5, out=None,
+               device: torch.device | str = "cpu") -> list[dict]:
+    """Two overheads of the stacked engine, measured side by side (MLP, MNIST-1D, B = 32):
+
+    - ``stacked_over_single``: seconds of one stacked SGD step of M workers over one step of a single
+      model on the FLOP-equal batch M*B (what a perfectly batched engine would cost);
+    - ``round_over_steps``: seconds of one MGRAWA / LGRAWA round (probe gradients, scores, weights,
+      the pull) over tau = 32 local steps of the same M workers.
+    """
+    out = out or sys.stdout
+    rows = []
+    for m in workers:
+        stacked = build_problem(Config(algorithm="localsgd", workers=m, tau=32, batch_size=32), device)
+        single = build_problem(Config(algorithm="localsgd", workers=1, tau=32, batch_size=32 * m), device)
+        rate = side_by_side({"stacked": _steps(stacked), "single": _steps(single)}, 20, repeats, device)
+        rows.append({"what": "step", "model": "mlp", "workers": m, "device": str(device),
+                     "stacked_steps_per_s": round(rate["stacked"], 1),
+                     "single_MB_steps_per_s": round(rate["single"], 1),
+                     "stacked_over_single": round(rate["single"] / rate["stacked"], 2)})
+        print(json.dumps(rows[-1]), file=out, flush=True)
+        for algorithm in ("mgrawa", "lgrawa"):
+            problem = build_problem(Config(algorithm=algorithm, workers=m, tau=32, batch_size=32), device)
+            rate = side_by_side({"round": lambda n, p=problem: [p.round() for _ in range(n)],
+                                 "step": _steps(problem)}, 32, repeats, device)
+            rows.append({"what": "round", "algorithm": algorithm, "model": "mlp", "workers": m, "device": str(device),
+                         "round_over_steps": round(rate["step"] / rate["round"] / 32, 3)})
+            print(json.dumps(rows[-1]), file=out, flush=True)
+    return rows
+
+
+def _steps(problem) -> Callable[[int], None]:
+    """n local steps of ``problem`` (no rounds)."""
+    def steps(n: int) -> None:
+        for _ in range(n):
+            problem.step()
+
+    return steps
+
+
 def float32_gap(steps: int = 100, out=None, device: torch.device | str = "cpu") -> list[dict]:
     """Max |vmap - loop| over final worker parameters and history, float32 vs float64, every algorithm.
 

@@ -250,6 +250,9 @@ def cmd_bench(args) -> None:
     if args.batched:
         bench.batched_runs(tuple(args.models.split(",")), repeats=args.repeats, device=device)
         return
+    if args.step_costs:
+        bench.step_costs(repeats=args.repeats, device=device)
+        return
     workers = tuple(int(v) for v in args.workers.split(","))
     bench.backends(tuple(args.models.split(",")), workers, budget=args.budget, repeats=args.repeats, device=device)
 
@@ -387,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the simulator (M = 8, one process) against 8 gloo processes instead")
     p.add_argument("--batched", action="store_true",
                    help="8 seeds of the comparison setting (M = 8) one by one against one ensemble (run_many) instead")
+    p.add_argument("--step-costs", action="store_true",
+                   help="the MLP's stacked step against one model on the FLOP-equal batch M*B, and a GRAWA round "
+                        "against tau = 32 local steps, at M = 16 and 64, instead")
     p.add_argument("--gpu", action="store_true",
                    help="the prepared GPU check (under 5 minutes on one CUDA GPU): stacked vs loop at M = 8, 64, "
                         "256 for mlp, cnn, resnet20, peak memory per worker, vmapped flatness vs PyHessian")
