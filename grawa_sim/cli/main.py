@@ -448,7 +448,7 @@ _default_showwarning = warnings.showwarning
 
 def _one_line_failure(e: BaseException) -> bool:
     """Divergence, out of memory, a failed write: reported in one line (their modules are loaded by then)."""
-    names = {"DivergenceError": "grawa_sim.algorithms.grawa", "OutOfMemory": "grawa_sim.engine.runner",
+    names = {"DivergenceError": "grawa_sim.algorithms.grawa", "OutOfMemory": "grawa_sim.engine.problem",
              "StorageError": "grawa_sim.results.storage"}
     return any(isinstance(e, getattr(sys.modules[m], n)) for n, m in names.items() if m in sys.modules)
 
