@@ -35,7 +35,8 @@ GROUPS = {
     "parity": ("test_parity", "test_distributed", "test_sharded", "test_deep_models", "test_devices",
                "test_invariants", "test_diloco", "test_mechanism", "test_run_many"),
     "e2e": ("test_runner", "test_sweep", "test_cli", "test_reliability", "test_notebooks", "test_anchor",
-            "test_bench", "test_bench_gpu", "test_cifar_runs", "test_convergence", "test_convergence_study"),
+            "test_bench", "test_bench_gpu", "test_cifar_runs", "test_convergence", "test_convergence_study",
+            "test_tune"),
 }
 
 

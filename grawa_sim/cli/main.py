@@ -292,7 +292,7 @@ def cmd_tune(args) -> None:
              if f.name != "algorithm" and getattr(args, f.name) is not None}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConfigWarning)
-        base = dataclasses.replace(tuning.quick_base() if quick else Config(), **given)
+        base = dataclasses.replace(tuning.quick_base() if quick else Config(algorithm="dp"), **given)
     fixed = [f for f in tuning.SEARCHED if f in given]
     tuning.tune(base, methods, trials, storage, args.study, seed=base.seed, fixed=fixed)
     summary = tuning.summary(storage, methods, args.study)

@@ -117,10 +117,18 @@ def study_name(prefix: str, method: str) -> str:
     return f"{prefix}-{method}"
 
 
+def _optuna():
+    """The optuna module, or one ConfigError line saying how to install it."""
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("tune: needs the package optuna (pip install 'grawa-sim[tune]') (got none)") from None
+    return optuna
+
+
 def open_storage(url: str):
     """Optuna's RDB storage at ``url`` (a SQLite file's folder is created); one ConfigError line if it fails."""
-    import optuna
-
+    optuna = _optuna()
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(f"storage: must be an RDB URL such as sqlite:///results/tune.db (got {url!r})")
     kwargs = {}
@@ -132,7 +140,8 @@ def open_storage(url: str):
             raise ConfigError(f"storage: cannot create the folder of {url} ({e.strerror}) (got {url!r})") from None
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}  # processes sharing the file wait their turn
     try:
-        return optuna.storages.RDBStorage(url, **kwargs)
+        with _claim_lock(url):  # two processes creating one SQLite file's tables would collide
+            return optuna.storages.RDBStorage(url, **kwargs)
     except Exception as e:  # noqa: BLE001 - SQLAlchemy's many errors: a bad URL, a missing driver, a locked file
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError(f"storage: cannot open it: {first} (got {url!r})") from None
@@ -145,8 +154,9 @@ def _sqlite_path(url: str) -> Path | None:
 
 @contextlib.contextmanager
 def _claim_lock(url: str) -> Iterator[None]:
-    """Held while a process counts the trials and claims the next one: a lock file next to a SQLite
-    database (processes of this machine); other databases rely on the surplus check in `_claim`."""
+    """Held while a process creates the tables or a study, or counts the trials and claims the next one: a
+    lock file next to a SQLite database (processes of this machine); other databases rely on their own
+    transactions and on the surplus check in `_claim`."""
     path = _sqlite_path(url)
     if path is None:
         yield
@@ -179,9 +189,9 @@ def _retry(study, trial, why: str) -> None:
     """Mark ``trial`` failed (if it is not yet) and queue its parameters again, once."""
     from optuna.trial import TrialState
 
-    if trial.state == TrialState.RUNNING:
+    if trial.state == TrialState.RUNNING:  # a finished trial's attributes can no longer change
+        study._storage.set_trial_user_attr(trial._trial_id, "failed_because", why)
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    study._storage.set_trial_user_attr(trial._trial_id, "failed_because", why)
     if trial.params:
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
@@ -275,7 +285,7 @@ def tune(base: Config, methods: Sequence[str], trials: int, storage: str, prefix
     COMPLETE or PRUNED ones, whichever process ran them. Returns `trials_table` of the studies; one line
     per trial on ``log`` (default sys.stderr).
     """
-    import optuna
+    optuna = _optuna()
     from optuna.trial import TrialState
 
     log = log or sys.stderr
@@ -291,14 +301,15 @@ def tune(base: Config, methods: Sequence[str], trials: int, storage: str, prefix
     spaces = {m: search_space(m, base, fixed) for m in methods}
     from grawa_sim.engine.runner import validate
 
-    for m in methods:  # every method's setting is checked before any training
-        validate(method_config(base, m))
+    for m in methods:  # every method's setting is checked before any training (with its largest tau)
+        validate(method_config(base, m, {n: p.choices[-1] for n, p in spaces[m].items() if p.choices}))
     store = open_storage(storage)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         for m in methods:
-            study = _open_study(store, study_name(prefix, m), seed, base, spaces[m])
+            with _claim_lock(storage):
+                study = _open_study(store, study_name(prefix, m), seed, base, spaces[m])
             while (trial := _claim(study, trials, storage)) is not None:
                 # a sampler seeded by (seed, trial number): the same trials for the same seed, and a
                 # resumed or shared study draws new parameters rather than repeating the first ones
@@ -439,6 +450,7 @@ def importances(storage: str, methods: Sequence[str], prefix: str = "tune", seed
 
 
 def quick_base() -> Config:
-    """The quick mode's setting (seconds): MNIST-1D, an MLP of width 16, M = 4, 32 steps."""
-    return Config(dataset="mnist1d", model="mlp", width=16, workers=4, batch_size=32, steps=32, eval_every=8,
-                  validation=VALIDATION)
+    """The quick mode's setting (seconds): MNIST-1D, an MLP of width 16, M = 4, 32 steps (``algorithm`` is
+    replaced by each tuned one; DP's, which takes no tau, keeps any ``steps`` valid)."""
+    return Config(algorithm="dp", dataset="mnist1d", model="mlp", width=16, workers=4, batch_size=32, steps=32,
+                  eval_every=8, validation=VALIDATION)
