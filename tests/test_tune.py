@@ -230,6 +230,8 @@ def test_a_study_of_another_setting_is_refused(tmp_path):
     tuning.tune(TINY, ["dp"], 1, url, log=open(os.devnull, "w"))
     with pytest.raises(ConfigError, match=r"^study: tune-dp was tuned on another setting \(steps: 16 there\)"):
         tuning.tune(dataclasses.replace(TINY, steps=24), ["dp"], 1, url, log=open(os.devnull, "w"))
+    with pytest.raises(ConfigError, match=r"^study: tune-dp was tuned on another search space \(lr\)"):
+        tuning.tune(TINY, ["dp"], 1, url, fixed=("lr",), log=open(os.devnull, "w"))
 
 
 # ---------------------------------------------------------------- best configs, final comparison, importances

@@ -237,7 +237,10 @@ def _open_study(storage, name: str, seed: int, base: Config, space: dict[str, Pa
         study.set_user_attr("setting", setting)
     elif stored != setting:
         keys = sorted(set(stored["base"]) | set(setting["base"]))
-        field = next((k for k in keys if stored["base"].get(k) != setting["base"].get(k)), "search space")
+        field = next((k for k in keys if stored["base"].get(k) != setting["base"].get(k)), None)
+        if field is None:
+            raise ConfigError(f"study: {name} was tuned on another search space ({', '.join(stored['space'])}); "
+                              f"give another --study or fix the same fields (got {', '.join(space)})")
         raise ConfigError(f"study: {name} was tuned on another setting ({field}: {stored['base'].get(field)!r} "
                           f"there); give another --study or the same setting (got {setting['base'].get(field)!r})")
     return study
