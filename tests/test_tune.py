@@ -28,7 +28,7 @@ from grawa_sim.cli.main import main
 from grawa_sim.config import Config, ConfigError, resolve
 from grawa_sim.data.datasets import TrainingStream, hold_out, load
 from grawa_sim.engine import runner
-from grawa_sim.engine.runner import build_problem
+from grawa_sim.engine.problem import model_and_data
 from grawa_sim.experiments import tune as tuning
 from grawa_sim.results.sweep import run_key
 
@@ -74,7 +74,7 @@ def test_validation_is_disjoint_from_the_training_set_and_keeps_the_test_set():
 def test_shards_and_batches_come_from_the_kept_training_samples_only():
     for seed in (0, 3):
         config = resolve(dataclasses.replace(TINY, seed=seed, steps=64))
-        _, data = build_problem(config)
+        _, data = model_and_data(config)
         val = _rows(data.x_val)
         stream = TrainingStream(config, data)
         seen = set()
@@ -87,7 +87,7 @@ def test_shards_and_batches_come_from_the_kept_training_samples_only():
 
 def test_val_acc_is_the_accuracy_of_the_evaluated_model_on_the_held_out_samples():
     result = grawa_sim.run(dataclasses.replace(TINY, algorithm="localsgd", tau=4), progress=False)
-    model, data = build_problem(result.config)
+    model, data = model_and_data(result.config)
     with torch.no_grad():
         out = functional_call(model.eval(), result.evaluated, (data.x_val,))
     acc = float((out.argmax(-1) == data.y_val).double().mean())
