@@ -308,6 +308,10 @@ def cmd_tune(args) -> None:
         print(table.to_string(float_format=lambda v: f"{v:.4g}"))
         print(f"wrote {storage} and {out / 'results.csv'}")
     else:
+        if final_seeds:
+            missing = ", ".join(summary.index[summary["complete"] == 0])
+            print(f"no final comparison: every trial of {missing} was pruned (more --trials, or lower the lr range "
+                  f"with --lr)", file=sys.stderr)
         print(f"wrote {storage}")
 
 
