@@ -310,8 +310,8 @@ def cmd_tune(args) -> None:
     else:
         if final_seeds:
             missing = ", ".join(summary.index[summary["complete"] == 0])
-            print(f"no final comparison: every trial of {missing} was pruned (more --trials, or lower the lr range "
-                  f"with --lr)", file=sys.stderr)
+            print(f"no final comparison: every trial of {missing} was pruned (give more --trials, or fix a "
+                  f"smaller --lr)", file=sys.stderr)
         print(f"wrote {storage}")
 
 
