@@ -43,6 +43,7 @@ from grawa_sim import algorithms
 from grawa_sim.algorithms import COMPARED
 from grawa_sim.config import ALGORITHMS, Config, ConfigError, ConfigWarning, run_identity
 from grawa_sim.core import stats
+from grawa_sim.core.folders import pid_alive
 
 LR_RANGE = (1e-3, 0.5)
 TAUS = (1, 2, 4, 8, 16, 32, 64)
@@ -174,15 +175,7 @@ def _claim_lock(url: str) -> Iterator[None]:
 def _alive(trial) -> bool:
     """A RUNNING trial's process still runs (or belongs to another machine, or has not said which yet)."""
     pid, host = trial.user_attrs.get("pid"), trial.user_attrs.get("host")
-    if pid is None or host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid is None or host != socket.gethostname() or pid_alive(pid)
 
 
 def _retry(study, trial, why: str) -> None:
