@@ -301,6 +301,46 @@ def cmd_flatness(args) -> None:
     print(f"wrote {run_dir / 'flatness.csv'}")
 
 
+def cmd_tune(args) -> None:
+    from grawa_sim.experiments import presets as experiments
+    from grawa_sim.experiments import tune as tuning
+
+    quick = args.quick or experiments.quick_mode()
+    methods = [m.strip() for m in (args.algorithm or ",".join(tuning.DEFAULT_METHODS)).split(",") if m.strip()]
+    for m in methods:
+        tuning.method_config(Config(), m)  # an unknown name: one line, before anything starts
+    trials = args.trials if args.trials is not None else (2 if quick else 20)
+    final_seeds = args.final_seeds if args.final_seeds is not None else (2 if quick else 5)
+    if final_seeds == 1 or final_seeds < 0:
+        raise ConfigError(f"final_seeds: must be 0 (no final comparison) or >= 2 (got {final_seeds})")
+    storage = args.storage or f"sqlite:///{experiments.results_dir(quick) / 'tune.db'}"
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+             if f.name != "algorithm" and getattr(args, f.name) is not None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigWarning)
+        base = dataclasses.replace(tuning.quick_base() if quick else Config(algorithm="dp"), **given)
+    fixed = [f for f in tuning.SEARCHED if f in given]
+    tuning.tune(base, methods, trials, storage, args.study, seed=base.seed, fixed=fixed)
+    summary = tuning.summary(storage, methods, args.study)
+    print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
+    importances = tuning.importances(storage, methods, args.study)
+    if len(importances):
+        print(importances.pivot(index="algorithm", columns="param", values="importance")
+              .to_string(float_format=lambda v: f"{v:.2f}", na_rep="-"))
+    out = Path(experiments.results_dir(quick)) / "tune" / args.study
+    if final_seeds and (summary["complete"] > 0).all():
+        configs = tuning.best_configs(base, methods, storage, args.study)
+        table = tuning.final_comparison(configs, out, seeds=final_seeds)
+        print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+        print(f"wrote {storage} and {out / 'results.csv'}")
+    else:
+        if final_seeds:
+            missing = ", ".join(summary.index[summary["complete"] == 0])
+            print(f"no final comparison: every trial of {missing} was pruned (give more --trials, or fix a "
+                  f"smaller --lr)", file=sys.stderr)
+        print(f"wrote {storage}")
+
+
 def _check_out(out: str | None) -> None:
     """--out must be a folder this process can write, or can create: probed with a small write, before any
     training (and before torch is imported); nothing is left behind."""
@@ -424,6 +464,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_converter(int, "seed"), default=0, help="seed of the random probes and starts")
     p.add_argument("--device", default="auto", help=FIELD_HELP["device"])
     p.set_defaults(func=cmd_flatness)
+
+    p = sub.add_parser("tune", help="equal-budget hyperparameter tuning with Optuna: one study per algorithm, "
+                                    "the same number of trials each, then the best configs on fresh seeds")
+    add_config_flags(p)
+    next(a for a in p._actions if a.dest == "algorithm").help = (
+        "comma-separated algorithms to tune (also dp+sam), each in its own study (default: "
+        "dp,localsgd,easgd,lsgd,mgrawa,lgrawa)")
+    p.add_argument("--trials", type=_converter(int, "trials"), default=None,
+                   help="trials per algorithm, pruned ones included (default: 20; quick: 2)")
+    p.add_argument("--storage", default=None,
+                   help="an Optuna RDB URL (default: sqlite:///results/tune.db; quick: in the scratch folder)")
+    p.add_argument("--study", default="tune", help="study name prefix: one study <study>-<algorithm> each")
+    p.add_argument("--quick", action="store_true", help="a tiny MLP setting, 2 trials, 2 final seeds, written "
+                                                        "to the scratch folder (also GRAWA_QUICK=1)")
+    p.add_argument("--final-seeds", type=_converter(int, "final_seeds"), default=None,
+                   help="fresh seeds of each best config in the final test comparison, 0 for none "
+                        "(default: 5; quick: 2)")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("notebooks", help="execute notebooks/*.ipynb headless (regenerates their figures)")
     p.add_argument("paths", nargs="*", help="notebooks to run (default: every notebooks/*.ipynb)")

@@ -24,7 +24,7 @@ from grawa_sim.algorithms import RoundInfo
 from grawa_sim.config import Config, ConfigError, ConfigWarning, check_shard_size, resolve
 from grawa_sim.core.collectives import StackedAxis
 from grawa_sim.core.devices import resolve_device
-from grawa_sim.data.datasets import Dataset, TrainingStream, load
+from grawa_sim.data.datasets import Dataset, TrainingStream, hold_out, load, validation_size
 from grawa_sim.engine.clock import Clock, ClockModel
 from grawa_sim.engine.ensemble import VmapEngine
 from grawa_sim.engine.reference_loop import LoopEngine
@@ -82,7 +82,7 @@ def validate(config: Config) -> Config:
 def _check(cfg: Config) -> Config:
     resolve_device(cfg.device)  # a CUDA device where there is none: an error before any work
     data = load(cfg.dataset, data_dir=cfg.data_dir)
-    check_shard_size(cfg, len(data.y_train))
+    check_shard_size(cfg, len(data.y_train) - validation_size(len(data.y_train), cfg.validation))
     if cfg.step_time is None:
         with memory_errors(cfg):
             flops = step_flops(cfg.model, data.input_shape, data.outputs, cfg.batch_size, data.classes, cfg.width)
@@ -134,12 +134,14 @@ def dtype_of(name: str) -> torch.dtype:
 
 
 def model_and_data(config: Config, device: torch.device | str = "cpu") -> tuple[nn.Module, Dataset]:
-    """The freshly initialised model (seeded by config.seed, in config.dtype) and the data set, on ``device``."""
+    """The freshly initialised model (seeded by config.seed, in config.dtype) and the data set, on ``device``
+    (``config.validation`` of the training set held out as ``x_val`` / ``y_val``)."""
     cfg = resolve(config)
-    data = load(cfg.dataset, dtype_of(cfg.dtype), cfg.data_dir)
+    data = hold_out(load(cfg.dataset, dtype_of(cfg.dtype), cfg.data_dir), cfg.validation)
     if torch.device(device).type != "cpu":
         data = dataclasses.replace(data, **{f: getattr(data, f).to(device)
-                                            for f in ("x_train", "y_train", "x_test", "y_test")})
+                                            for f in ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val")
+                                            if getattr(data, f) is not None})
     with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):  # the global generator: one thread at a time
         torch.manual_seed(cfg.seed)
         model = models.build(cfg.model, data.input_shape, data.outputs, cfg.width).to(dtype_of(cfg.dtype))

@@ -1,9 +1,10 @@
 """What a run records: the evaluated model's metrics, the workers' losses, GRAWA's weights, divergence.
 
 `Recorder.evaluate(step)` appends one history row: loss and accuracy of the evaluated model on the
-full train and test sets (and of the center on the test set for the periodic algorithms), the mean
-minibatch loss of every local step since the previous row (a collective: every rank takes part),
-the workers' spread, the simulated clock's totals and the current learning rate.
+full train and test sets (and on the held-out validation set when the config has one; of the center
+on the test set for the periodic algorithms), the mean minibatch loss of every local step since the
+previous row (a collective: every rank takes part), the workers' spread, the simulated clock's
+totals and the current learning rate.
 `Recorder.check_finite()` stops the run at the first step whose loss was not finite.
 """
 
@@ -55,8 +56,8 @@ class Evaluator:
 
     @torch.no_grad()
     def __call__(self, params: Params, buffers: Params, split: str, chunk: int = 4096) -> tuple[float, float]:
-        """Mean loss and accuracy over the split, in chunks of ``chunk`` samples (one pass for small sets)."""
-        x, y = (self.data.x_train, self.data.y_train) if split == "train" else (self.data.x_test, self.data.y_test)
+        """Mean loss and accuracy over the split (train, val or test), in chunks of ``chunk`` samples."""
+        x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
         losses, correct = [], []
         for xs, ys in zip(x.split(chunk), y.split(chunk)):
             out = functional_call(self.model, (params, buffers), (xs,))
@@ -117,8 +118,9 @@ def diverged(cfg: Config, step: float, rows: list[dict], what: str = "a loss, gr
 class Recorder:
     """The history of one run on ``problem``: rows at every evaluation, GRAWA's weights at every round."""
 
-    def __init__(self, problem: Problem, on_evaluate: Callable[[float, Params], None] | None = None):
-        self.problem, self.on_evaluate = problem, on_evaluate
+    def __init__(self, problem: Problem, on_evaluate: Callable[[float, Params], None] | None = None,
+                 on_row: Callable[[dict], None] | None = None):
+        self.problem, self.on_evaluate, self.on_row = problem, on_evaluate, on_row
         self.evaluator = Evaluator(problem.model, problem.data, problem.config.bn_recalibration)
         self.layers = [n for n, _ in problem.model.named_parameters()]
         self.rows: list[dict] = []
@@ -176,6 +178,9 @@ class Recorder:
         buffers = evaluator.statistics(evaluated, averaged)
         train_loss, train_acc = evaluator(evaluated, buffers, "train")
         test_loss, test_acc = evaluator(evaluated, buffers, "test")
+        held_out = {}
+        if problem.data.x_val is not None:
+            held_out = dict(zip(("val_loss", "val_acc"), evaluator(evaluated, buffers, "val")))
         center_loss, center_acc = float("nan"), float("nan")
         if not problem.communicates_every_step:
             center = engine.center()
@@ -189,7 +194,7 @@ class Recorder:
             "sim_time": totals.sim_time, "compute_time": totals.compute_time, "comm_time": totals.comm_time,
             "comm_bytes": totals.comm_bytes, "steps_min": int(steps.min()), "steps_mean": float(steps.double().mean()),
             "steps_max": int(steps.max()), "lr_now": self.lr,
-            "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
+            "train_loss": train_loss, "train_acc": train_acc, **held_out, "test_loss": test_loss, "test_acc": test_acc,
             "worker_loss": total / count if count else float("nan"),
             "center_test_loss": center_loss, "center_test_acc": center_acc,
             "spread": spread(engine.stacked_params(), axis),
@@ -199,6 +204,8 @@ class Recorder:
         self._checked = 0
         if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss", "spread")):
             raise diverged(problem.config, step, self.rows[:-1], "the evaluated model's loss or the workers' spread")
+        if self.on_row is not None:
+            self.on_row(dict(row))
         return row
 
     def history(self) -> pd.DataFrame:

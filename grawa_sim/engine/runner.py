@@ -28,7 +28,8 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
         device: torch.device | str | None = None, on_step: Callable[[int], None] | None = None,
         devices: list[torch.device | str] | None = None,
         on_evaluate: Callable[[float, Params], None] | None = None,
-        on_round: Callable[[int, Params, RoundInfo], None] | None = None) -> Result:
+        on_round: Callable[[int, Params, RoundInfo], None] | None = None,
+        on_row: Callable[[dict], None] | None = None) -> Result:
     """Train ``config.workers`` workers with ``config.algorithm``; evaluate every ``eval_every`` steps.
 
     ``progress=None`` shows a tqdm bar only in a terminal or a notebook.
@@ -39,7 +40,9 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
     ``on_step(step)`` is called before every local step; ``on_evaluate(step, evaluated)`` at every
     evaluation with the evaluated model's parameters (e.g. to record a trajectory);
     ``on_round(round, before, info)`` after every round with the stacked worker parameters just
-    before it ([M_local, ...]) and what the round reported (GRAWA's weights and scores).
+    before it ([M_local, ...]) and what the round reported (GRAWA's weights and scores);
+    ``on_row(row)`` after every evaluation with the history row just recorded (an exception it raises,
+    e.g. a tuner's pruning, stops the run and propagates; one device only, not with ``devices``).
     ``device`` (default ``config.device``; ``auto``: CUDA when available, else the CPU) is where
     the workers compute; the tensors of the Result stay there. ``devices`` (two or more) shards
     the worker axis over them in this process (grawa_sim.engine.sharded; the Result on the first).
@@ -56,18 +59,20 @@ def run(config: Config, progress: bool | None = None, axis: StackedAxis | None =
         if len(devices) > 1:
             from grawa_sim.engine.sharded import run_sharded
 
+            if on_row is not None:
+                raise ConfigError(f"devices: on_row takes one device, not a sharded run (got {devices!r})")
             return run_sharded(run, config, devices, progress, on_step, on_evaluate, on_round)
         device = devices[0]
     cfg = validate(config)
     device = resolve_device(cfg.device if device is None else device)
     with memory_errors(cfg, device):
-        return _run(cfg, progress, axis, device, on_step, on_evaluate, on_round)
+        return _run(cfg, progress, axis, device, on_step, on_evaluate, on_round, on_row)
 
 
-def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round) -> Result:
+def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round, on_row=None) -> Result:
     problem = build_problem(cfg, device, axis)
     clock, engine = problem.clock, problem.engine
-    recorder = Recorder(problem, on_evaluate)
+    recorder = Recorder(problem, on_evaluate, on_row)
     mine = problem.axis.local_slice
     periodic = not problem.communicates_every_step
 
