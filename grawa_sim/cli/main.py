@@ -148,7 +148,7 @@ def _print_diverged(finals) -> None:
 def _experiment_setup(args) -> tuple[bool, Path]:
     """Checks shared by `reproduce` and `anchor`; returns (quick, figure folder)."""
     from grawa_sim.core.devices import resolve_device
-    from grawa_sim.experiments import presets as experiments
+    from grawa_sim.experiments import places as experiments
 
     if args.seeds < 1:
         raise ConfigError(f"seeds: must be >= 1 (got {args.seeds})")
