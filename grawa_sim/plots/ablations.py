@@ -35,9 +35,10 @@ def algorithm_lines(ax, table: pd.DataFrame, x: str, mean: str, ci: str | None =
     ax.grid(alpha=0.3)
 
 
-def _finish(fig, axes, path: str | Path, note: str = ERRORBARS) -> Path:
-    """One legend above the panels ``axes`` (each label once), ``note`` below them; saved as PNG and PDF."""
-    shared_legend(fig, axes, bbox_to_anchor=(0.5, 1.08))
+def _finish(fig, axes, path: str | Path, note: str = ERRORBARS, top: float = 1.08) -> Path:
+    """One legend above the panels ``axes`` (each label once, at height ``top`` of the figure), ``note``
+    below them; saved as PNG and PDF."""
+    shared_legend(fig, axes, bbox_to_anchor=(0.5, top))
     fig.text(0.5, -0.04, note, ha="center", fontsize=8, color="0.3")
     out = save(fig, path)
     plt.close(fig)
@@ -66,7 +67,8 @@ def time_figure(times: pd.DataFrame, path: str | Path, target: float) -> Path:
     over the smallest M with the ideal line M / M_min (bottom) (`scalability.time_to_target`)."""
     flat = times.reset_index()
     regimes = _panels(flat, "regime")
-    fig, axes = plt.subplots(2, len(regimes), figsize=(5.2 * len(regimes), 7.2), squeeze=False)
+    fig, axes = plt.subplots(2, len(regimes), figsize=(5.2 * len(regimes), 7.2), squeeze=False,
+                             gridspec_kw={"wspace": 0.3})
     for column, (regime, part) in enumerate(regimes):
         top, bottom = axes[0][column], axes[1][column]
         algorithm_lines(top, part[part["defined"]], "workers", "mean", "ci95")
@@ -80,16 +82,19 @@ def time_figure(times: pd.DataFrame, path: str | Path, target: float) -> Path:
         bottom.set_ylabel("speed-up over the smallest M")
         for ax in (top, bottom):
             ax.set_xlabel(WORKERS_LABEL)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(list(ideal["workers"]), [str(m) for m in ideal["workers"]])
     return _finish(fig, axes, path, ERRORBARS + "; only settings where every seed reached the target; "
-                                                "speed-up: ratio of the mean times")
+                                                "speed-up: ratio of the mean times", top=1.03)
 
 
 def cost_figure(comm: pd.DataFrame, entropy: pd.DataFrame, path: str | Path) -> Path:
     """Bytes sent over the whole run against M, one panel per regime (`scalability.comm_bytes`), and the
-    entropy of GRAWA's weights against M with its maximum log M (`scalability.entropy_summary`)."""
+    entropy of GRAWA's weights as a share of its maximum log M against M (`scalability.entropy_summary`)."""
     flat, ent = comm.reset_index(), entropy.reset_index()
     regimes = _panels(flat, "regime")
-    fig, axes = plt.subplots(1, len(regimes) + 1, figsize=(5.2 * (len(regimes) + 1), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(regimes) + 1, figsize=(5.2 * (len(regimes) + 1), 3.8), squeeze=False,
+                             gridspec_kw={"wspace": 0.3})
     for ax, (regime, part) in zip(axes[0], regimes):
         algorithm_lines(ax, part, "workers", "comm_bytes_mean")
         ax.set_yscale("log")
@@ -97,13 +102,11 @@ def cost_figure(comm: pd.DataFrame, entropy: pd.DataFrame, path: str | Path) -> 
         ax.set_xlabel(WORKERS_LABEL)
     ax = axes[0][-1]
     for (regime, part), ls in zip(_panels(ent, "regime"), ("-", "--", ":")):
-        algorithm_lines(ax, part, "workers", "entropy_mean", "entropy_ci95", ls=ls, label_suffix=f" ({regime})")
-    if len(ent):
-        logs = ent.drop_duplicates("workers").sort_values("workers")
-        ax.plot(logs["workers"], logs["log_m"], color="k", lw=0.8, ls=":", label="log M (equal weights)")
+        algorithm_lines(ax, part, "workers", "ratio_mean", "ratio_ci95", ls=ls, label_suffix=f" ({regime})")
+    ax.axhline(1.0, color="k", lw=0.8, ls=":", label="H = log M (equal weights)")
     ax.set_title("entropy of GRAWA's weights (mean over rounds)")
     ax.set_xlabel(WORKERS_LABEL)
-    ax.set_ylabel("H = −Σ w log w (nats)")
+    ax.set_ylabel("H / log M, H = −Σ w log w")
     ax.legend(fontsize=7)
     return _finish(fig, axes[0][:-1], path)
 
@@ -123,7 +126,7 @@ def tau_figure(accuracy: pd.DataFrame, reference: pd.DataFrame, costs: pd.DataFr
     """Final test accuracy against τ with the reference band (`communication.accuracy`,
     `communication.reference_accuracy`), and the rounds and bytes to ``target`` test accuracy against τ
     (`communication.cost_to_target`; the reference's cost dotted)."""
-    fig, axes = plt.subplots(1, 3, figsize=(16, 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 3.8), squeeze=False, gridspec_kw={"wspace": 0.3})
     acc, rounds, sent = axes[0]
     algorithm_lines(acc, accuracy.reset_index(), "tau", "test_acc_mean", "test_acc_ci95")
     _reference_band(acc, reference)
