@@ -7,7 +7,7 @@
 
 from grawa_sim.config import Config
 
-__all__ = ["Config", "Result", "grawa_weights", "run"]
+__all__ = ["Config", "Result", "grawa_weights", "run", "run_many"]
 __version__ = "0.1.0"
 
 
@@ -18,6 +18,10 @@ def __getattr__(name: str):
         from grawa_sim.engine import runner
 
         return getattr(runner, name)
+    if name == "run_many":
+        from grawa_sim.engine.run_many import run_many
+
+        return run_many
     if name == "grawa_weights":
         from grawa_sim.algorithms.grawa import grawa_weights
 

@@ -87,6 +87,8 @@ FIELD_HELP = {
     "lr_decay_unit": "steps or seconds (simulated) for lr_decay_at, warmup and the cosine horizon",
     "warmup": "linear lr warm-up length (in lr_decay_unit), 0 for none",
     "flatness": "measure lambda_max, trace, Lanczos and eps-sharpness at the end",
+    "validation": "fraction in [0, 1) of the training set held out before sharding (the same samples for every "
+                  "seed); > 0 adds val_loss / val_acc to the history (0: none)",
 }
 
 
@@ -170,6 +172,8 @@ class Config:
     lr_t0: float | None = None  # time scale of lr_schedule "inverse"
     # flatness of the final models (grawa_sim/flatness): lambda_max, trace, Lanczos, eps-sharpness
     flatness: bool = False
+    # a held-out part of the training set (grawa_sim/data/datasets.py hold_out), scored as val_loss / val_acc
+    validation: float = 0.0
 
     def __post_init__(self):
         _check(self)  # a Config that exists is valid (the data-dependent checks wait for runner.validate)
@@ -344,6 +348,9 @@ def _check(c: Config, warn: bool = True) -> dict:
     if c.dataset == "lstsq" and c.model != "logistic":
         _fail("model", "the lstsq objective takes model 'logistic' (a linear map)", c.model)
     _check_time_fields(c)
+    _number("validation", c.validation)
+    if not 0.0 <= c.validation < 1.0:
+        _fail("validation", "must lie in [0, 1) (a fraction of the training set)", c.validation)
     lr_schedule = _check_lr_schedule(c)
     augment = _check_data_fields(c)
     _check_unused(c, tau, warn)
@@ -457,13 +464,16 @@ def to_dict(config: Config) -> dict:
 
 
 NOT_IDENTITY = ("data_dir", "device")  # where the data lives, where the run computes
+# Fields added after runs were stored, left out of a run's identity at the value that changes nothing
+NEUTRAL = {"validation": 0.0}
 
 
 def run_identity(config: Config) -> dict:
     """The fields that decide a run's numbers: every field but ``data_dir`` and ``device``
-    (NOT_IDENTITY), leaving out fields that are unset (None), so that adding an optional field keeps
-    the keys of earlier runs."""
-    return {k: v for k, v in to_dict(config).items() if k not in NOT_IDENTITY and v is not None}
+    (NOT_IDENTITY), leaving out fields that are unset (None) or at their NEUTRAL value, so that adding
+    an optional field keeps the keys of earlier runs."""
+    return {k: v for k, v in to_dict(config).items()
+            if k not in NOT_IDENTITY and v is not None and not (k in NEUTRAL and v == NEUTRAL[k])}
 
 
 def digest(value, length: int = 10) -> str:

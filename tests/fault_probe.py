@@ -280,7 +280,7 @@ def f14_memory(p: Probe) -> str:
         import torch
         from torch.utils._python_dispatch import TorchDispatchMode
         from grawa_sim.core.collectives import StackedAxis
-        from grawa_sim.engine.runner import spread
+        from grawa_sim.engine.recorder import spread
         params = {"a": torch.randn(2048, 64, 64), "b": torch.randn(2048, 64, 32)}
         class Peak(TorchDispatchMode):
             live = 0

@@ -38,7 +38,7 @@ def test_recalibration_helps_the_averaged_easgd_center():
 
 
 def test_models_without_batchnorm_are_unaffected():
-    from grawa_sim.engine.runner import Evaluator
+    from grawa_sim.engine.recorder import Evaluator
 
     data = load("digits")
     assert Evaluator(build("mlp", data.features, data.outputs), data, recalibration=10).recalibrate is None

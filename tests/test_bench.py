@@ -18,3 +18,17 @@ def test_backends_rows_for_vector_and_image_models():
         ratio = r["vmap_steps_per_s"] / r["loop_steps_per_s"]
         assert abs(r["vmap_over_loop"] - ratio) < 0.02 * ratio + 0.01
     assert [r["auto"] for r in rows] == ["vmap", "unrolled"]  # 2-D convolutions on the CPU run unrolled
+
+
+def test_step_costs_and_batched_runs_report_their_ratios():
+    out = io.StringIO()
+    rows = bench.step_costs(workers=(2,), repeats=1, out=out)
+    assert [(r["what"], r.get("algorithm")) for r in rows] == [("step", None), ("round", "mgrawa"), ("round", "lgrawa")]
+    step = rows[0]
+    ratio = step["single_MB_steps_per_s"] / step["stacked_steps_per_s"]
+    assert abs(step["stacked_over_single"] - ratio) < 0.02 * ratio + 0.01
+    assert all(r["round_over_steps"] > 0 for r in rows[1:])
+    assert len(out.getvalue().splitlines()) == 3
+    batched = bench.batched_runs(("mlp",), seeds=2, steps=8, repeats=1, out=io.StringIO())
+    assert batched[0]["runs"] == 2 and batched[0]["batched_s"] > 0
+    assert abs(batched[0]["batched_speedup"] - batched[0]["one_by_one_s"] / batched[0]["batched_s"]) < 0.05

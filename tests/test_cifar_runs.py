@@ -16,7 +16,7 @@ from grawa_sim.config import ConfigError, resolve
 from grawa_sim.data import cifar
 from grawa_sim.data.datasets import load
 from grawa_sim.engine.batchnorm import Recalibrator
-from grawa_sim.engine.runner import validate
+from grawa_sim.engine.problem import validate
 from grawa_sim.models.registry import build
 from grawa_sim.results.storage import load_history
 from tests.helpers import max_abs_diff, reference_statistics

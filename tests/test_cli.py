@@ -17,7 +17,7 @@ import grawa_sim.results.sweep
 from grawa_sim.algorithms import COMPARED
 from grawa_sim.cli.main import main
 from grawa_sim.config import Config
-from grawa_sim.engine.runner import validate
+from grawa_sim.engine.problem import validate
 from grawa_sim.results.storage import is_complete, load_config, load_history
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -355,7 +355,7 @@ def test_one_line_errors_gives_every_entry_point_the_same_line_and_status(capsys
     from grawa_sim.algorithms.grawa import DivergenceError
     from grawa_sim.cli.flags import CLIError, Failed, failure, one_line_errors
     from grawa_sim.config import ConfigError
-    from grawa_sim.engine.runner import OutOfMemory
+    from grawa_sim.engine.problem import OutOfMemory
     from grawa_sim.results.storage import StorageError
 
     def raising(error):

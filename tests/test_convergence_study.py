@@ -12,7 +12,7 @@ import torch
 from grawa_sim import run
 from grawa_sim.algorithms import COMPARED as ALGORITHMS
 from grawa_sim.data.datasets import load
-from grawa_sim.engine.runner import build_problem
+from grawa_sim.engine.problem import model_and_data
 from grawa_sim.experiments import convergence as cv
 from grawa_sim.plots import convergence as convergence_plots
 
@@ -80,7 +80,7 @@ def test_min_grad_norms_against_a_module_backward():
     assert table["lr"].tolist() == pytest.approx([0.5 / 4, 0.5 / np.sqrt(32)])
     cfg = dataclasses.replace(base, steps=32, lr=0.5 / np.sqrt(32), eval_every=8)
     result = run(cfg, progress=False)
-    model, data = build_problem(cfg)
+    model, data = model_and_data(cfg)
     model.load_state_dict({n: p.double() for n, p in result.evaluated.items()}, strict=False)
     loss = torch.nn.functional.cross_entropy(model(data.x_train), data.y_train)
     loss.backward()

@@ -158,7 +158,7 @@ def test_launcher_hands_the_ranks_the_validated_config_as_a_file(tmp_path, monke
     """`run --ranks` writes the validated config once; the ranks get --config FILE and no config flag."""
     from grawa_sim.cli import distributed
     from grawa_sim.cli.main import main
-    from grawa_sim.engine.runner import validate
+    from grawa_sim.engine.problem import validate
 
     seen = {}
 

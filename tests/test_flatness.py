@@ -464,7 +464,7 @@ def test_measure_run_writes_flatness_csv(tmp_path):
     assert (csv["lambda_max"] > 0).all() and (csv["mode"] == "train").all() and (csv["probe"] == 320).all()
     np.testing.assert_allclose(csv["lambda_max"], table["lambda_max"])
     # the average row measures the uniform average, the center row x_C, the worker rows the workers
-    loss = F.model_loss(*grawa_sim.engine.runner.build_problem(cfg))
+    loss = F.model_loss(*grawa_sim.engine.problem.model_and_data(cfg))
     average = {n: p.mean(0) for n, p in result.workers.items()}
     assert csv.loc[0, "loss"] == pytest.approx(float(loss(average)), rel=1e-5)
     assert csv.loc[1, "loss"] == pytest.approx(float(loss(result.center)), rel=1e-5)
@@ -516,7 +516,7 @@ def test_flatness_is_measured_on_the_uniform_average_for_every_method(algorithm)
                            batch_size=8, dtype="float64")
     result = grawa_sim.run(cfg, progress=False)
     table = run_flatness.measure_result(result, metrics=("loss",))
-    loss = F.model_loss(*grawa_sim.engine.runner.build_problem(cfg))
+    loss = F.model_loss(*grawa_sim.engine.problem.model_and_data(cfg))
     average = {n: p.mean(0) for n, p in result.workers.items()}
     assert table.loc[table["model"] == "average", "loss"].item() == pytest.approx(float(loss(average)), rel=1e-10)
     has_center = algorithm in ("easgd", "lsgd")

@@ -15,7 +15,7 @@ from grawa_sim import Config, algorithms, run
 from grawa_sim.algorithms import Hyper
 from grawa_sim.core.collectives import GroupedAxis, StackedAxis
 from grawa_sim.data.two_basins import Point, basins, flow_to_basin, landscape
-from grawa_sim.engine.runner import build_problem
+from grawa_sim.engine.problem import model_and_data
 from grawa_sim.experiments import mechanism
 from grawa_sim.experiments import weights_sharpness as ws
 from grawa_sim.flatness import hessian_matrix, model_loss
@@ -189,7 +189,7 @@ def test_recorded_lambda_max_matches_the_exact_hessian():
     table = ws.record(cfg, settings=dataclasses.replace(ws.SETTINGS, power_iters=3000, power_tol=1e-12))
     befores = []
     result = run(cfg, progress=False, on_round=lambda k, before, info: befores.append(before))
-    model, data = build_problem(cfg)
+    model, data = model_and_data(cfg)
     loss_fn = model_loss(model, data)
     for k, before in enumerate(befores, start=1):
         rows = table[table["round"] == k].sort_values("worker")

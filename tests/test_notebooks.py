@@ -4,6 +4,7 @@ folder); the experiment notebooks set their knobs in the first code cell and sho
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
 import json
 from pathlib import Path
@@ -14,7 +15,8 @@ from grawa_sim.experiments import notebook_runner
 from grawa_sim.experiments import presets as experiments
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
-# notebook -> (the experiments builder its first code cell calls, {knob variable: builder keyword})
+# notebook -> (the builder its first code cell calls: a function of experiments.presets, or '<module>.<function>'
+# of grawa_sim.experiments; {knob variable: builder keyword})
 KNOBS = {
     "01_quickstart.ipynb": ("quickstart_configs", {"SEEDS": "seeds", "STEPS": "steps", "WORKERS": "workers",
                                                    "TAU": "tau", "ALGORITHMS": "algorithms"}),
@@ -22,7 +24,20 @@ KNOBS = {
                                                      "ALGORITHMS": "algorithms", "SETTINGS": "settings"}),
     "03_noniid.ipynb": ("noniid_configs", {"SEEDS": "seeds", "STEPS": "steps", "WORKERS": "workers",
                                            "ALGORITHMS": "algorithms", "ALPHAS": "alphas"}),
+    "06_scalability.ipynb": ("scalability.configs", {"SEEDS": "seeds", "STEPS": "steps",
+                                                     "TOTAL_SAMPLES": "total_samples", "WORKERS": "workers",
+                                                     "ALGORITHMS": "algorithms"}),
+    "07_communication.ipynb": ("communication.configs", {"SEEDS": "seeds", "STEPS": "steps", "WORKERS": "workers",
+                                                         "TAUS": "taus", "PULLS": "pulls", "ALGORITHMS": "algorithms"}),
 }
+
+
+def builder_function(builder: str):
+    """The function a KNOBS entry names."""
+    if "." not in builder:
+        return getattr(experiments, builder)
+    module, name = builder.rsplit(".", 1)
+    return getattr(importlib.import_module(f"grawa_sim.experiments.{module}"), name)
 INLINE = [p.name for p in NOTEBOOKS]  # every notebook shows each saved figure inline (the saved PNG)
 
 
@@ -40,9 +55,10 @@ def assigned(source: str) -> set[str]:
 
 
 def builder_call(source: str, builder: str) -> ast.Call:
-    calls = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)
-             and isinstance(n.func, ast.Attribute) and n.func.attr == builder]
-    assert len(calls) == 1, f"the first code cell calls experiments.{builder} once"
+    *module, name = builder.split(".")
+    calls = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+             and n.func.attr == name and (not module or getattr(n.func.value, "id", None) == module[0])]
+    assert len(calls) == 1, f"the first code cell calls {builder} once"
     return calls[0]
 
 
@@ -67,7 +83,7 @@ def test_first_code_cell_sets_the_knobs_and_passes_them_to_the_builder(name):
     call = builder_call(first, builder)
     passed = {k.arg: k.value.id for k in call.keywords if isinstance(k.value, ast.Name)}
     assert passed == {keyword: knob for knob, keyword in knobs.items()}, "each knob is passed by keyword"
-    parameters = set(inspect.signature(getattr(experiments, builder)).parameters) - {"quick"}
+    parameters = set(inspect.signature(builder_function(builder)).parameters) - {"quick"}
     assert parameters == set(passed), "every keyword of the builder has a knob"
     for source in rest:
         assert not set(knobs) & assigned(source), "no later cell sets a knob again"
@@ -85,7 +101,7 @@ def test_committed_knobs_are_the_builder_defaults(name, quick, monkeypatch):
     namespace: dict = {}
     exec(compile(first, name, "exec"), namespace)  # builds configs only; folders go to the suite's scratch
     assert namespace["quick"] is quick
-    assert namespace["configs"] == getattr(experiments, builder)(quick)
+    assert namespace["configs"] == builder_function(builder)(quick)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

@@ -28,7 +28,7 @@ from grawa_sim import Config, run
 from grawa_sim.algorithms.grawa import DivergenceError
 from grawa_sim.cli.main import main
 from grawa_sim.config import ALGORITHMS, ConfigError, ConfigWarning, resolve
-from grawa_sim.engine.runner import validate
+from grawa_sim.engine.problem import validate
 from grawa_sim.results.storage import is_complete, load_history, save_result, stored_status
 from grawa_sim.results.sweep import grid, run_key, sweep
 from tests.processes import children, descendants, running
@@ -450,13 +450,13 @@ def test_14_out_of_memory_is_one_line_naming_m_and_the_model(capsys):
 
 
 def test_14_gpu_out_of_memory_is_one_line(monkeypatch):
-    import grawa_sim.engine.runner
+    import grawa_sim.engine.problem
 
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity...")
 
-    monkeypatch.setattr(grawa_sim.engine.runner, "build_engine", oom)
-    with pytest.raises(grawa_sim.engine.runner.OutOfMemory) as info:
+    monkeypatch.setattr(grawa_sim.engine.problem, "build_engine", oom)
+    with pytest.raises(grawa_sim.engine.problem.OutOfMemory) as info:
         run(dataclasses.replace(BASE, workers=2), progress=False)
     assert str(info.value) == ("memory: M=2 workers of model logistic (float32) do not fit in CPU memory "
                                "(an allocation of 2.00 GiB failed); use fewer workers, a smaller model or batch")
@@ -466,7 +466,7 @@ def test_14_spread_holds_few_float64_elements_at_once():
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from grawa_sim.core.collectives import StackedAxis
-    from grawa_sim.engine.runner import spread
+    from grawa_sim.engine.recorder import spread
 
     class Largest(TorchDispatchMode):
         size = 0

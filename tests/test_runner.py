@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pandas as pd
 import pytest
@@ -101,3 +102,68 @@ def test_auto_execution_unrolls_2d_convolutions_on_cpu_only():
     assert choose_execution(None, "auto", "cpu") == "vmap"  # no model to look at (a plain loss closure)
     with pytest.raises(ConfigError, match=r"^execution: must be one of auto, vmap, unrolled \(got 'loop'\)$"):
         choose_execution(conv2d, "loop", torch.device("cpu"))  # "loop" is a backend, not an execution
+
+
+@pytest.mark.parametrize("algorithm", ["mgrawa", "dp", "easgd"])
+def test_the_problems_step_and_round_are_the_runs_training(algorithm):
+    """run() trains with Problem.step / Problem.round (the benchmarks time the same two calls): driving
+    them by hand for ``steps`` steps, a round every tau, gives the run's final workers bit for bit."""
+    from grawa_sim.engine.problem import build_problem
+
+    cfg = dataclasses.replace(TINY, algorithm=algorithm, tau=None if algorithm == "dp" else 4)
+    result = run(cfg, progress=False)
+    problem = build_problem(cfg)
+    for step in range(1, cfg.steps + 1):
+        problem.step()
+        if not problem.communicates_every_step and step % problem.config.tau == 0:
+            problem.round()
+    for name, stacked in problem.engine.stacked_params().items():
+        assert torch.equal(stacked, result.workers[name]), name
+
+
+def test_a_configuration_is_validated_once(monkeypatch):
+    """validate() loads the data set once per configuration: again for the same or the validated
+    configuration it finds the work done; a different configuration is checked afresh."""
+    import grawa_sim.engine.problem as problem
+
+    calls = []
+    original = problem.load
+    monkeypatch.setattr(problem, "load", lambda *a, **k: calls.append(a) or original(*a, **k))
+    cfg = dataclasses.replace(TINY, seed=12345)
+    done = problem.validate(cfg)
+    assert len(calls) == 1 and done.step_time is not None
+    assert problem.validate(cfg) == done and problem.validate(done) == done
+    assert len(calls) == 1
+    problem.validate(dataclasses.replace(cfg, seed=12346))
+    assert len(calls) == 2
+
+
+def test_recorder_rows_count_every_local_step_loss():
+    """The history's worker_loss is the mean of every minibatch loss since the previous row: with a
+    constant-zero learning rate it is the mean over steps of the workers' losses at the start."""
+    from grawa_sim.engine.problem import build_problem
+    from grawa_sim.engine.recorder import Recorder
+
+    cfg = dataclasses.replace(TINY, algorithm="localsgd", lr=1e-12, tau=4)
+    problem = build_problem(cfg)
+    recorder = Recorder(problem)
+    losses = [problem.step() for _ in range(3)]
+    for i, l in enumerate(losses):
+        recorder.add_losses(i + 1, l)
+    row = recorder.evaluate(3)
+    expected = float(torch.cat(losses).double().mean())
+    assert row["worker_loss"] == pytest.approx(expected, rel=1e-12)
+    assert len(recorder.rows) == 1
+    assert math.isnan(recorder.evaluate(3)["worker_loss"])  # no local step since the previous row
+
+
+def test_a_thousand_and_twenty_four_workers_train_on_one_device():
+    """M = 1024 MLP workers on MNIST-1D (shards of 3 samples, B = 3): finite history, GRAWA's weights sum
+    to 1 over the 1024 workers every round, and the workers moved apart from their common start."""
+    cfg = Config(algorithm="mgrawa", workers=1024, tau=2, steps=4, eval_every=4, model="mlp", batch_size=3)
+    r = run(cfg, progress=False)
+    assert r.history[["train_loss", "test_loss", "spread"]].notna().all().all()
+    assert all(v.shape[0] == 1024 for v in r.workers.values())
+    sums = r.weights.groupby("round")["weight"].sum()
+    assert len(sums) == 2 and ((sums - 1).abs() < 1e-5).all()
+    assert r.history["spread"].iloc[-1] > 0

@@ -16,7 +16,8 @@ import torch
 import grawa_sim.results.storage
 import grawa_sim.results.sweep
 from grawa_sim.config import Config, ConfigError
-from grawa_sim.engine.runner import run, validate
+from grawa_sim.engine.problem import validate
+from grawa_sim.engine.runner import run
 from grawa_sim.results.storage import is_complete, load_config, load_history, save_result
 from grawa_sim.results.sweep import grid, run_key, sweep
 
@@ -78,8 +79,9 @@ def test_run_key_is_stable_and_readable():
     a = validate(dataclasses.replace(BASE, algorithm="lgrawa", workers=3, seed=7))
     b = validate(Config(seed=7, workers=3, algorithm="lgrawa", dataset="digits", model="logistic", steps=8,
                        tau=4, batch_size=8, eval_every=4))
-    assert a == b and a is not b
-    assert run_key(a) == run_key(b) == run_key(a)
+    copy = dataclasses.replace(b)  # another object with the same fields
+    assert a == b == copy and copy is not a
+    assert run_key(a) == run_key(b) == run_key(copy) == run_key(a)
     assert re.fullmatch(r"lgrawa-M3-s7-[0-9a-f]{10}", run_key(a)), run_key(a)
     # the per-algorithm defaults resolve to the same run as spelling them out
     assert run_key(validate(BASE)) == run_key(validate(dataclasses.replace(BASE, pull=0.5, prox=0.01)))
@@ -389,7 +391,7 @@ def test_a_run_locked_by_a_live_process_is_waited_for_and_reused(tmp_path, monke
     import subprocess
     import threading
 
-    from grawa_sim.engine.runner import validate
+    from grawa_sim.engine.problem import validate
     from grawa_sim.results import sweep as sweep_module
     from grawa_sim.results.storage import save_result
     from grawa_sim.results.sweep import run_key
@@ -426,7 +428,7 @@ def test_a_run_locked_by_a_live_process_is_waited_for_and_reused(tmp_path, monke
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     import subprocess
 
-    from grawa_sim.engine.runner import validate
+    from grawa_sim.engine.problem import validate
     from grawa_sim.results.sweep import run_key
 
     cfg = validate(_jobs_configs()[0])
@@ -453,3 +455,54 @@ def test_cli_sweep_jobs_flag(tmp_path, capsys):
     assert "jobs: must be an integer >= 1" in capsys.readouterr().err
     assert main([*flags, "--jobs", "2"]) == 0
     assert len(pd.read_csv(tmp_path / "s" / "results.csv")) == 2
+
+
+# ---------------------------------------------------------------- batch_runs: many runs in one ensemble
+
+BATCHED = [dataclasses.replace(BASE, dtype="float64", algorithm=a, seed=s, lr=lr)
+           for a in ("mgrawa", "dp") for s, lr in ((0, 0.05), (1, 0.1), (2, 0.02))]
+
+
+def test_batches_group_compatible_runs_in_first_seen_order():
+    pending = list(enumerate([validate(c) for c in BATCHED], 1))
+    assert [[i for i, _ in unit] for unit in grawa_sim.results.sweep.batches(pending, 2)] == [[1, 2], [3], [4, 5], [6]]
+    assert [[i for i, _ in unit] for unit in grawa_sim.results.sweep.batches(pending, "auto")] == [[1, 2, 3], [4, 5, 6]]
+    assert [len(unit) for unit in grawa_sim.results.sweep.batches(pending, 1)] == [1] * 6
+    alone = [(7, validate(dataclasses.replace(BATCHED[0], schedule="async"))),
+             (8, validate(dataclasses.replace(BATCHED[1], schedule="async")))]
+    assert [len(unit) for unit in grawa_sim.results.sweep.batches(alone, "auto")] == [1, 1]
+
+
+def test_a_batched_sweep_stores_what_one_run_at_a_time_stores(tmp_path, monkeypatch):
+    used = []
+    original = grawa_sim.results.sweep.run_many
+    monkeypatch.setattr(grawa_sim.results.sweep, "run_many",
+                        lambda cfgs, **kw: used.append(len(cfgs)) or original(cfgs, **kw))
+    log = io.StringIO()
+    batched = sweep(BATCHED, tmp_path / "b", progress=False, log=log, batch_runs="auto")
+    assert used == [3, 3] and "one ensemble of 3 runs" in log.getvalue()
+    alone = sweep(BATCHED, tmp_path / "a", progress=False, log=io.StringIO(), batch_runs=1)
+    numeric = [c for c in alone.select_dtypes("number").columns if c != "wall_time"]
+    assert (batched["run"] == alone["run"]).all()
+    assert ((batched[numeric] - alone[numeric]).abs().fillna(0) <= 1e-10).all().all()
+    again = sweep(BATCHED, tmp_path / "b", progress=False, log=io.StringIO(), batch_runs="auto")
+    assert used == [3, 3]  # resumed: nothing computed again
+    assert again["run"].equals(batched["run"])
+
+
+def test_a_diverging_run_in_a_batch_is_stored_as_diverged_and_the_others_as_finished(tmp_path):
+    """The batch is computed again run by run, so the finished run is the run alone, bit for bit."""
+    base = dataclasses.replace(BATCHED[0], dtype="float32", steps=24, eval_every=8)  # lr 1e6: NaN by step 16
+    configs = [dataclasses.replace(base, lr=lr, seed=s) for s, lr in ((0, 0.05), (1, 1e6))]
+    histories = sweep(configs, tmp_path, progress=False, log=io.StringIO(), batch_runs=2)
+    status = histories.groupby("seed")["status"].last()
+    assert status[0] == "finished" and status[1] == "diverged"
+    alone = run(configs[0], progress=False)
+    finished = histories[histories["seed"] == 0].reset_index(drop=True)
+    assert finished["test_loss"].equals(alone.history["test_loss"])
+
+
+@pytest.mark.parametrize("bad", [0, -1, "all", 1.5, True])
+def test_bad_batch_runs_is_one_line(tmp_path, bad):
+    with pytest.raises(ConfigError, match="^batch_runs: must be 'auto' or an integer >= 1"):
+        sweep(BATCHED, tmp_path, batch_runs=bad)

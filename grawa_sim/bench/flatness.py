@@ -50,12 +50,13 @@ def _pyhessian():
 def _trained_workers(model: str, dataset: str, workers: int, steps: int, seed: int):
     """Model template, data and the stacked parameters of ``workers`` workers after a short LocalSGD run."""
     from grawa_sim.config import Config
-    from grawa_sim.engine.runner import build_problem, run
+    from grawa_sim.engine.problem import model_and_data
+    from grawa_sim.engine.runner import run
 
     cfg = Config(algorithm="localsgd", workers=workers, tau=16, steps=steps, model=model, dataset=dataset,
                  seed=seed, eval_every=steps)
     result = run(cfg, progress=False)
-    template, data = build_problem(cfg)
+    template, data = model_and_data(cfg)
     return template, data, result.workers, result.buffers
 
 

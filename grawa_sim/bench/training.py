@@ -19,34 +19,25 @@ from pathlib import Path
 import torch
 
 from grawa_sim import algorithms
-from grawa_sim.config import IMAGE_MODELS, Config, resolve
+from grawa_sim.config import IMAGE_MODELS, Config
 from grawa_sim.core.collectives import StackedAxis
 from grawa_sim.data import cifar
-from grawa_sim.data.datasets import TrainingStream
-from grawa_sim.engine.runner import build_engine, build_problem
+from grawa_sim.engine.problem import build_problem, model_and_data
 
 
 def _stepper(cfg: Config, axis: StackedAxis | None = None, device: torch.device | str = "cpu") -> Callable[[int], None]:
-    """A closure doing n training steps (sampling, local step, rounds; no evaluation, no clock) of cfg.
-
-    The same model, shards and batch stream as run(cfg); the timed loop is the training part of
-    run()'s synchronous tick loop only, so the benchmark measures the engine, not the evaluation.
-    """
-    cfg = resolve(cfg)
-    model, data = build_problem(cfg, device)
-    axis = axis or StackedAxis(cfg.workers)
-    engine = build_engine(cfg, model, data, axis)
-    stream = TrainingStream(cfg, data, axis.local_slice)
+    """A closure doing n training steps of cfg: run()'s own step and round (`Problem.step`,
+    `Problem.round`) every tau steps, on the same model, shards and batch stream; no evaluation
+    and no simulated clock, so the benchmark measures the engine."""
+    problem = build_problem(cfg, device, axis)
     count = [0]
-    registered = algorithms.get(cfg.algorithm)
 
     def steps(n: int) -> None:
         for _ in range(n):
-            engine.local_step(*stream.batch())
+            problem.step()
             count[0] += 1
-            if registered.communicates_every_step or count[0] % cfg.tau:
-                continue
-            engine.communicate(stream.probe() if registered.needs_probe else None)
+            if not problem.communicates_every_step and count[0] % problem.config.tau == 0:
+                problem.round()
 
     return steps
 
@@ -119,6 +110,76 @@ def _backend_row(model: str, m: int, budget: float, repeats: int, tmp: str,
             "auto": resolve_execution(base, device)}
 
 
+def batched_runs(models_: tuple[str, ...] = ("mlp", "cnn"), seeds: int = 8, steps: int = 200, repeats: int = 3,
+                 algorithm: str = "mgrawa", out=None, device: torch.device | str = "cpu") -> list[dict]:
+    """Wall time of ``seeds`` whole runs (training and evaluation) one by one against one ensemble
+    (`run_many`), interleaved repeat by repeat: the comparison's setting (MNIST-1D, M = 8, tau = 4)."""
+    from grawa_sim.engine.run_many import run_many
+    from grawa_sim.engine.runner import run
+
+    out = out or sys.stdout
+    rows = []
+    for model in models_:
+        base = Config(algorithm=algorithm, workers=8, tau=4, model=model, lr=0.05, momentum=0.9, weight_decay=1e-4,
+                      batch_size=32, steps=steps, eval_every=steps)
+        configs = [dataclasses.replace(base, seed=s) for s in range(seeds)]
+        contenders = {"one_by_one": lambda cs=configs: [run(c, progress=False, device=device) for c in cs],
+                      "batched": lambda cs=configs: run_many(cs, progress=False, device=device)}
+        times: dict[str, list[float]] = {k: [] for k in contenders}
+        for _ in range(repeats):
+            for name, fn in contenders.items():
+                _sync(device)
+                t0 = time.perf_counter()
+                fn()
+                _sync(device)
+                times[name].append(time.perf_counter() - t0)
+        wall = {k: statistics.median(v) for k, v in times.items()}
+        rows.append({"model": model, "runs": seeds, "workers": 8, "steps": steps, "device": str(device),
+                     **{f"{k}_s": round(v, 3) for k, v in wall.items()},
+                     "batched_speedup": round(wall["one_by_one"] / wall["batched"], 2)})
+        print(json.dumps(rows[-1]), file=out, flush=True)
+    return rows
+
+
+def step_costs(workers: tuple[int, ...] = (16, 64), repeats: int = 5, out=None,
+               device: torch.device | str = "cpu") -> list[dict]:
+    """Two overheads of the stacked engine, measured side by side (MLP, MNIST-1D, B = 32):
+
+    - ``stacked_over_single``: seconds of one stacked SGD step of M workers over one step of a single
+      model on the FLOP-equal batch M*B (what a perfectly batched engine would cost);
+    - ``round_over_steps``: seconds of one MGRAWA / LGRAWA round (probe gradients, scores, weights,
+      the pull) over tau = 32 local steps of the same M workers.
+    """
+    out = out or sys.stdout
+    rows = []
+    for m in workers:
+        stacked = build_problem(Config(algorithm="localsgd", workers=m, tau=32, batch_size=32), device)
+        single = build_problem(Config(algorithm="localsgd", workers=1, tau=32, batch_size=32 * m), device)
+        rate = side_by_side({"stacked": _steps(stacked), "single": _steps(single)}, 20, repeats, device)
+        rows.append({"what": "step", "model": "mlp", "workers": m, "device": str(device),
+                     "stacked_steps_per_s": round(rate["stacked"], 1),
+                     "single_MB_steps_per_s": round(rate["single"], 1),
+                     "stacked_over_single": round(rate["single"] / rate["stacked"], 2)})
+        print(json.dumps(rows[-1]), file=out, flush=True)
+        for algorithm in ("mgrawa", "lgrawa"):
+            problem = build_problem(Config(algorithm=algorithm, workers=m, tau=32, batch_size=32), device)
+            rate = side_by_side({"round": lambda n, p=problem: [p.round() for _ in range(n)],
+                                 "step": _steps(problem)}, 32, repeats, device)
+            rows.append({"what": "round", "algorithm": algorithm, "model": "mlp", "workers": m, "device": str(device),
+                         "round_over_steps": round(rate["step"] / rate["round"] / 32, 3)})
+            print(json.dumps(rows[-1]), file=out, flush=True)
+    return rows
+
+
+def _steps(problem) -> Callable[[int], None]:
+    """n local steps of ``problem`` (no rounds)."""
+    def steps(n: int) -> None:
+        for _ in range(n):
+            problem.step()
+
+    return steps
+
+
 def float32_gap(steps: int = 100, out=None, device: torch.device | str = "cpu") -> list[dict]:
     """Max |vmap - loop| over final worker parameters and history, float32 vs float64, every algorithm.
 
@@ -151,7 +212,7 @@ def resolve_execution(cfg: Config, device: torch.device | str = "cpu") -> str:
     """What execution="auto" picks for cfg's model on ``device``."""
     from grawa_sim.engine.ensemble import choose_execution
 
-    model, _ = build_problem(cfg)
+    model, _ = model_and_data(cfg)
     return choose_execution(model, "auto", torch.device(device))
 
 

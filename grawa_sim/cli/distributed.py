@@ -99,7 +99,8 @@ def fault_hook():
 def run_distributed(config: Config, out: str | None, timeout: float = DEFAULT_TIMEOUT, progress: bool = False,
                     overwrite: bool = False):
     """Join the process group torchrun set up, train this rank's workers, rank 0 saves; returns the Result."""
-    from grawa_sim.engine.runner import run, validate
+    from grawa_sim.engine.problem import validate
+    from grawa_sim.engine.runner import run
     from grawa_sim.results.storage import save_result
 
     check_timeout(timeout)
@@ -137,7 +138,7 @@ def write_config(config: Config, folder: str | os.PathLike) -> Path:
 def launch(ranks: int, config: Config, out: str | None = None, *, port: int | None = None,
            timeout: float = DEFAULT_TIMEOUT, overwrite: bool = False, progress: bool | None = None
            ) -> tuple[int, str | None]:
-    """Run ``config`` (validated: `grawa_sim.engine.runner.validate`) on ``ranks`` torch.distributed
+    """Run ``config`` (validated: `grawa_sim.engine.problem.validate`) on ``ranks`` torch.distributed
     processes on this machine: ``torchrun --nproc_per_node=ranks -m grawa_sim.cli.distributed --config FILE``.
 
     The configuration goes to the ranks once, as a JSON file in a temporary folder (removed afterwards);

@@ -52,7 +52,7 @@ class Failure:
 # checking them imports nothing (an error of a module never loaded cannot have been raised).
 _RUN_FAILURES = {
     ("grawa_sim.algorithms.grawa", "DivergenceError"): (RUN_FAILED, False),
-    ("grawa_sim.engine.runner", "OutOfMemory"): (RUN_FAILED, True),
+    ("grawa_sim.engine.problem", "OutOfMemory"): (RUN_FAILED, True),
     ("grawa_sim.results.storage", "StorageError"): (RUN_FAILED, True),
 }
 

@@ -55,7 +55,8 @@ def cmd_run(args) -> None:
         check_timeout(args.timeout)
     asked = config_from_args(args)
 
-    from grawa_sim.engine.runner import run, validate
+    from grawa_sim.engine.problem import validate
+    from grawa_sim.engine.runner import run
     from grawa_sim.results.storage import check_run_folder, save_result
 
     _fetch_data(args, [asked])
@@ -108,7 +109,7 @@ def _launch_ranks(args, cfg: Config) -> None:
 
 def cmd_sweep(args) -> None:
     _check_out(args.out)
-    from grawa_sim.engine.runner import validate
+    from grawa_sim.engine.problem import validate
     from grawa_sim.experiments import presets as experiments
     from grawa_sim.results.sweep import grid, sweep
 
@@ -120,7 +121,7 @@ def cmd_sweep(args) -> None:
     _fetch_data(args, configs)
     for c in configs:
         validate(c)
-    histories = sweep(configs, args.out, progress=_progress(args), jobs=args.jobs)
+    histories = sweep(configs, args.out, progress=_progress(args), jobs=args.jobs, batch_runs=args.batch_runs)
     print(experiments.format_table(experiments.summary(histories, by=experiments.swept_fields(configs)))
           .to_string(float_format=lambda v: f"{v:.4g}"))
     _print_diverged(histories.groupby("run", sort=False).tail(1))
@@ -136,14 +137,15 @@ def _print_diverged(finals) -> None:
 def _experiment_setup(args) -> tuple[bool, Path]:
     """Checks shared by `reproduce` and `anchor`; returns (quick, figure folder)."""
     from grawa_sim.core.devices import resolve_device
-    from grawa_sim.experiments import presets as experiments
+    from grawa_sim.experiments import places as experiments
 
     if args.seeds < 1:
         raise ConfigError(f"seeds: must be >= 1 (got {args.seeds})")
     resolve_device(args.device)
     quick = args.quick or experiments.quick_mode()
     if args.out is None:  # quick runs never mix with (or touch) the full results
-        args.out = str(experiments.results_dir(quick) / args.command)
+        folder = f"paper-{args.paper}" if getattr(args, "paper", None) else args.command
+        args.out = str(experiments.results_dir(quick) / folder)
     _check_out(args.out)
     figures = Path(args.figures) if args.figures else experiments.figures_dir(quick)
     _check_out(str(figures))
@@ -157,6 +159,8 @@ def cmd_reproduce(args) -> None:
     from grawa_sim.results.storage import write_csv_atomic
     from grawa_sim.results.sweep import sweep
 
+    if args.paper:
+        return _reproduce_paper(args, quick, figures)
     configs = [dataclasses.replace(c, device=args.device)
                for c in experiments.comparison_configs(quick, seeds=args.seeds)]
     histories = sweep(configs, args.out, progress=_progress(args))
@@ -165,6 +169,26 @@ def cmd_reproduce(args) -> None:
                                   f"MNIST-1D, 1-D CNN, M = {configs[0].workers}, reference τ per algorithm")
     table_path = write_csv_atomic(table, Path(args.out) / "summary.csv", index=True)
     print(experiments.format_table(table).to_string(float_format=lambda v: f"{v:.4g}"))
+    _print_diverged(histories.groupby("run", sort=False).tail(1))
+    print(f"wrote {fig}, {table_path} and {Path(args.out) / 'results.csv'}")
+
+
+def _reproduce_paper(args, quick: bool, figures: Path) -> None:
+    """reproduce --paper cifar10|cifar100: ResNet-20, M = 4 and 8, every method, one simulated-time budget."""
+    from grawa_sim.experiments import paper
+    from grawa_sim.experiments.presets import format_table
+    from grawa_sim.plots import runs as plots
+    from grawa_sim.results.storage import write_csv_atomic
+    from grawa_sim.results.sweep import sweep
+
+    asked = paper.paper_configs(args.paper, quick, seeds=args.seeds, data_dir=args.data_dir, budget=args.budget)
+    _fetch_data(args, asked)
+    configs = [dataclasses.replace(c, device=args.device) for c in asked]
+    histories = sweep(configs, args.out, progress=_progress(args))
+    table = paper.paper_summary(histories)
+    fig = plots.paper_figure(paper.with_method(histories), figures / f"paper_{args.paper}.png")
+    table_path = write_csv_atomic(table, Path(args.out) / "summary.csv", index=True)
+    print(format_table(table).to_string(float_format=lambda v: f"{v:.4g}"))
     _print_diverged(histories.groupby("run", sort=False).tail(1))
     print(f"wrote {fig}, {table_path} and {Path(args.out) / 'results.csv'}")
 
@@ -211,6 +235,12 @@ def cmd_bench(args) -> None:
         return
     if args.distributed:
         bench.distributed()
+        return
+    if args.batched:
+        bench.batched_runs(tuple(args.models.split(",")), repeats=args.repeats, device=device)
+        return
+    if args.step_costs:
+        bench.step_costs(repeats=args.repeats, device=device)
         return
     workers = tuple(int(v) for v in args.workers.split(","))
     bench.backends(tuple(args.models.split(",")), workers, budget=args.budget, repeats=args.repeats, device=device)
@@ -260,6 +290,46 @@ def cmd_flatness(args) -> None:
     print(f"wrote {run_dir / 'flatness.csv'}")
 
 
+def cmd_tune(args) -> None:
+    from grawa_sim.experiments import presets as experiments
+    from grawa_sim.experiments import tune as tuning
+
+    quick = args.quick or experiments.quick_mode()
+    methods = [m.strip() for m in (args.algorithm or ",".join(tuning.DEFAULT_METHODS)).split(",") if m.strip()]
+    for m in methods:
+        tuning.method_config(Config(), m)  # an unknown name: one line, before anything starts
+    trials = args.trials if args.trials is not None else (2 if quick else 20)
+    final_seeds = args.final_seeds if args.final_seeds is not None else (2 if quick else 5)
+    if final_seeds == 1 or final_seeds < 0:
+        raise ConfigError(f"final_seeds: must be 0 (no final comparison) or >= 2 (got {final_seeds})")
+    storage = args.storage or f"sqlite:///{experiments.results_dir(quick) / 'tune.db'}"
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+             if f.name != "algorithm" and getattr(args, f.name) is not None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigWarning)
+        base = dataclasses.replace(tuning.quick_base() if quick else Config(algorithm="dp"), **given)
+    fixed = [f for f in tuning.SEARCHED if f in given]
+    tuning.tune(base, methods, trials, storage, args.study, seed=base.seed, fixed=fixed)
+    summary = tuning.summary(storage, methods, args.study)
+    print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
+    importances = tuning.importances(storage, methods, args.study)
+    if len(importances):
+        print(importances.pivot(index="algorithm", columns="param", values="importance")
+              .to_string(float_format=lambda v: f"{v:.2f}", na_rep="-"))
+    out = Path(experiments.results_dir(quick)) / "tune" / args.study
+    if final_seeds and (summary["complete"] > 0).all():
+        configs = tuning.best_configs(base, methods, storage, args.study)
+        table = tuning.final_comparison(configs, out, seeds=final_seeds)
+        print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+        print(f"wrote {storage} and {out / 'results.csv'}")
+    else:
+        if final_seeds:
+            missing = ", ".join(summary.index[summary["complete"] == 0])
+            print(f"no final comparison: every trial of {missing} was pruned (give more --trials, or fix a "
+                  f"smaller --lr)", file=sys.stderr)
+        print(f"wrote {storage}")
+
+
 def _check_out(out: str | None) -> None:
     """--out must be a folder this process can write, or can create: probed with a small write, before any
     training (and before torch is imported); nothing is left behind."""
@@ -267,6 +337,15 @@ def _check_out(out: str | None) -> None:
         from grawa_sim.core.folders import check_writable
 
         check_writable(out)
+
+
+def _batch_runs(text: str) -> int | str:
+    """--batch-runs: 'auto' or an integer >= 1."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise CLIError(f"batch-runs: must be 'auto' or an integer >= 1 (got {text!r})")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=_converter(int, "jobs"), default=1,
                    help="processes computing runs at once, one torch thread each (a lock per run: two jobs or two "
                         "sweeps never compute the same run)")
+    p.add_argument("--batch-runs", type=_batch_runs, default=1,
+                   help="train up to N compatible runs (differing only in seed, lr, momentum, weight decay, prox) "
+                        "as one stacked ensemble; auto: as many as fit 128 workers; 1: one run at a time")
     p.set_defaults(func=cmd_sweep)
 
     for name, func, text, seeds in (
@@ -314,6 +396,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="figure folder (default: figures/ of the project; results/quick/figures when quick)")
         p.add_argument("--device", default="auto", help=FIELD_HELP["device"])
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        if name == "reproduce":
+            p.add_argument("--paper", choices=("cifar10", "cifar100"), default=None,
+                           help="the paper's setting instead: ResNet-20 on this data set, M = 4 and 8, every method "
+                                "with the reference hyperparameters, one simulated-time budget (needs --data-dir)")
+            p.add_argument("--data-dir", default=None, help=FIELD_HELP["data_dir"])
+            p.add_argument("--download", action="store_true",
+                           help="with --paper: download CIFAR into --data-dir when missing (internet)")
+            p.add_argument("--budget", type=_converter(float, "budget"), default=None,
+                           help="with --paper: simulated seconds per run (default 900, the reference's 15 minutes)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("bench", help="steps/s of the vmap and loop backends, measured side by side")
@@ -326,6 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lambda_max and trace against PyHessian (pip install -e '.[bench]') instead")
     p.add_argument("--distributed", action="store_true",
                    help="the simulator (M = 8, one process) against 8 gloo processes instead")
+    p.add_argument("--batched", action="store_true",
+                   help="8 seeds of the comparison setting (M = 8) one by one against one ensemble (run_many) instead")
+    p.add_argument("--step-costs", action="store_true",
+                   help="the MLP's stacked step against one model on the FLOP-equal batch M*B, and a GRAWA round "
+                        "against tau = 32 local steps, at M = 16 and 64, instead")
     p.add_argument("--gpu", action="store_true",
                    help="the prepared GPU check (under 5 minutes on one CUDA GPU): stacked vs loop at M = 8, 64, "
                         "256 for mlp, cnn, resnet20, peak memory per worker, vmapped flatness vs PyHessian")
@@ -359,6 +455,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_converter(int, "seed"), default=0, help="seed of the random probes and starts")
     p.add_argument("--device", default="auto", help=FIELD_HELP["device"])
     p.set_defaults(func=cmd_flatness)
+
+    p = sub.add_parser("tune", help="equal-budget hyperparameter tuning with Optuna: one study per algorithm, "
+                                    "the same number of trials each, then the best configs on fresh seeds")
+    add_config_flags(p)
+    next(a for a in p._actions if a.dest == "algorithm").help = (
+        "comma-separated algorithms to tune (also dp+sam), each in its own study (default: "
+        "dp,localsgd,easgd,lsgd,mgrawa,lgrawa)")
+    p.add_argument("--trials", type=_converter(int, "trials"), default=None,
+                   help="trials per algorithm, pruned ones included (default: 20; quick: 2)")
+    p.add_argument("--storage", default=None,
+                   help="an Optuna RDB URL (default: sqlite:///results/tune.db; quick: in the scratch folder)")
+    p.add_argument("--study", default="tune", help="study name prefix: one study <study>-<algorithm> each")
+    p.add_argument("--quick", action="store_true", help="a tiny MLP setting, 2 trials, 2 final seeds, written "
+                                                        "to the scratch folder (also GRAWA_QUICK=1)")
+    p.add_argument("--final-seeds", type=_converter(int, "final_seeds"), default=None,
+                   help="fresh seeds of each best config in the final test comparison, 0 for none "
+                        "(default: 5; quick: 2)")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("notebooks", help="execute notebooks/*.ipynb headless (regenerates their figures)")
     p.add_argument("paths", nargs="*", help="notebooks to run (default: every notebooks/*.ipynb)")

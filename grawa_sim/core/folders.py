@@ -18,7 +18,8 @@ def temp_name(name: str) -> str:
     return f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """A process ``pid`` exists on this machine (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -45,7 +46,7 @@ def remove_stale_temps(folder: str | os.PathLike, name: str | None = None) -> li
         pid = re.fullmatch(r"(.+)\.(\d+)", stem)
         if pid:  # .<name>.<pid>.<token>
             stem = pid.group(1)
-            if _pid_alive(int(pid.group(2))):
+            if pid_alive(int(pid.group(2))):
                 continue
         if name is not None and stem != name:
             continue
@@ -92,7 +93,7 @@ def claim(lock: str | os.PathLike) -> bool:
                 holder = int(lock.read_text().strip() or "0")
             except (OSError, ValueError):
                 holder = 0  # being written right now, or gone again: look once more
-            if holder and holder != os.getpid() and _pid_alive(holder):
+            if holder and holder != os.getpid() and pid_alive(holder):
                 return False
             if holder or _age(lock) > 10:
                 lock.unlink(missing_ok=True)  # a dead holder's lock (or one killed before it wrote its pid)

@@ -4,7 +4,8 @@ For n values x_1..x_n with mean m and sample standard deviation s, the 95 % inte
 mean is m ± t_{0.975, n-1} · s / √n (Student's t). Welch's t-test compares two means without
 assuming equal variances: t = (m_a − m_b) / √(s_a²/n_a + s_b²/n_b), with the
 Welch–Satterthwaite degrees of freedom. A difference is called significant only when p < 0.05.
-Binomial proportions get the Wilson score interval.
+Binomial proportions get the Wilson score interval. A trend is the least-squares slope of y on x
+with its 95 % t-interval and the two-sided p-value of slope = 0.
 """
 
 from __future__ import annotations
@@ -167,3 +168,38 @@ def proportion(k: int, n: int, confidence: float = 0.95) -> Proportion:
 def fisher(k_a: int, n_a: int, k_b: int, n_b: int) -> float:
     """Two-sided p-value of Fisher's exact test that two binomial proportions k_a/n_a and k_b/n_b are equal."""
     return float(sps.fisher_exact([[k_a, n_a - k_a], [k_b, n_b - k_b]]).pvalue)
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Least-squares line y = intercept + slope · x over ``n`` points: the slope's 95 % t-interval
+    half-width and the two-sided p-value of the hypothesis slope = 0 (nan below 3 points)."""
+
+    slope: float
+    intercept: float
+    half_width: float
+    p: float
+    n: int
+
+    @property
+    def significant(self) -> bool:
+        return bool(self.p < ALPHA)
+
+
+def trend(x: Sequence[float] | np.ndarray | pd.Series, y: Sequence[float] | np.ndarray | pd.Series,
+          confidence: float = 0.95) -> Trend:
+    """The slope of ``y`` on ``x`` (scipy.stats.linregress), pairs with a NaN dropped; slope and p are nan
+    when x takes fewer than two distinct values, the interval and p are nan with fewer than three points."""
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if xs.shape != ys.shape:
+        raise ValueError(f"x and y: must have the same length (got {len(xs)} and {len(ys)})")
+    keep = ~(np.isnan(xs) | np.isnan(ys))
+    xs, ys = xs[keep], ys[keep]
+    n = len(xs)
+    if n < 2 or np.unique(xs).size < 2:
+        return Trend(float("nan"), float("nan"), float("nan"), float("nan"), n)
+    fit = sps.linregress(xs, ys)
+    if n < 3:
+        return Trend(float(fit.slope), float(fit.intercept), float("nan"), float("nan"), n)
+    half = float(sps.t.ppf(0.5 + confidence / 2, n - 2) * fit.stderr)
+    return Trend(float(fit.slope), float(fit.intercept), half, float(fit.pvalue), n)

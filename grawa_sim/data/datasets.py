@@ -9,6 +9,7 @@ backends see exactly the same minibatches and probe batches.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ class Dataset:
     classes: int
     optimum_loss: float | None = None  # known minimum of the training loss (convex objectives)
     loss: str | None = None  # "value": the model's output is each sample's loss (synthetic landscapes)
+    x_val: torch.Tensor | None = None  # held out of the training set (hold_out), None when nothing is
+    y_val: torch.Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -127,6 +130,37 @@ def load(name: str, dtype: torch.dtype = torch.float32, data_dir: str | None = N
     ytype = dtype if d.classes == 0 else torch.long
     return Dataset(d.name, d.x_train.to(dtype), d.y_train.to(ytype), d.x_test.to(dtype),
                    d.y_test.to(ytype), d.classes, d.optimum_loss, d.loss)
+
+
+VALIDATION_SEED = 20_240_601  # the held-out samples are the same for every run seed
+
+
+def validation_size(train_size: int, fraction: float) -> int:
+    """How many of ``train_size`` training samples ``fraction`` holds out: round(fraction * n), which must
+    leave both parts non-empty when ``fraction`` > 0."""
+    size = round(fraction * train_size)
+    if fraction and not 1 <= size < train_size:
+        raise ConfigError(f"validation: holds out {size} of {train_size} training samples; it must leave both parts "
+                          f"non-empty (got {fraction!r})")
+    return size
+
+
+def hold_out(data: Dataset, fraction: float) -> Dataset:
+    """``data`` with round(fraction * n) training samples moved to ``x_val`` / ``y_val`` (the test set as it is).
+
+    The held-out indices are the first of a permutation drawn from a fixed generator (VALIDATION_SEED),
+    whatever the run's seed, so every run of a study is scored on the same samples; the rest of the
+    training set keeps its order and is what the shards are cut from. ``fraction`` 0 returns ``data``.
+    """
+    if not fraction:
+        return data
+    n = len(data.y_train)
+    size = validation_size(n, fraction)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    held, kept = order[:size].sort().values, order[size:].sort().values
+    held, kept = held.to(data.x_train.device), kept.to(data.x_train.device)
+    return dataclasses.replace(data, x_train=data.x_train[kept], y_train=data.y_train[kept],
+                               x_val=data.x_train[held], y_val=data.y_train[held])
 
 
 def iid_shards(n: int, workers: int, generator: torch.Generator) -> torch.Tensor:

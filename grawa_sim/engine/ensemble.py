@@ -51,12 +51,37 @@ class StackedModel:
         return torch.stack(outs)
 
 
-class SGDState:
-    """Stacked SGD state: momentum buffers [M, ...] (Nesterov when momentum > 0), weight decay."""
+Rate = float | torch.Tensor  # one value for every worker, or one per worker ([M]: runs sharing an ensemble)
 
-    def __init__(self, params: Params, lr: float, momentum: float, weight_decay: float):
+
+def per_row(value: Rate, like: torch.Tensor) -> Rate:
+    """A per-worker value [M] as a [M, 1, ...] view that broadcasts against ``like``; a float as it is."""
+    return value.view(-1, *[1] * (like.ndim - 1)) if isinstance(value, torch.Tensor) else value
+
+
+def is_on(value: Rate) -> bool:
+    """Any worker's value is non-zero."""
+    return bool((value != 0).any()) if isinstance(value, torch.Tensor) else value != 0
+
+
+def _add_scaled(target: torch.Tensor, t: torch.Tensor, scale: Rate) -> None:
+    """target += scale * t in place (``scale``: a float, or a per-row view)."""
+    if isinstance(scale, torch.Tensor):
+        target.addcmul_(t, scale)
+    else:
+        target.add_(t, alpha=scale)
+
+
+class SGDState:
+    """Stacked SGD state: momentum buffers [M, ...] (Nesterov when momentum > 0), weight decay.
+
+    ``lr``, ``momentum`` and ``weight_decay`` are floats, or tensors [M] of one value per worker
+    (several runs in one ensemble: `grawa_sim.engine.run_many`).
+    """
+
+    def __init__(self, params: Params, lr: Rate, momentum: Rate, weight_decay: Rate):
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
-        self.buffers = [torch.zeros_like(p) for p in params.values()] if momentum > 0 else []
+        self.buffers = [torch.zeros_like(p) for p in params.values()] if is_on(momentum) else []
 
     def apply(self, params: list[torch.Tensor], grads: list[torch.Tensor],
               buffers: list[torch.Tensor] | None = None) -> None:
@@ -65,20 +90,31 @@ class SGDState:
         ``buffers``: the momentum of a subset of workers (default: all of them).
         """
         buffers = self.buffers if buffers is None else buffers
-        if self.weight_decay:
-            torch._foreach_add_(grads, params, alpha=self.weight_decay)
-        if self.momentum:
-            torch._foreach_mul_(buffers, self.momentum)
-            torch._foreach_add_(buffers, grads)
-            torch._foreach_add_(grads, buffers, alpha=self.momentum)
-        torch._foreach_add_(params, grads, alpha=-self.lr)
+        if not any(isinstance(v, torch.Tensor) for v in (self.lr, self.momentum, self.weight_decay)):
+            if self.weight_decay:
+                torch._foreach_add_(grads, params, alpha=self.weight_decay)
+            if self.momentum:
+                torch._foreach_mul_(buffers, self.momentum)
+                torch._foreach_add_(buffers, grads)
+                torch._foreach_add_(grads, buffers, alpha=self.momentum)
+            torch._foreach_add_(params, grads, alpha=-self.lr)
+            return
+        decay = is_on(self.weight_decay)
+        for i, (p, g) in enumerate(zip(params, grads)):  # one value per worker: the same update, row by row
+            if decay:
+                _add_scaled(g, p, per_row(self.weight_decay, p))
+            if buffers:
+                mu = per_row(self.momentum, p)
+                buffers[i].mul_(mu).add_(g)
+                _add_scaled(g, buffers[i], mu)
+            _add_scaled(p, g, -per_row(self.lr, p))
 
 
 class VmapEngine:
     """M workers as stacked tensors; algorithm rounds are the pure functions of grawa_sim.algorithms."""
 
     def __init__(self, model: nn.Module, algorithm: Algorithm, axis: StackedAxis, loss: Callable,
-                 lr: float, momentum: float, weight_decay: float, prox: float, tau: int,
+                 lr: Rate, momentum: Rate, weight_decay: Rate, prox: Rate, tau: int,
                  sam_rho: float | None = None, execution: str = "auto"):
         m = axis.local_workers
         self.model = StackedModel(model, execution)
@@ -127,10 +163,10 @@ class VmapEngine:
         names = list(params)
         grads = list(self.algorithm.reduce_grads(dict(zip(names, grads)), self.axis).values())
         self.sgd.apply(list(params.values()), grads, momentum)
-        if self.prox > 0:  # x_i <- (1 - p/tau) x_i + (p/tau) z, in place
+        if is_on(self.prox):  # x_i <- (1 - p/tau) x_i + (p/tau) z, in place
             center = self.algorithm.center(self.state)
             for n, p in params.items():
-                p.lerp_(center[n].expand_as(p), self.prox / self.tau)
+                p.lerp_(center[n].expand_as(p), per_row(self.prox / self.tau, p))
         self.state = self.algorithm.observe_losses(self.state, losses, workers)
         return losses, params
 
@@ -153,7 +189,7 @@ class VmapEngine:
             self.params, self.state, info = self.algorithm.round(self.params, self.state, self.axis, grads)
         return info
 
-    def set_lr(self, lr: float) -> None:
+    def set_lr(self, lr: Rate) -> None:
         self.sgd.lr = lr
 
     def stacked_params(self) -> Params:

@@ -20,13 +20,14 @@ import torch
 
 from grawa_sim.config import Config, ConfigError
 from grawa_sim.core.collectives import ShardedAxis, ShardGroup, shard_sizes
+from grawa_sim.engine.problem import validate
 
 
-def run_sharded(run: Callable, validate: Callable, config: Config, devices: Sequence[str | torch.device],
+def run_sharded(run: Callable, config: Config, devices: Sequence[str | torch.device],
                 progress: bool | None = None, on_step: Callable[[int], None] | None = None,
                 on_evaluate: Callable | None = None, on_round: Callable | None = None):
     """``run`` (grawa_sim.engine.runner.run, handed in by it) once per shard, each in its own thread on its
-    own device with a `ShardedAxis`; ``validate`` fills the caches first. Returns shard 0's Result."""
+    own device with a `ShardedAxis`. Returns shard 0's Result."""
     from grawa_sim.core.devices import parse_devices
 
     cfg = validate(config)  # also fills the caches (data, FLOP counts) before the threads start

@@ -20,7 +20,7 @@ from scipy import stats as sps
 from grawa_sim import algorithms
 from grawa_sim.config import Config, digest
 from grawa_sim.core import stats
-from grawa_sim.engine.runner import validate
+from grawa_sim.engine.problem import validate
 from grawa_sim.experiments.presets import comparison_configs
 from grawa_sim.flatness import Settings
 from grawa_sim.results.run_flatness import measure_tensors

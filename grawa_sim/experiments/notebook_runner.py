@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from grawa_sim.core.devices import DEVICE_ENV
-from grawa_sim.experiments.presets import FIGURES_ENV, QUICK_ENV, RESULTS_ENV, project_root
+from grawa_sim.experiments.places import FIGURES_ENV, QUICK_ENV, RESULTS_ENV, project_root
 
 
 def notebooks() -> list[Path]:

@@ -39,11 +39,11 @@ class Optimum:
 def objective(config: Config, indices: torch.Tensor | None = None) -> Callable[[Params], torch.Tensor]:
     """F(params) of ``config``'s problem in float64 on the whole training set, or on the samples
     ``indices`` (e.g. one worker's shard); see the module docstring."""
-    from grawa_sim.engine.runner import build_problem
+    from grawa_sim.engine.problem import model_and_data
     from grawa_sim.models.losses import per_sample_loss
 
     cfg = dataclasses.replace(resolve(config), dtype="float64")
-    model, data = build_problem(cfg)
+    model, data = model_and_data(cfg)
     loss = per_sample_loss(data.classes, data.loss)
     x, y, wd = data.x_train, data.y_train, cfg.weight_decay
     if indices is not None:
@@ -60,9 +60,9 @@ def objective(config: Config, indices: torch.Tensor | None = None) -> Callable[[
 
 def initial_params(config: Config) -> Params:
     """The run's common initial point x_0 (seeded by ``config.seed``), float64."""
-    from grawa_sim.engine.runner import build_problem
+    from grawa_sim.engine.problem import model_and_data
 
-    model, _ = build_problem(dataclasses.replace(resolve(config), dtype="float64"))
+    model, _ = model_and_data(dataclasses.replace(resolve(config), dtype="float64"))
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 

@@ -21,7 +21,8 @@ from scipy import stats as sps
 
 from grawa_sim.config import Config, digest, resolve
 from grawa_sim.core import stats
-from grawa_sim.engine.runner import build_problem, run
+from grawa_sim.engine.problem import model_and_data
+from grawa_sim.engine.runner import run
 from grawa_sim.flatness import Settings, measure_workers, model_loss
 from grawa_sim.results.storage import cached_csv
 from grawa_sim.results.sweep import run_key
@@ -33,7 +34,7 @@ SETTINGS = Settings(power_iters=50, power_tol=1e-3)
 def record(config: Config, settings: Settings = SETTINGS, every: int = 1, progress: bool = False) -> pd.DataFrame:
     """One run of ``config``: a row per (round, worker) with weight, score and lambda_max, every
     ``every``-th round."""
-    model, data = build_problem(config)
+    model, data = model_and_data(config)
     loss_fn = model_loss(model, data)
     rows = []
 

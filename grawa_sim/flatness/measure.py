@@ -191,8 +191,8 @@ def measure_tensors(config, tensors: dict[str, Params], model: nn.Module, data, 
                     settings: Settings = Settings(), center: bool = True, workers: bool = True,
                     execution: str = "auto") -> pd.DataFrame:
     """The flatness table of a finished run given its final tensors (`storage.load_params` layout), its
-    freshly built model template and data set (`grawa_sim.engine.runner.build_problem`; `grawa_sim.results.run_flatness`
-    builds them for a config, a Result or a saved run).
+    freshly built model template and data set (`grawa_sim.engine.problem.model_and_data`;
+    `grawa_sim.results.run_flatness` builds them for a config, a Result or a saved run).
 
     Rows (column ``model``): ``average``, the uniform average of the workers (for every
     algorithm; DP's workers are all equal to its model); ``center`` (with ``center=True``, for

@@ -111,14 +111,14 @@ def comparison_figure(histories: pd.DataFrame, path: str | Path, title: str) -> 
 
 
 def panels_figure(histories: pd.DataFrame, labels: pd.Series, path: str | Path, x: str = "step",
-                  marker: float | None = None, marker_label: str | None = None) -> Path:
-    """Test accuracy against ``x``, one panel per distinct label (in order of appearance), a dotted
-    vertical line at ``marker`` (named ``marker_label`` in the legend)."""
+                  marker: float | None = None, marker_label: str | None = None, metric: str = "test_acc") -> Path:
+    """``metric`` (default test accuracy) against ``x``, one panel per distinct label (in order of
+    appearance), a dotted vertical line at ``marker`` (named ``marker_label`` in the legend)."""
     names = list(dict.fromkeys(labels))
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), sharey=True)
     panels = list(axes) if len(names) > 1 else [axes]
     for ax, name in zip(panels, names):
-        curves(histories[labels == name], "test_acc", x=x, ax=ax, title=name, legend=False)
+        curves(histories[labels == name], metric, x=x, ax=ax, title=name, legend=False)
         if marker is not None:
             ax.axvline(marker, color="k", lw=0.8, ls=":", label=marker_label)
     figure_legend(fig, panels[0], histories)
@@ -131,6 +131,13 @@ def time_budget_figure(histories: pd.DataFrame, settings: pd.Series, path: str |
     """Test accuracy against simulated time, one panel per setting, the budget dotted."""
     return panels_figure(histories, settings, path, x="sim_time", marker=budget,
                          marker_label=f"budget ({budget:g} simulated s)")
+
+
+def paper_figure(histories: pd.DataFrame, path: str | Path) -> Path:
+    """The paper's setting: test error against simulated time, one panel per number of workers M
+    (``histories`` with a ``test_error`` column, as `experiments.paper.with_method` gives)."""
+    return panels_figure(histories, "M = " + histories["workers"].astype(str), path, x="sim_time",
+                         metric="test_error")
 
 
 def anchor_figure(singles: pd.DataFrame, ensemble: pd.DataFrame, path: str | Path, reference: float) -> Path:

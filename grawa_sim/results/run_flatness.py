@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from grawa_sim.engine.runner import build_problem
+from grawa_sim.engine.problem import model_and_data
 from grawa_sim.flatness.measure import Params
 from grawa_sim.flatness.measure import measure_tensors as _measure_tensors
 from grawa_sim.results.storage import CONFIG, PARAMS, load_config, load_params, write_csv_atomic
@@ -20,7 +20,7 @@ from grawa_sim.results.storage import FLATNESS as FLATNESS_CSV
 
 def measure_tensors(config, tensors: dict[str, Params], **kwargs) -> pd.DataFrame:
     """`grawa_sim.flatness.measure_tensors` with ``config``'s model and data (other keywords as there)."""
-    model, data = build_problem(config)
+    model, data = model_and_data(config)
     return _measure_tensors(config, tensors, model, data, **kwargs)
 
 

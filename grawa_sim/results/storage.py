@@ -198,6 +198,14 @@ def load_history(run_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(Path(run_dir) / HISTORY)
 
 
+def load_weights(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """A finished run's weights.csv (round, worker, layer, weight; no rows for algorithms without weights)."""
+    path = Path(run_dir) / WEIGHTS
+    if not path.is_file():
+        raise StorageError(f"{path}: no weights.csv (is this a finished run folder?)")
+    return pd.read_csv(path, dtype={"layer": str})
+
+
 def load_params(run_dir: str | os.PathLike) -> dict[str, dict[str, torch.Tensor]]:
     """The final tensors of a saved run: {"workers", "buffers", "evaluated", "center"} -> name -> tensor.
 

@@ -21,7 +21,9 @@ import pandas as pd
 from grawa_sim.algorithms.grawa import DivergenceError
 from grawa_sim.config import Config, ConfigError, ConfigWarning, digest, run_identity, to_dict, unused_rules
 from grawa_sim.core.folders import claim, release
-from grawa_sim.engine.runner import run, validate
+from grawa_sim.engine.problem import validate
+from grawa_sim.engine.run_many import batch_key, run_many
+from grawa_sim.engine.runner import run
 from grawa_sim.results.storage import (
     DIVERGED_STATUS,
     FINISHED,
@@ -64,7 +66,7 @@ def run_key(config: Config) -> str:
 
 
 def sweep(configs: Iterable[Config], out: str | os.PathLike, progress: bool | None = None,
-          log=None, jobs: int = 1) -> pd.DataFrame:
+          log=None, jobs: int = 1, batch_runs: int | str = 1) -> pd.DataFrame:
     """Run every config not already stored whole under ``out/runs/``; return all histories, tagged.
 
     The returned frame stacks each run's history with its config fields as extra columns
@@ -77,9 +79,18 @@ def sweep(configs: Iterable[Config], out: str | os.PathLike, progress: bool | No
     (``out/locks/<key>``, holding the pid), so two jobs, or two sweeps on one folder, never compute the
     same run: the second waits for the first and reuses its result. The processes are spawned, so a
     script calling this with ``jobs > 1`` needs the ``if __name__ == "__main__":`` guard.
+
+    ``batch_runs``: up to this many compatible runs (`grawa_sim.engine.run_many.batch_key`: the same
+    setting apart from seed, lr, momentum, weight decay and prox) train together as one stacked
+    ensemble; ``"auto"``: as many as keep the ensemble within `AUTO_BATCH_WORKERS` workers; 1 (the
+    default): one run at a time. A batch whose run diverges is computed again run by run, so each
+    run's own outcome is stored. In float64 a batched run equals the run alone to 1e-10; in float32
+    the larger kernels may round differently (the folder's run is whichever was computed first).
     """
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ConfigError(f"jobs: must be an integer >= 1 (got {jobs!r})")
+    if batch_runs != "auto" and (not isinstance(batch_runs, int) or isinstance(batch_runs, bool) or batch_runs < 1):
+        raise ConfigError(f"batch_runs: must be 'auto' or an integer >= 1 (got {batch_runs!r})")
     out = Path(out)
     log = log or sys.stderr
     resolved = [validate(c) for c in configs]  # validate everything before running anything
@@ -108,27 +119,80 @@ def sweep(configs: Iterable[Config], out: str | os.PathLike, progress: bool | No
         if message:
             print(f"[{i}/{len(resolved)}] {run_key(cfg)}: {message}", file=log)
 
-    if jobs > 1 and len(pending) > 1:
+    units = batches(pending, batch_runs)
+    if jobs > 1 and len(units) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=multiprocessing.get_context("spawn"),
+        with ProcessPoolExecutor(min(jobs, len(units)), mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_one_thread) as pool:
-            futures = {pool.submit(compute_run, cfg, str(out), False): (i, cfg) for i, cfg in pending}
+            futures = {pool.submit(compute_runs, [cfg for _, cfg in unit], str(out), False): unit for unit in units}
             for i, cfg in pending:
                 print(f"[{i}/{len(resolved)}] {run_key(cfg)}: queued", file=log)
             for future in as_completed(futures):
-                status, message = future.result()
-                done(*futures[future], status, message or "finished")
+                for (i, cfg), (status, message) in zip(futures[future], future.result()):
+                    done(i, cfg, status, message or "finished")
     else:
-        for i, cfg in pending:
-            print(f"[{i}/{len(resolved)}] {run_key(cfg)}: running", file=log)
-            done(i, cfg, *compute_run(cfg, out, progress))
+        for unit in units:
+            together = f" (one ensemble of {len(unit)} runs)" if len(unit) > 1 else ""
+            for i, cfg in unit:
+                print(f"[{i}/{len(resolved)}] {run_key(cfg)}: running{together}", file=log)
+            for (i, cfg), outcome in zip(unit, compute_runs([cfg for _, cfg in unit], out, progress)):
+                done(i, cfg, *outcome)
     frames = [_tagged(out / "runs" / run_key(cfg), cfg, run_key(cfg), statuses[run_key(cfg)]) for cfg in resolved]
     histories = pd.concat(frames, ignore_index=True)
     finals = histories.groupby("run", sort=False).tail(1)
     write_csv_atomic(finals, out / "results.csv")
     return histories
+
+
+AUTO_BATCH_WORKERS = 128  # batch_runs="auto": runs per ensemble while R * M stays within this
+
+
+def batches(pending: list[tuple[int, Config]], batch_runs: int | str) -> list[list[tuple[int, Config]]]:
+    """The pending runs cut into units computed together: compatible runs (equal `batch_key`) in
+    groups of at most ``batch_runs`` (``"auto"``: R * M <= AUTO_BATCH_WORKERS), in first-seen order."""
+    if batch_runs == 1:
+        return [[item] for item in pending]
+    groups: dict[object, list[tuple[int, Config]]] = {}
+    for n, (i, cfg) in enumerate(pending):
+        key = batch_key(cfg)
+        groups.setdefault(("alone", n) if key is None else key, []).append((i, cfg))
+    units = []
+    for group in groups.values():
+        size = max(1, AUTO_BATCH_WORKERS // group[0][1].workers) if batch_runs == "auto" else batch_runs
+        units += [group[k:k + size] for k in range(0, len(group), size)]
+    return sorted(units, key=lambda unit: unit[0][0])
+
+
+def compute_runs(cfgs: list[Config], out: str | os.PathLike, progress: bool | None = None
+                 ) -> list[tuple[str, str | None]]:
+    """Compute and store runs together (`run_many`) under their locks; one run, a run held by another
+    process, or a batch that diverged: run by run (`compute_run`). Returns each run's (status, line)."""
+    if len(cfgs) == 1:
+        return [compute_run(cfgs[0], out, progress)]
+    locks = [Path(out) / "locks" / run_key(cfg) for cfg in cfgs]
+    locks[0].parent.mkdir(parents=True, exist_ok=True)
+    held = []
+    try:
+        for lock in locks:
+            if not claim(lock):
+                break
+            held.append(lock)
+        if len(held) == len(cfgs):
+            todo = [k for k, cfg in enumerate(cfgs) if stored_status(Path(out) / "runs" / run_key(cfg), cfg) is None]
+            if todo:
+                try:
+                    results = run_many([cfgs[k] for k in todo], progress=progress)
+                except DivergenceError:
+                    results = None
+                if results is not None:
+                    for k, result in zip(todo, results):
+                        save_result(result, Path(out) / "runs" / run_key(cfgs[k]), overwrite=True)
+    finally:
+        for lock in held:
+            release(lock)
+    return [compute_run(cfg, out, progress) for cfg in cfgs]  # stored ones are read back, the rest computed
 
 
 def _one_thread() -> None:

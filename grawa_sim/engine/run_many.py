@@ -1,0 +1,186 @@
+"""Many runs in one stacked ensemble: ``run_many(configs) -> list[Result]``.
+
+R compatible configurations (the same algorithm, model, data, M, tau, steps, schedule and every
+other field; any ``seed``, ``lr``, ``momentum``, ``weight_decay`` and ``prox``) train as one
+ensemble of R*M workers on a `GroupedAxis`: every collective reduces within a run's group of M,
+the per-run hyperparameters are tensors over the worker rows, run r starts from the model its
+own seed initialises and draws exactly the batches and probes it would draw alone (its own
+`TrainingStream`), keeps its own simulated clock and records its own history. Each Result equals
+``run(config)`` up to the order of floating-point operations (1e-10 in float64, tested).
+
+Synchronous, step-bounded runs only: the asynchronous schedule lets each run's seeded worker
+speeds decide who steps, and a time or wall budget would end the runs at different ticks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import torch
+
+from grawa_sim import algorithms
+from grawa_sim.algorithms import RoundInfo
+from grawa_sim.config import Config, ConfigError
+from grawa_sim.core.collectives import GroupedAxis, Params, StackedAxis
+from grawa_sim.core.devices import resolve_device
+from grawa_sim.data.datasets import TrainingStream
+from grawa_sim.engine.ensemble import VmapEngine
+from grawa_sim.engine.lr_schedule import lr_at
+from grawa_sim.engine.problem import Problem, build_clock, build_engine, memory_errors, model_and_data, validate
+from grawa_sim.engine.recorder import Recorder, interactive, progress_bar
+from grawa_sim.engine.result import Result
+
+PER_RUN = ("seed", "lr", "momentum", "weight_decay", "prox")  # may differ between the runs of one ensemble
+ALONE = {"schedule": "sync", "time_budget": None, "wall_budget": None, "eval_seconds": None,
+         "lr_decay_unit": "steps", "backend": "vmap"}  # what a run must have to share an ensemble
+
+
+def batch_key(config: Config) -> tuple | None:
+    """Runs with equal keys can share one ensemble; None for a run that must run alone."""
+    cfg = validate(config)
+    if any(getattr(cfg, field) != value for field, value in ALONE.items()):
+        return None
+    return tuple((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name not in PER_RUN)
+
+
+def check_compatible(configs: Sequence[Config]) -> list[Config]:
+    """The validated configurations, or a one-line ConfigError naming the first field that keeps them apart."""
+    if not configs:
+        raise ConfigError("configs: run_many needs at least one configuration (got [])")
+    cfgs = [validate(c) for c in configs]
+    for field, value in ALONE.items():
+        for c in cfgs:
+            if getattr(c, field) != value:
+                raise ConfigError(f"{field}: runs in one ensemble need {field}={value!r} (got {getattr(c, field)!r})")
+    for f in dataclasses.fields(Config):
+        if f.name in PER_RUN:
+            continue
+        values = {repr(getattr(c, f.name)) for c in cfgs}
+        if len(values) > 1:
+            raise ConfigError(f"{f.name}: runs in one ensemble may differ only in {', '.join(PER_RUN)} "
+                              f"(got {', '.join(sorted(values))})")
+    return cfgs
+
+
+class RunView:
+    """Run r's rows of a grouped ensemble, seen as a one-run engine (what the Recorder reads)."""
+
+    def __init__(self, engine: VmapEngine, run: int, workers: int):
+        self.engine, self.rows, self.first = engine, slice(run * workers, (run + 1) * workers), run * workers
+
+    def stacked_params(self) -> Params:
+        return {n: p[self.rows] for n, p in self.engine.params.items()}
+
+    def stacked_buffers(self) -> Params:
+        return {n: b[self.rows] for n, b in self.engine.buffers.items()}
+
+    def evaluated(self) -> Params:
+        e = self.engine
+        return {n: x[self.first] for n, x in e.algorithm.evaluated(e.params, e.state, e.axis).items()}
+
+    def center(self) -> Params:
+        return {n: x[self.first] for n, x in self.engine.algorithm.center(self.engine.state).items()}
+
+
+def _run_info(info: RoundInfo | None, rows: slice) -> RoundInfo | None:
+    if info is None or info.weights is None:
+        return info
+    return dataclasses.replace(info, weights=info.weights[rows])
+
+
+def run_many(configs: Sequence[Config], progress: bool | None = None,
+             device: torch.device | str | None = None) -> list[Result]:
+    """Train compatible configurations together as one ensemble; their Results in the same order.
+
+    Raises ``ConfigError`` (one line naming the field) for configurations that cannot share an
+    ensemble, and the ``DivergenceError`` of the first run that diverges (the others are lost
+    with it: run them alone, as `sweep` does, to keep them).
+    """
+    cfgs = check_compatible(configs)
+    base = cfgs[0]
+    device = resolve_device(base.device if device is None else device)
+    with memory_errors(dataclasses.replace(base, workers=base.workers * len(cfgs)), device):
+        return _run_many(cfgs, progress, device)
+
+
+def _run_many(cfgs: list[Config], progress, device) -> list[Result]:
+    r, m, base = len(cfgs), cfgs[0].workers, cfgs[0]
+    kind = algorithms.get(base.algorithm)
+    built = [model_and_data(c, device) for c in cfgs]
+    data = built[0][1]
+    axis = GroupedAxis(m, r)
+    engine = build_engine(base, built[0][0], data, axis)
+    stack = lambda tensors: torch.cat([t.detach().unsqueeze(0).expand(m, *t.shape) for t in tensors])  # noqa: E731
+    engine.params = {n: stack([dict(model.named_parameters())[n] for model, _ in built]).clone() for n in engine.params}
+    engine.buffers = {n: stack([dict(model.named_buffers())[n] for model, _ in built]).clone() for n in engine.buffers}
+    engine.state = engine.algorithm.init({n: p.clone() for n, p in engine.params.items()}, axis)
+    like = next(iter(engine.params.values()))
+
+    def rows(values: list[float]) -> float | torch.Tensor:
+        """One value per worker row [R*M], or the plain float when every run has the same."""
+        if len(set(values)) == 1:
+            return values[0]
+        return torch.tensor(values, dtype=like.dtype, device=like.device).repeat_interleave(m)
+
+    engine.sgd.lr = rows([c.lr for c in cfgs])
+    engine.sgd.momentum = rows([c.momentum for c in cfgs])
+    engine.sgd.weight_decay = rows([c.weight_decay for c in cfgs])
+    if any(c.momentum > 0 for c in cfgs) and not engine.sgd.buffers:
+        engine.sgd.buffers = [torch.zeros_like(p) for p in engine.params.values()]
+    engine.prox = rows([c.prox or 0.0 for c in cfgs])
+
+    streams = [TrainingStream(c, data, slice(0, m)) for c in cfgs]
+    clocks = [build_clock(c, model) for c, (model, _) in zip(cfgs, built)]
+    recorders = [Recorder(Problem(c, model, data, StackedAxis(m), RunView(engine, i, m), clock, stream))
+                 for i, (c, (model, _), clock, stream) in enumerate(zip(cfgs, built, clocks, streams))]
+
+    def update_lr(step: float) -> None:
+        lrs = [lr_at(c, step) for c in cfgs]
+        if lrs != [rec.lr for rec in recorders]:
+            for rec, lr in zip(recorders, lrs):
+                rec.lr = lr
+            engine.set_lr(rows(lrs))
+
+    def batch(draws: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.cat([x for x, _ in draws]), torch.cat([y for _, y in draws])
+
+    bar = progress_bar(dataclasses.replace(base, workers=m * r), interactive() if progress is None else progress)
+    update_lr(0)
+    for rec in recorders:
+        rec.evaluate(0)
+    next_eval, shown = base.eval_every, 0
+    try:
+        for ticks in zip(*(c.ticks() for c in clocks)):
+            losses = engine.local_step(*batch([s.batch() for s in streams]))
+            step = float(clocks[0].steps.double().mean())
+            step = int(step) if step.is_integer() else round(step, 3)
+            for i, rec in enumerate(recorders):
+                rec.add_losses(step, losses[i * m:(i + 1) * m])
+            if ticks[0].round and not kind.communicates_every_step:
+                for rec in recorders:
+                    rec.check_finite()
+                probe = batch([s.probe() for s in streams]) if kind.needs_probe else None
+                info = engine.communicate(probe)
+                for i, rec in enumerate(recorders):
+                    rec.add_round(_run_info(info, slice(i * m, (i + 1) * m)))
+            elif ticks[0].round:
+                for rec in recorders:
+                    rec.add_round(None)
+            update_lr(step)
+            done = step >= base.steps
+            if step >= next_eval or done:
+                for rec in recorders:
+                    rec.check_finite()
+                    rec.evaluate(step)
+                while next_eval <= step:
+                    next_eval += base.eval_every
+                bar.set_postfix(test_acc=f"{min(rec.rows[-1]['test_acc'] for rec in recorders):.3f}", refresh=False)
+            bar.update(math.floor(step) - shown)
+            shown = math.floor(step)
+            if done:
+                break
+    finally:
+        bar.close()
+    return [rec.result() for rec in recorders]

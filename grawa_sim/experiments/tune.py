@@ -1,0 +1,452 @@
+"""Equal-budget hyperparameter tuning with Optuna: one study per algorithm, the same number of trials each.
+
+Every trial trains one run of ``base`` with the trial's hyperparameters and a held-out part of the
+training set (``Config.validation`` > 0) and is scored on the **final** validation accuracy
+(``val_acc`` at the last step; the test set plays no part in tuning). The search space of an
+algorithm is read from the algorithm registry (`search_space`):
+
+    lr      ~ log-uniform [LR_RANGE]                      every algorithm
+    tau     in TAUS (powers of 2, at most ``steps``)      algorithms with rounds (not DP)
+    pull    ~ log-uniform [PULL_RANGE]                    algorithms whose round takes lambda
+    prox    ~ log-uniform [PROX_RANGE]                    algorithms with a proximal pull (default p > 0)
+    sam_rho ~ log-uniform [RHO_RANGE]                     with SAM ("dp+sam")
+
+The sampler is TPE seeded with ``seed``; the validation accuracy at every evaluation is reported to a
+MedianPruner, and a run that diverges is pruned with the reason in the trial's ``pruned_reason``.
+Studies live in any Optuna RDB storage (default SQLite). Rerunning asks only for the missing trials
+(COMPLETE + PRUNED count): a trial left RUNNING by a dead process of this machine, or FAIL by an
+interrupted one, is run again with the same parameters. Several processes may share one study: a
+trial is claimed under a lock (a file next to a SQLite database), so together they run exactly N.
+
+Then `best_configs` picks each algorithm's best trial, `final_comparison` reruns it with fresh seeds
+on the full training set and reports test accuracy with 95 % intervals and Welch's test against the
+best baseline, and `importances` gives fANOVA parameter importances.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from grawa_sim import algorithms
+from grawa_sim.algorithms import COMPARED
+from grawa_sim.config import ALGORITHMS, Config, ConfigError, ConfigWarning, run_identity
+from grawa_sim.core import stats
+from grawa_sim.core.folders import pid_alive
+
+LR_RANGE = (1e-3, 0.5)
+TAUS = (1, 2, 4, 8, 16, 32, 64)
+PULL_RANGE = (0.01, 1.0)
+PROX_RANGE = (1e-3, 0.3)
+RHO_RANGE = (0.01, 0.5)
+DEFAULT_METHODS = COMPARED  # what `tune` tunes when no algorithm is named
+SEARCHED = ("lr", "tau", "pull", "prox", "sam_rho")  # the Config fields a study may search
+VARIANTS = {"dp+sam": ("dp", True)}  # tuned as its own method: DP with SAM, rho searched
+VALIDATION = 0.2  # the held-out fraction when the base setting has none
+FINAL_SEED_OFFSET = 1000  # final runs use seeds seed + 1000, + 1001, ...: never a tuning seed
+BASELINES_EXCLUDE = ("mgrawa", "lgrawa")  # the final comparison tests every method against the best other one
+COUNTED = ("COMPLETE", "PRUNED")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched hyperparameter: log-uniform in [low, high], or one of ``choices``."""
+
+    low: float | None = None
+    high: float | None = None
+    choices: tuple | None = None
+
+    def suggest(self, trial, name: str):
+        if self.choices is not None:
+            return trial.suggest_categorical(name, list(self.choices))
+        return trial.suggest_float(name, self.low, self.high, log=True)
+
+
+def method_names() -> tuple[str, ...]:
+    """What ``algorithms`` may name: every registered algorithm and the variants (dp+sam)."""
+    return (*ALGORITHMS, *VARIANTS)
+
+
+def _method(name: str) -> tuple[str, bool]:
+    """(registered algorithm, SAM on?) of a method name."""
+    if name in VARIANTS:
+        return VARIANTS[name]
+    if name not in ALGORITHMS:
+        raise ConfigError(f"algorithm: must be one of {', '.join(method_names())} (got {name!r})")
+    return name, False
+
+
+def method_config(base: Config, method: str, params: dict | None = None) -> Config:
+    """``base`` as ``method`` with ``params``; a field ``method`` does not use (tau, pull for DP) is left unset."""
+    from grawa_sim.results.sweep import grid
+
+    algorithm, sam = _method(method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigWarning)
+        one = dataclasses.replace(base, algorithm=algorithm, sam=base.sam or sam, **(params or {}))
+        return grid(one, algorithm=[algorithm])[0]
+
+
+def search_space(method: str, base: Config, fixed: Collection[str] = ()) -> dict[str, Param]:
+    """The hyperparameters searched for ``method`` on ``base`` (see the module docstring), less ``fixed``."""
+    algorithm, sam = _method(method)
+    kind = algorithms.get(algorithm)
+    space = {"lr": Param(*LR_RANGE)}
+    if not kind.communicates_every_step:
+        space["tau"] = Param(choices=tuple(t for t in TAUS if t <= base.steps))
+        if kind.takes_pull:
+            space["pull"] = Param(*PULL_RANGE)
+        if kind.default_prox > 0:
+            space["prox"] = Param(*PROX_RANGE)
+    if (sam or base.sam) and kind.takes_sam:
+        space["sam_rho"] = Param(*RHO_RANGE)
+    return {name: p for name, p in space.items() if name not in fixed}
+
+
+def study_name(prefix: str, method: str) -> str:
+    return f"{prefix}-{method}"
+
+
+def _optuna():
+    """The optuna module, or one ConfigError line saying how to install it."""
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("tune: needs the package optuna (pip install 'grawa-sim[tune]') (got none)") from None
+    return optuna
+
+
+def open_storage(url: str):
+    """Optuna's RDB storage at ``url`` (a SQLite file's folder is created); one ConfigError line if it fails."""
+    optuna = _optuna()
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(f"storage: must be an RDB URL such as sqlite:///results/tune.db (got {url!r})")
+    kwargs = {}
+    path = _sqlite_path(url)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"storage: cannot create the folder of {url} ({e.strerror}) (got {url!r})") from None
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}  # processes sharing the file wait their turn
+    try:
+        with _claim_lock(url):  # two processes creating one SQLite file's tables would collide
+            return optuna.storages.RDBStorage(url, **kwargs)
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy's many errors: a bad URL, a missing driver, a locked file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"storage: cannot open it: {first} (got {url!r})") from None
+
+
+def _sqlite_path(url: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(url[len(prefix):]) if url.startswith(prefix) and url[len(prefix):] not in ("", ":memory:") else None
+
+
+@contextlib.contextmanager
+def _claim_lock(url: str) -> Iterator[None]:
+    """Held while a process creates the tables or a study, or counts the trials and claims the next one: a
+    lock file next to a SQLite database (processes of this machine); other databases rely on their own
+    transactions and on the surplus check in `_claim`."""
+    path = _sqlite_path(url)
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(str(path) + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _alive(trial) -> bool:
+    """A RUNNING trial's process still runs (or belongs to another machine, or has not said which yet)."""
+    pid, host = trial.user_attrs.get("pid"), trial.user_attrs.get("host")
+    return pid is None or host != socket.gethostname() or pid_alive(pid)
+
+
+def _retry(study, trial, why: str) -> None:
+    """Mark ``trial`` failed (if it is not yet) and queue its parameters again, once."""
+    from optuna.trial import TrialState
+
+    if trial.state == TrialState.RUNNING:  # a finished trial's attributes can no longer change
+        study._storage.set_trial_user_attr(trial._trial_id, "failed_because", why)
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    if trial.params:
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+
+
+def _claim(study, trials: int, url: str):
+    """The next trial of this process, or None when the study holds ``trials`` finished or running ones."""
+    from optuna.trial import TrialState
+
+    with _claim_lock(url):
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not _alive(t):
+                _retry(study, t, f"its process {t.user_attrs['pid']} died")
+        retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            if t.number not in retried and not t.user_attrs.get("surplus"):
+                _retry(study, t, "it failed or was interrupted")
+        active = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        if len(study.get_trials(deepcopy=False, states=active)) >= trials:
+            return None
+        trial = study.ask()
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        ahead = [t for t in study.get_trials(deepcopy=False, states=active) if t.number <= trial.number]
+        if len(ahead) > trials:  # another machine claimed the last one at the same moment
+            trial.set_user_attr("surplus", True)
+            study.tell(trial, state=TrialState.FAIL)
+            return None
+        return trial
+
+
+def _open_study(storage, name: str, seed: int, base: Config, space: dict[str, Param]):
+    """Create or load study ``name``; a study tuned on another base setting or space is an error."""
+    import optuna
+
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, base.steps // 4))
+    study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
+                                pruner=pruner, load_if_exists=True)
+    setting = {"base": {k: list(v) if isinstance(v, tuple) else v for k, v in run_identity(base).items()},
+               "space": {k: dataclasses.asdict(p) | {"choices": list(p.choices or [])} for k, p in space.items()}}
+    stored = study.user_attrs.get("setting")
+    if stored is None:
+        study.set_user_attr("setting", setting)
+    elif stored != setting:
+        keys = sorted(set(stored["base"]) | set(setting["base"]))
+        field = next((k for k in keys if stored["base"].get(k) != setting["base"].get(k)), None)
+        if field is None:
+            raise ConfigError(f"study: {name} was tuned on another search space ({', '.join(stored['space'])}); "
+                              f"give another --study or fix the same fields (got {', '.join(space)})")
+        raise ConfigError(f"study: {name} was tuned on another setting ({field}: {stored['base'].get(field)!r} "
+                          f"there); give another --study or the same setting (got {setting['base'].get(field)!r})")
+    return study
+
+
+def _objective(trial, method: str, base: Config, space: dict[str, Param]) -> float:
+    """Train the trial's configuration; report val_acc at every evaluation; return the final val_acc."""
+    import optuna
+
+    from grawa_sim.algorithms.grawa import DivergenceError
+    from grawa_sim.engine.runner import run
+
+    params = {name: p.suggest(trial, name) for name, p in space.items()}
+    config = method_config(base, method, params)
+    reported = set()
+
+    def on_row(row: dict) -> None:
+        step = int(row["step"])
+        if step == 0 or step in reported:
+            return
+        reported.add(step)
+        trial.report(row["val_acc"], step)
+        if trial.should_prune():
+            trial.set_user_attr("pruned_reason", f"median pruner at step {step} (val_acc {row['val_acc']:.4f})")
+            raise optuna.TrialPruned(trial.user_attrs["pruned_reason"])
+
+    try:
+        result = run(config, progress=False, on_row=on_row)
+    except DivergenceError as e:
+        trial.set_user_attr("pruned_reason", str(e))
+        raise optuna.TrialPruned(str(e)) from None
+    return float(result.final["val_acc"])
+
+
+def _describe(params: dict) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def tune(base: Config, methods: Sequence[str], trials: int, storage: str, prefix: str = "tune", seed: int = 0,
+         fixed: Collection[str] = (), log=None) -> pd.DataFrame:
+    """Run the missing trials of one study per method (``<prefix>-<method>``), ``trials`` per study.
+
+    ``base``: the setting every trial trains (its ``validation`` > 0, else VALIDATION is held out);
+    ``fixed``: searched fields kept at ``base``'s value. Trials go on until the study holds ``trials``
+    COMPLETE or PRUNED ones, whichever process ran them. Returns `trials_table` of the studies; one line
+    per trial on ``log`` (default sys.stderr).
+    """
+    optuna = _optuna()
+    from optuna.trial import TrialState
+
+    log = log or sys.stderr
+    methods = list(dict.fromkeys(methods))
+    if not methods:
+        raise ConfigError(f"algorithm: name at least one of {', '.join(method_names())} (got {methods!r})")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ConfigError(f"trials: must be an integer >= 1 (got {trials!r})")
+    unknown = sorted(set(fixed) - set(SEARCHED))
+    if unknown:
+        raise ConfigError(f"fixed: each must be one of {', '.join(SEARCHED)} (got {unknown[0]!r})")
+    base = with_validation(base)
+    spaces = {m: search_space(m, base, fixed) for m in methods}
+    from grawa_sim.engine.runner import validate
+
+    for m in methods:  # every method's setting is checked before any training (with its largest tau)
+        validate(method_config(base, m, {n: p.choices[-1] for n, p in spaces[m].items() if p.choices}))
+    store = open_storage(storage)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        for m in methods:
+            with _claim_lock(storage):
+                study = _open_study(store, study_name(prefix, m), seed, base, spaces[m])
+            while (trial := _claim(study, trials, storage)) is not None:
+                # a sampler seeded by (seed, trial number): the same trials for the same seed, and a
+                # resumed or shared study draws new parameters rather than repeating the first ones
+                study.sampler = optuna.samplers.TPESampler(seed=seed * 100_003 + trial.number)
+                started = time.perf_counter()
+                head = f"[{m} trial {trial.number}]"
+                try:
+                    value = _objective(trial, m, base, spaces[m])
+                except optuna.TrialPruned as e:
+                    study.tell(trial, state=TrialState.PRUNED)
+                    print(f"{head} {_describe(trial.params)}: pruned, {e} ({time.perf_counter() - started:.1f} s)",
+                          file=log)
+                    continue
+                except BaseException:
+                    study.tell(trial, state=TrialState.FAIL)  # asked again by the next run, same parameters
+                    raise
+                study.tell(trial, value)
+                done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+                print(f"{head} {_describe(trial.params)}: val_acc {value:.4f} ({time.perf_counter() - started:.1f} s; "
+                      f"{done}/{trials} done)", file=log)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return trials_table(storage, methods, prefix)
+
+
+def with_validation(base: Config) -> Config:
+    """``base`` with a held-out set: its own ``validation``, else VALIDATION."""
+    return base if base.validation > 0 else dataclasses.replace(base, validation=VALIDATION)
+
+
+def _studies(storage: str, methods: Sequence[str], prefix: str):
+    import optuna
+
+    store = open_storage(storage)
+    names = set(optuna.get_all_study_names(store))
+    for m in methods:
+        if study_name(prefix, m) not in names:
+            raise ConfigError(f"study: no study {study_name(prefix, m)} in the storage (got {storage!r})")
+        yield m, optuna.load_study(study_name=study_name(prefix, m), storage=store)
+
+
+def trials_table(storage: str, methods: Sequence[str], prefix: str = "tune") -> pd.DataFrame:
+    """One row per counted trial (COMPLETE or PRUNED) of every study: method, number, state, value
+    (final val_acc; NaN when pruned), pruned_reason and the parameters."""
+    rows = []
+    for m, study in _studies(storage, methods, prefix):
+        for t in study.get_trials(deepcopy=False):
+            if t.state.name in COUNTED:
+                rows.append({"algorithm": m, "number": t.number, "state": t.state.name.lower(),
+                             "value": t.value if t.state.name == "COMPLETE" else math.nan,
+                             "pruned_reason": t.user_attrs.get("pruned_reason"), **t.params})
+    return pd.DataFrame(rows)
+
+
+def best_configs(base: Config, methods: Sequence[str], storage: str, prefix: str = "tune") -> dict[str, Config]:
+    """method -> ``base`` with the parameters of the study's best complete trial (highest final val_acc)."""
+    base = with_validation(base)
+    configs = {}
+    for m, study in _studies(storage, methods, prefix):
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        if not complete:
+            raise ConfigError(f"study: {study.study_name} has no complete trial (all pruned or none run) "
+                              f"(got {len(study.trials)} trials)")
+        best = max(complete, key=lambda t: (t.value, -t.number))
+        configs[m] = method_config(base, m, best.params)
+    return configs
+
+
+def summary(storage: str, methods: Sequence[str], prefix: str = "tune") -> pd.DataFrame:
+    """Per method: complete and pruned trials, the best final val_acc and its parameters."""
+    table = trials_table(storage, methods, prefix)
+    rows = []
+    for m in methods:
+        own = table[table["algorithm"] == m] if len(table) else table
+        complete = own[own["state"] == "complete"] if len(own) else own
+        best = complete.loc[complete["value"].idxmax()] if len(complete) else None
+        searched = [c for c in SEARCHED if len(own) and c in own and own[c].notna().any()]
+        rows.append({"algorithm": m, "complete": len(complete), "pruned": len(own) - len(complete),
+                     "best_val_acc": best["value"] if best is not None else math.nan,
+                     "best_params": _describe({c: best[c] for c in searched}) if best is not None else ""})
+    return pd.DataFrame(rows).set_index("algorithm")
+
+
+def final_comparison(configs: dict[str, Config], out: str | os.PathLike, seeds: int = 5, jobs: int = 1,
+                     log=None) -> pd.DataFrame:
+    """Rerun every method's config with ``seeds`` fresh seeds (seed + 1000, ...) on the full training set
+    (``validation`` 0) and compare final test accuracy: mean, 95 % t-interval, n, and Welch's t-test
+    (two-sided) of each method against the best baseline (the best mean of the methods other than
+    BASELINES_EXCLUDE, or of all when every method is excluded). Runs are cached under ``out`` (a sweep)."""
+    from grawa_sim.engine.runner import validate
+    from grawa_sim.results.sweep import run_key, sweep
+
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
+        raise ConfigError(f"final_seeds: must be an integer >= 2 (an interval needs two) (got {seeds!r})")
+    runs, method_of = [], {}
+    for m, c in configs.items():
+        for k in range(seeds):
+            run = dataclasses.replace(c, validation=0.0, seed=c.seed + FINAL_SEED_OFFSET + k)
+            runs.append(run)
+            method_of[run_key(validate(run))] = m
+    histories = sweep(runs, out, progress=False, log=log)
+    finals = histories.groupby("run", sort=False).tail(1).copy()
+    finals["method"] = finals["run"].map(method_of)
+    return compare(finals, "method", "test_acc")
+
+
+def compare(finals: pd.DataFrame, by: str, value: str) -> pd.DataFrame:
+    """Per group of ``by``: mean, ci95, n of ``value`` and Welch's test against the best baseline."""
+    groups = list(dict.fromkeys(finals[by]))
+    means = finals.groupby(by, sort=False)[value].mean()
+    baselines = [g for g in groups if g not in BASELINES_EXCLUDE] or groups
+    reference = max(baselines, key=lambda g: means[g])
+    rows = []
+    for g in groups:
+        values = finals.loc[finals[by] == g, value]
+        iv = stats.interval(values)
+        w = stats.welch(values, finals.loc[finals[by] == reference, value])
+        rows.append({by: g, f"{value}_mean": iv.mean, f"{value}_ci95": iv.half_width, "n": iv.n,
+                     "baseline": reference, "difference": w.difference, "t": w.t,
+                     "p": math.nan if g == reference else w.p,
+                     "significant": False if g == reference else w.significant})
+    return pd.DataFrame(rows).set_index(by).sort_values(f"{value}_mean", ascending=False)
+
+
+def importances(storage: str, methods: Sequence[str], prefix: str = "tune", seed: int = 0) -> pd.DataFrame:
+    """fANOVA importance of every searched parameter per method (rows: algorithm, param, importance; the
+    importances of a method sum to 1). A study with fewer than two complete trials is left out."""
+    import optuna
+
+    rows = []
+    for m, study in _studies(storage, methods, prefix):
+        if sum(t.state.name == "COMPLETE" for t in study.trials) < 2:
+            continue
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+        for param, value in optuna.importance.get_param_importances(study, evaluator=evaluator).items():
+            rows.append({"algorithm": m, "param": param, "importance": float(value)})
+    return pd.DataFrame(rows, columns=["algorithm", "param", "importance"])
+
+
+def quick_base() -> Config:
+    """The quick mode's setting (seconds): MNIST-1D, an MLP of width 16, M = 4, 32 steps (``algorithm`` is
+    replaced by each tuned one; DP's, which takes no tau, keeps any ``steps`` valid)."""
+    return Config(algorithm="dp", dataset="mnist1d", model="mlp", width=16, workers=4, batch_size=32, steps=32,
+                  eval_every=8, validation=VALIDATION)

@@ -1,0 +1,301 @@
+"""Tuning: the validation split, Optuna studies (resume, divergence, shared storage, seeds), the final
+comparison's statistics and the `tune` command's one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import torch
+from scipy import stats as sps
+from torch.func import functional_call
+
+import grawa_sim
+import grawa_sim.results.sweep  # noqa: F401 - bound to the collection-time stderr (see test_cli.py)
+from grawa_sim.algorithms.grawa import DivergenceError
+from grawa_sim.cli.main import main
+from grawa_sim.config import Config, ConfigError, resolve
+from grawa_sim.data.datasets import TrainingStream, hold_out, load
+from grawa_sim.engine import runner
+from grawa_sim.engine.problem import model_and_data
+from grawa_sim.experiments import tune as tuning
+from grawa_sim.results.sweep import run_key
+
+PROJECT = Path(__file__).resolve().parents[1]
+TINY = Config(algorithm="dp", dataset="mnist1d", model="mlp", width=8, workers=2, batch_size=16, steps=16, eval_every=4,
+              validation=0.2)
+TINY_FLAGS = ["--model", "mlp", "--width", "8", "--workers", "2", "--batch-size", "16", "--steps", "16",
+              "--eval-every", "4", "--validation", "0.2"]
+ERROR_LINE = re.compile(r"error: (?P<field>\w+): .+ \(got .+\)")
+
+
+def _url(tmp_path: Path, name: str = "tune.db") -> str:
+    return f"sqlite:///{tmp_path / name}"
+
+
+def _trials(url: str, method: str, prefix: str = "tune") -> list:
+    return optuna.load_study(study_name=tuning.study_name(prefix, method), storage=url).trials
+
+
+def _counted(trials: list) -> list:
+    return [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+
+
+# ---------------------------------------------------------------- the validation split
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {r.numpy().tobytes() for r in x}
+
+
+def test_validation_is_disjoint_from_the_training_set_and_keeps_the_test_set():
+    data = load("mnist1d")
+    held = hold_out(data, 0.2)
+    n = len(data.y_train)
+    assert len(held.y_val) == round(0.2 * n) and len(held.y_train) == n - len(held.y_val)
+    assert not _rows(held.x_val) & _rows(held.x_train)
+    assert _rows(held.x_val) | _rows(held.x_train) == _rows(data.x_train)  # nothing lost, nothing added
+    assert torch.equal(held.x_test, data.x_test) and torch.equal(held.y_test, data.y_test)
+    again = hold_out(data, 0.2)  # a fixed generator: the same held-out samples every time
+    assert torch.equal(again.x_val, held.x_val)
+
+
+def test_shards_and_batches_come_from_the_kept_training_samples_only():
+    for seed in (0, 3):
+        config = resolve(dataclasses.replace(TINY, seed=seed, steps=64))
+        _, data = model_and_data(config)
+        val = _rows(data.x_val)
+        stream = TrainingStream(config, data)
+        seen = set()
+        for _ in range(40):  # 40 batches of 2 x 16: more than one pass over the 3200 kept samples' shards
+            x, _ = stream.batch()
+            seen |= _rows(x.flatten(0, 1))
+        assert seen and not seen & val
+        assert len(data.x_val) == 800 and _rows(data.x_val) == _rows(hold_out(load("mnist1d"), 0.2).x_val)
+
+
+def test_val_acc_is_the_accuracy_of_the_evaluated_model_on_the_held_out_samples():
+    result = grawa_sim.run(dataclasses.replace(TINY, algorithm="localsgd", tau=4), progress=False)
+    model, data = model_and_data(result.config)
+    with torch.no_grad():
+        out = functional_call(model.eval(), result.evaluated, (data.x_val,))
+    acc = float((out.argmax(-1) == data.y_val).double().mean())
+    loss = float(torch.nn.functional.cross_entropy(out, data.y_val))
+    assert result.final["val_acc"] == pytest.approx(acc, abs=1e-12)
+    assert result.final["val_loss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_validation_zero_keeps_the_run_keys():
+    config = Config(algorithm="localsgd", steps=40, tau=8)
+    identity = {k: v for k, v in dataclasses.asdict(config).items()
+                if k not in ("data_dir", "device", "validation") and v is not None}
+    expected = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    assert run_key(config) == f"localsgd-M4-s0-{expected}"
+    assert run_key(dataclasses.replace(config, validation=0)) == run_key(config)
+    assert run_key(dataclasses.replace(config, validation=0.1)) != run_key(config)
+    assert "val_acc" not in grawa_sim.run(dataclasses.replace(TINY, validation=0.0), progress=False).history
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, "0.2"])
+def test_bad_validation_is_a_one_line_error(value):
+    with pytest.raises(ConfigError, match=r"^validation: .* \(got "):
+        Config(validation=value)
+
+
+# ---------------------------------------------------------------- search spaces and studies
+
+
+def test_search_spaces_follow_the_registry():
+    base = dataclasses.replace(TINY, steps=20)
+    assert set(tuning.search_space("dp", base)) == {"lr"}
+    assert set(tuning.search_space("dp+sam", base)) == {"lr", "sam_rho"}
+    assert set(tuning.search_space("localsgd", base)) == {"lr", "tau", "pull"}
+    assert set(tuning.search_space("diloco", base)) == {"lr", "tau"}  # no pull: its workers restart
+    assert set(tuning.search_space("mgrawa", base)) == {"lr", "tau", "pull", "prox"}
+    assert set(tuning.search_space("lsgd", base, fixed=("lr",))) == {"tau", "pull", "prox"}
+    assert tuning.search_space("easgd", base)["tau"].choices == (1, 2, 4, 8, 16)  # at most steps
+
+
+def test_intermediate_values_are_the_runs_validation_history(tmp_path):
+    url = _url(tmp_path)
+    tuning.tune(TINY, ["localsgd"], 2, url, log=open(os.devnull, "w"))
+    for trial in _trials(url, "localsgd"):
+        config = tuning.method_config(TINY, "localsgd", trial.params)
+        history = grawa_sim.run(config, progress=False).history  # an independent rerun of the trial
+        expected = {int(s): v for s, v in zip(history["step"], history["val_acc"]) if s > 0}
+        assert trial.intermediate_values == pytest.approx(expected, abs=0)
+        assert trial.value == history["val_acc"].iloc[-1]
+
+
+def test_a_study_resumes_with_only_the_missing_trials(tmp_path, monkeypatch):
+    url, log = _url(tmp_path), tmp_path / "log.txt"
+    with open(log, "w") as f:
+        tuning.tune(TINY, ["localsgd"], 2, url, log=f)
+    real_run, calls = runner.run, []
+
+    def interrupted(config, **kwargs):  # the second trial of the next call is interrupted (Ctrl-C)
+        calls.append(config)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run(config, **kwargs)
+
+    monkeypatch.setattr(runner, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt), open(log, "w") as f:
+        tuning.tune(TINY, ["localsgd"], 5, url, log=f)
+    monkeypatch.setattr(runner, "run", real_run)
+    trials = _trials(url, "localsgd")
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert len(_counted(trials)) == 3 and len(failed) == 1
+    with open(log, "w") as f:
+        tuning.tune(TINY, ["localsgd"], 5, url, log=f)
+    ran = [line for line in log.read_text().splitlines() if "val_acc" in line or "pruned" in line]
+    assert len(ran) == 2  # 5 asked, 3 counted before: two ran
+    trials = _trials(url, "localsgd")
+    retried = [t for t in trials if t.user_attrs.get("retry_of") == failed[0].number]
+    assert len(retried) == 1 and retried[0].params == failed[0].params  # the interrupted trial again
+    assert len(_counted(trials)) == 5
+    with open(log, "w") as f:  # nothing missing: nothing runs
+        tuning.tune(TINY, ["localsgd"], 5, url, log=f)
+    assert log.read_text() == ""
+
+
+def test_a_trial_left_running_by_a_dead_process_is_retried(tmp_path):
+    url = _url(tmp_path)
+    tuning.tune(TINY, ["easgd"], 1, url, log=open(os.devnull, "w"))
+    study = optuna.load_study(study_name="tune-easgd", storage=url)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = study.ask()
+    params = {n: p.suggest(orphan, n) for n, p in tuning.search_space("easgd", TINY).items()}
+    orphan.set_user_attr("host", socket.gethostname())
+    orphan.set_user_attr("pid", dead.pid)
+    tuning.tune(TINY, ["easgd"], 2, url, log=open(os.devnull, "w"))
+    trials = _trials(url, "easgd")
+    assert trials[orphan.number].state.name == "FAIL"
+    assert len(_counted(trials)) == 2
+    assert [t.params for t in trials if t.user_attrs.get("retry_of") == orphan.number] == [params]
+
+
+def test_a_diverged_trial_is_pruned_with_its_reason(tmp_path):
+    base = dataclasses.replace(TINY, lr=1e6)
+    url = _url(tmp_path)
+    table = tuning.tune(base, ["lsgd"], 1, url, fixed=("lr",), log=open(os.devnull, "w"))
+    (trial,) = _trials(url, "lsgd")
+    assert trial.state.name == "PRUNED" and table["state"].tolist() == ["pruned"]
+    with pytest.raises(DivergenceError) as expected:  # the same run, outside the study
+        grawa_sim.run(tuning.method_config(base, "lsgd", trial.params), progress=False)
+    assert trial.user_attrs["pruned_reason"] == str(expected.value)
+    assert "diverged at step" in trial.user_attrs["pruned_reason"]
+
+
+def test_the_same_seed_gives_the_same_trials(tmp_path):
+    tables = [tuning.tune(TINY, ["mgrawa"], 3, _url(tmp_path, f"{i}.db"), seed=7, log=open(os.devnull, "w"))
+              for i in range(2)]
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    other = tuning.tune(TINY, ["mgrawa"], 3, _url(tmp_path, "other.db"), seed=8, log=open(os.devnull, "w"))
+    assert not np.allclose(other["lr"], tables[0]["lr"])
+    assert len({tuple(r) for r in tables[0][["lr", "tau", "pull", "prox"]].to_numpy()}) == 3  # no repeats
+
+
+def test_two_processes_share_one_study(tmp_path):
+    url, trials = _url(tmp_path), 6
+    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    command = [sys.executable, "-m", "grawa_sim", "tune", "--algorithm", "localsgd", "--trials", str(trials),
+               "--final-seeds", "0", "--storage", url, *TINY_FLAGS]
+    procs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    ran = [len(re.findall(r"\[localsgd trial \d+\]", err)) for _, err in outputs]
+    trials_seen = _trials(url, "localsgd")
+    assert len(trials_seen) == trials and len(_counted(trials_seen)) == trials  # none surplus, none failed
+    assert sum(ran) == trials
+    assert len({t.number for t in trials_seen}) == trials
+    assert len({tuple(sorted(t.params.items())) for t in trials_seen}) == trials
+
+
+def test_a_study_of_another_setting_is_refused(tmp_path):
+    url = _url(tmp_path)
+    tuning.tune(TINY, ["dp"], 1, url, log=open(os.devnull, "w"))
+    with pytest.raises(ConfigError, match=r"^study: tune-dp was tuned on another setting \(steps: 16 there\)"):
+        tuning.tune(dataclasses.replace(TINY, steps=24), ["dp"], 1, url, log=open(os.devnull, "w"))
+    with pytest.raises(ConfigError, match=r"^study: tune-dp was tuned on another search space \(lr\)"):
+        tuning.tune(TINY, ["dp"], 1, url, fixed=("lr",), log=open(os.devnull, "w"))
+
+
+# ---------------------------------------------------------------- best configs, final comparison, importances
+
+
+def test_final_comparison_matches_scipy(tmp_path):
+    url = _url(tmp_path)
+    methods = ["dp", "localsgd", "mgrawa"]
+    tuning.tune(TINY, methods, 2, url, log=open(os.devnull, "w"))
+    best = tuning.best_configs(TINY, methods, url)
+    table_of_trials = tuning.trials_table(url, methods)
+    for m, config in best.items():
+        own = table_of_trials[table_of_trials["algorithm"] == m]
+        top = own.loc[own["value"].idxmax()]
+        assert config.lr == top["lr"] and config.algorithm == m
+    out = tmp_path / "final"
+    table = tuning.final_comparison(best, out, seeds=3, log=open(os.devnull, "w"))
+    finals = pd.read_csv(out / "results.csv")
+    assert sorted(finals["seed"].unique()) == [1000, 1001, 1002]  # fresh seeds, not the tuning seed 0
+    acc = {m: finals.loc[finals["algorithm"] == m, "test_acc"].to_numpy() for m in methods}
+    baseline = max(("dp", "localsgd"), key=lambda m: acc[m].mean())  # GRAWA is not a baseline
+    for m in methods:
+        assert table.loc[m, "test_acc_mean"] == pytest.approx(acc[m].mean())
+        low, high = sps.t.interval(0.95, len(acc[m]) - 1, loc=acc[m].mean(), scale=sps.sem(acc[m]))
+        assert table.loc[m, "test_acc_ci95"] == pytest.approx((high - low) / 2)
+        assert table.loc[m, "baseline"] == baseline
+        if m != baseline and acc[m].std() + acc[baseline].std() > 0:
+            expected = sps.ttest_ind(acc[m], acc[baseline], equal_var=False).pvalue
+            assert table.loc[m, "p"] == pytest.approx(expected)
+    importances = tuning.importances(url, methods)
+    assert set(importances["algorithm"]) == set(methods)
+    for m in methods:
+        own = importances[importances["algorithm"] == m]
+        assert set(own["param"]) == set(tuning.search_space(m, TINY))
+        assert own["importance"].sum() == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["--algorithm", "sgd"], "algorithm"),
+    (["--algorithm", "dp", "--trials", "0"], "trials"),
+    (["--algorithm", "dp", "--storage", "not-a-url"], "storage"),
+    (["--algorithm", "dp", "--storage", "sqlite:////dev/null/tune.db"], "storage"),
+    (["--algorithm", "dp", "--final-seeds", "1"], "final_seeds"),
+    (["--algorithm", "dp", "--validation", "1.5"], "validation"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, field):
+    assert main(["tune", "--quick", *argv]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    match = ERROR_LINE.fullmatch(lines[0])
+    assert match and match["field"] == field, lines[0]
+
+
+def test_quick_tune_writes_to_the_scratch_folder_only(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GRAWA_SCRATCH", str(tmp_path))
+    monkeypatch.delenv("GRAWA_RESULTS", raising=False)
+    assert main(["tune", "--quick", "--algorithm", "dp,localsgd", "--trials", "2"]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "results" / "tune.db").is_file()
+    assert (tmp_path / "results" / "tune" / "tune" / "results.csv").is_file()
+    finals = pd.read_csv(tmp_path / "results" / "tune" / "tune" / "results.csv")
+    assert len(finals) == 4  # 2 methods x 2 fresh seeds
+    assert "best_val_acc" in out and "test_acc_mean" in out
