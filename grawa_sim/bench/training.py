@@ -210,7 +210,7 @@ def float32_gap(steps: int = 100, out=None, device: torch.device | str = "cpu") 
 
 def resolve_execution(cfg: Config, device: torch.device | str = "cpu") -> str:
     """What execution="auto" picks for cfg's model on ``device``."""
-    from grawa_sim.engine.ensemble import choose_execution
+    from grawa_sim.models.execution import choose_execution
 
     model, _ = model_and_data(cfg)
     return choose_execution(model, "auto", torch.device(device))
