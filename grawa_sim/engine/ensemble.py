@@ -12,7 +12,7 @@ stacked leaves, so the slices of the gradient are the per-worker gradients.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -59,29 +59,42 @@ def per_row(value: Rate, like: torch.Tensor) -> Rate:
     return value.view(-1, *[1] * (like.ndim - 1)) if isinstance(value, torch.Tensor) else value
 
 
+def per_worker(values: Sequence[float], workers: int, like: torch.Tensor) -> Rate:
+    """Each run's value repeated over its ``workers`` rows ([R*M], ``like``'s dtype and device), or the
+    plain float when every run has the same value."""
+    if len(set(values)) == 1:
+        return values[0]
+    return torch.tensor(list(values), dtype=like.dtype, device=like.device).repeat_interleave(workers)
+
+
 def is_on(value: Rate) -> bool:
     """Any worker's value is non-zero."""
     return bool((value != 0).any()) if isinstance(value, torch.Tensor) else value != 0
 
 
-def _add_scaled(target: torch.Tensor, t: torch.Tensor, scale: Rate) -> None:
-    """target += scale * t in place (``scale``: a float, or a per-row view)."""
+def _add_scaled(target: torch.Tensor, t: torch.Tensor, scale: Rate, value: float = 1.0) -> None:
+    """target += value * scale * t in place (``scale``: a float, or a per-row view)."""
     if isinstance(scale, torch.Tensor):
-        target.addcmul_(t, scale)
+        target.addcmul_(t, scale, value=value)
     else:
-        target.add_(t, alpha=scale)
+        target.add_(t, alpha=value * scale)
 
 
 class SGDState:
     """Stacked SGD state: momentum buffers [M, ...] (Nesterov when momentum > 0), weight decay.
 
     ``lr``, ``momentum`` and ``weight_decay`` are floats, or tensors [M] of one value per worker
-    (several runs in one ensemble: `grawa_sim.engine.run_many`).
+    (several runs in one ensemble: `grawa_sim.engine.run_many`). Only ``lr`` changes during a run.
     """
 
     def __init__(self, params: Params, lr: Rate, momentum: Rate, weight_decay: Rate):
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
-        self.buffers = [torch.zeros_like(p) for p in params.values()] if is_on(momentum) else []
+        self.decay, self.nesterov = is_on(weight_decay), is_on(momentum)
+        self.rows = isinstance(momentum, torch.Tensor) or isinstance(weight_decay, torch.Tensor)
+        self.buffers = self.fresh_buffers(params)
+
+    def fresh_buffers(self, params: Params) -> list[torch.Tensor]:
+        return [torch.zeros_like(p) for p in params.values()] if self.nesterov else []
 
     def apply(self, params: list[torch.Tensor], grads: list[torch.Tensor],
               buffers: list[torch.Tensor] | None = None) -> None:
@@ -90,24 +103,23 @@ class SGDState:
         ``buffers``: the momentum of a subset of workers (default: all of them).
         """
         buffers = self.buffers if buffers is None else buffers
-        if not any(isinstance(v, torch.Tensor) for v in (self.lr, self.momentum, self.weight_decay)):
-            if self.weight_decay:
+        if not (self.rows or isinstance(self.lr, torch.Tensor)):
+            if self.decay:
                 torch._foreach_add_(grads, params, alpha=self.weight_decay)
-            if self.momentum:
+            if self.nesterov:
                 torch._foreach_mul_(buffers, self.momentum)
                 torch._foreach_add_(buffers, grads)
                 torch._foreach_add_(grads, buffers, alpha=self.momentum)
             torch._foreach_add_(params, grads, alpha=-self.lr)
             return
-        decay = is_on(self.weight_decay)
         for i, (p, g) in enumerate(zip(params, grads)):  # one value per worker: the same update, row by row
-            if decay:
+            if self.decay:
                 _add_scaled(g, p, per_row(self.weight_decay, p))
-            if buffers:
+            if self.nesterov:
                 mu = per_row(self.momentum, p)
                 buffers[i].mul_(mu).add_(g)
                 _add_scaled(g, buffers[i], mu)
-            _add_scaled(p, g, -per_row(self.lr, p))
+            _add_scaled(p, g, per_row(self.lr, p), value=-1.0)
 
 
 class VmapEngine:
@@ -122,8 +134,18 @@ class VmapEngine:
         self.params = {n: p.detach().unsqueeze(0).repeat(m, *[1] * p.ndim) for n, p in model.named_parameters()}
         self.buffers = {n: b.detach().unsqueeze(0).repeat(m, *[1] * b.ndim) for n, b in model.named_buffers()}
         self.sgd = SGDState(self.params, lr, momentum, weight_decay)
-        self.prox, self.tau, self.sam_rho = prox, tau, sam_rho
+        self.tau, self.sam_rho = tau, sam_rho
+        self.prox_step = prox / tau if is_on(prox) else None  # the proximal pull per local step, p / tau
         self.state = algorithm.init({n: p[:1].clone() for n, p in self.params.items()}, axis)
+
+    def start_from(self, params: Params, buffers: Params | None = None, center: Params | None = None) -> None:
+        """Begin from these stacked parameters (and buffers) instead of the model's: fresh momentum and
+        the algorithm's state initialised from ``center`` (default: the parameters), one row per worker."""
+        self.params = {n: p.clone() for n, p in params.items()}
+        if buffers is not None:
+            self.buffers = {n: b.clone() for n, b in buffers.items()}
+        self.sgd.buffers = self.sgd.fresh_buffers(self.params)
+        self.state = self.algorithm.init({n: x.clone() for n, x in (center or self.params).items()}, self.axis)
 
     def _losses_and_grads(self, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
                           shift: list[torch.Tensor] | None = None, reduction: str = "mean"):
@@ -163,10 +185,10 @@ class VmapEngine:
         names = list(params)
         grads = list(self.algorithm.reduce_grads(dict(zip(names, grads)), self.axis).values())
         self.sgd.apply(list(params.values()), grads, momentum)
-        if is_on(self.prox):  # x_i <- (1 - p/tau) x_i + (p/tau) z, in place
+        if self.prox_step is not None:  # x_i <- (1 - p/tau) x_i + (p/tau) z, in place
             center = self.algorithm.center(self.state)
             for n, p in params.items():
-                p.lerp_(center[n].expand_as(p), per_row(self.prox / self.tau, p))
+                p.lerp_(center[n].expand_as(p), per_row(self.prox_step, p))
         self.state = self.algorithm.observe_losses(self.state, losses, workers)
         return losses, params
 

@@ -15,6 +15,7 @@ import functools
 import re
 import threading
 import warnings
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -26,7 +27,7 @@ from grawa_sim.core.collectives import StackedAxis
 from grawa_sim.core.devices import resolve_device
 from grawa_sim.data.datasets import Dataset, TrainingStream, hold_out, load, validation_size
 from grawa_sim.engine.clock import Clock, ClockModel
-from grawa_sim.engine.ensemble import VmapEngine
+from grawa_sim.engine.ensemble import VmapEngine, per_worker
 from grawa_sim.engine.reference_loop import LoopEngine
 from grawa_sim.models import registry as models
 from grawa_sim.models.losses import per_sample_loss
@@ -148,8 +149,12 @@ def model_and_data(config: Config, device: torch.device | str = "cpu") -> tuple[
     return model.to(device), data
 
 
-def build_engine(cfg: Config, model: nn.Module, data: Dataset, axis: StackedAxis | None = None):
-    """The stacked engine (``backend="vmap"``) or the per-worker loop reference (``"loop"``) of a run."""
+def build_engine(cfg: Config, model: nn.Module, data: Dataset, axis: StackedAxis | None = None,
+                 runs: Sequence[Config] | None = None):
+    """The stacked engine (``backend="vmap"``) or the per-worker loop reference (``"loop"``) of a run.
+
+    ``runs``: the configurations of the runs sharing one grouped ensemble (`run_many`); their lr,
+    momentum, weight decay and prox become one value per worker row."""
     hyper = algorithms.get(cfg.algorithm).hyper_type.from_config(cfg)
     loss = per_sample_loss(data.classes, data.loss)
     sam_rho = cfg.sam_rho if cfg.sam else None
@@ -159,9 +164,13 @@ def build_engine(cfg: Config, model: nn.Module, data: Dataset, axis: StackedAxis
             raise ConfigError(f"backend: the loop backend runs in one process only (got {cfg.backend!r})")
         return LoopEngine(model, cfg.algorithm, cfg.workers, hyper, loss, cfg.lr, cfg.momentum,
                           cfg.weight_decay, sam_rho)
+    runs = runs or [cfg]
+    like = next(model.parameters())
+    lr, momentum, weight_decay, prox = (per_worker([getattr(c, f) for c in runs], cfg.workers, like)
+                                        for f in ("lr", "momentum", "weight_decay", "prox"))
     algorithm = algorithms.build(cfg.algorithm, hyper)
-    return VmapEngine(model, algorithm, axis, loss, cfg.lr, cfg.momentum,
-                      cfg.weight_decay, cfg.prox, cfg.tau, sam_rho, cfg.execution)
+    return VmapEngine(model, algorithm, axis, loss, lr, momentum, weight_decay, prox, cfg.tau, sam_rho,
+                      cfg.execution)
 
 
 def build_clock(cfg: Config, model: nn.Module) -> Clock:

@@ -26,7 +26,7 @@ from grawa_sim.config import Config, ConfigError
 from grawa_sim.core.collectives import GroupedAxis, Params, StackedAxis
 from grawa_sim.core.devices import resolve_device
 from grawa_sim.data.datasets import TrainingStream
-from grawa_sim.engine.ensemble import VmapEngine
+from grawa_sim.engine.ensemble import VmapEngine, per_worker
 from grawa_sim.engine.lr_schedule import lr_at
 from grawa_sim.engine.problem import Problem, build_clock, build_engine, memory_errors, model_and_data, validate
 from grawa_sim.engine.recorder import Recorder, interactive, progress_bar
@@ -111,25 +111,11 @@ def _run_many(cfgs: list[Config], progress, device) -> list[Result]:
     built = [model_and_data(c, device) for c in cfgs]
     data = built[0][1]
     axis = GroupedAxis(m, r)
-    engine = build_engine(base, built[0][0], data, axis)
+    engine = build_engine(base, built[0][0], data, axis, runs=cfgs)
     stack = lambda tensors: torch.cat([t.detach().unsqueeze(0).expand(m, *t.shape) for t in tensors])  # noqa: E731
-    engine.params = {n: stack([dict(model.named_parameters())[n] for model, _ in built]).clone() for n in engine.params}
-    engine.buffers = {n: stack([dict(model.named_buffers())[n] for model, _ in built]).clone() for n in engine.buffers}
-    engine.state = engine.algorithm.init({n: p.clone() for n, p in engine.params.items()}, axis)
+    engine.start_from({n: stack([dict(model.named_parameters())[n] for model, _ in built]) for n in engine.params},
+                      {n: stack([dict(model.named_buffers())[n] for model, _ in built]) for n in engine.buffers})
     like = next(iter(engine.params.values()))
-
-    def rows(values: list[float]) -> float | torch.Tensor:
-        """One value per worker row [R*M], or the plain float when every run has the same."""
-        if len(set(values)) == 1:
-            return values[0]
-        return torch.tensor(values, dtype=like.dtype, device=like.device).repeat_interleave(m)
-
-    engine.sgd.lr = rows([c.lr for c in cfgs])
-    engine.sgd.momentum = rows([c.momentum for c in cfgs])
-    engine.sgd.weight_decay = rows([c.weight_decay for c in cfgs])
-    if any(c.momentum > 0 for c in cfgs) and not engine.sgd.buffers:
-        engine.sgd.buffers = [torch.zeros_like(p) for p in engine.params.values()]
-    engine.prox = rows([c.prox or 0.0 for c in cfgs])
 
     streams = [TrainingStream(c, data, slice(0, m)) for c in cfgs]
     clocks = [build_clock(c, model) for c, (model, _) in zip(cfgs, built)]
@@ -141,7 +127,7 @@ def _run_many(cfgs: list[Config], progress, device) -> list[Result]:
         if lrs != [rec.lr for rec in recorders]:
             for rec, lr in zip(recorders, lrs):
                 rec.lr = lr
-            engine.set_lr(rows(lrs))
+            engine.set_lr(per_worker(lrs, m, like))
 
     def batch(draws: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.cat([x for x, _ in draws]), torch.cat([y for _, y in draws])

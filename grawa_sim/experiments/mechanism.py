@@ -95,8 +95,8 @@ def simulate(setup: Setup) -> Outcome:
         starts = starts.mean(dim=1, keepdim=True).expand(r, m, d)
     model = Point(shape, where.ridge.clone()).double()
     engine = VmapEngine(model, algorithm, axis, per_sample_loss(0, "value"), setup.lr, 0.0, 0.0, prox, hyper.tau)
-    engine.params = {"x": starts.reshape(r * m, d).clone()}
-    engine.state = algorithm.init({"x": starts.mean(dim=1, keepdim=True).expand(r, m, d).reshape(r * m, d)}, axis)
+    engine.start_from({"x": starts.reshape(r * m, d)},
+                      center={"x": starts.mean(dim=1, keepdim=True).expand(r, m, d).reshape(r * m, d)})
     zeros = torch.zeros(r * m, setup.batch_size, dtype=torch.float64)
 
     def noise() -> torch.Tensor:
