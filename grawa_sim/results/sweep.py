@@ -167,12 +167,14 @@ def batches(pending: list[tuple[int, Config]], batch_runs: int | str) -> list[li
 
 def compute_runs(cfgs: list[Config], out: str | os.PathLike, progress: bool | None = None
                  ) -> list[tuple[str, str | None]]:
-    """Compute and store runs together (`run_many`) under their locks; one run, a run held by another
+    """Compute and store runs together (`run_many`) under their locks; one run, runs held by another
     process, or a batch that diverged: run by run (`compute_run`). Returns each run's (status, line)."""
     if len(cfgs) == 1:
         return [compute_run(cfgs[0], out, progress)]
+    runs = [Path(out) / "runs" / run_key(cfg) for cfg in cfgs]
     locks = [Path(out) / "locks" / run_key(cfg) for cfg in cfgs]
     locks[0].parent.mkdir(parents=True, exist_ok=True)
+    outcomes: list[tuple[str, str | None] | None] = [None] * len(cfgs)
     held = []
     try:
         for lock in locks:
@@ -180,19 +182,20 @@ def compute_runs(cfgs: list[Config], out: str | os.PathLike, progress: bool | No
                 break
             held.append(lock)
         if len(held) == len(cfgs):
-            todo = [k for k, cfg in enumerate(cfgs) if stored_status(Path(out) / "runs" / run_key(cfg), cfg) is None]
-            if todo:
-                try:
-                    results = run_many([cfgs[k] for k in todo], progress=progress)
-                except DivergenceError:
-                    results = None
-                if results is not None:
-                    for k, result in zip(todo, results):
-                        save_result(result, Path(out) / "runs" / run_key(cfgs[k]), overwrite=True)
+            statuses = [stored_status(run_dir, cfg) for run_dir, cfg in zip(runs, cfgs)]
+            outcomes = [None if status is None else (status, None) for status in statuses]
+            todo = [k for k, status in enumerate(statuses) if status is None]
+            try:
+                results = run_many([cfgs[k] for k in todo], progress=progress) if todo else []
+            except DivergenceError:
+                results = []  # run by run below, so that each run's own outcome is stored
+            for k, result in zip(todo, results):
+                save_result(result, runs[k], overwrite=True)
+                outcomes[k] = (FINISHED, None)
     finally:
         for lock in held:
             release(lock)
-    return [compute_run(cfg, out, progress) for cfg in cfgs]  # stored ones are read back, the rest computed
+    return [outcome or compute_run(cfg, out, progress) for outcome, cfg in zip(outcomes, cfgs)]
 
 
 def _one_thread() -> None:
