@@ -26,17 +26,22 @@ from grawa_sim.engine.problem import build_problem, model_and_data
 
 
 def _stepper(cfg: Config, axis: StackedAxis | None = None, device: torch.device | str = "cpu") -> Callable[[int], None]:
-    """A closure doing n training steps of cfg: run()'s own step and round (`Problem.step`,
-    `Problem.round`) every tau steps, on the same model, shards and batch stream; no evaluation
-    and no simulated clock, so the benchmark measures the engine."""
-    problem = build_problem(cfg, device, axis)
+    """n training steps of cfg on the same model, shards and batch stream as run(cfg) (`_train`)."""
+    return _train(build_problem(cfg, device, axis))
+
+
+def _train(problem, rounds: bool = True) -> Callable[[int], None]:
+    """A closure doing n training steps of ``problem``: run()'s own step (`Problem.step`) and, with
+    ``rounds``, its round (`Problem.round`) every tau steps; no evaluation and no simulated clock, so
+    the benchmark measures the engine."""
     count = [0]
+    periodic = rounds and not problem.communicates_every_step
 
     def steps(n: int) -> None:
         for _ in range(n):
             problem.step()
             count[0] += 1
-            if not problem.communicates_every_step and count[0] % problem.config.tau == 0:
+            if periodic and count[0] % problem.config.tau == 0:
                 problem.round()
 
     return steps
@@ -49,13 +54,15 @@ def _sync(device: torch.device | str) -> None:
 
 
 def side_by_side(contenders: dict[str, Callable[[int], None]], steps: int, repeats: int,
-                 device: torch.device | str = "cpu") -> dict[str, float]:
-    """Median steps/s of each contender, interleaved repeat by repeat after one warm-up.
+                 device: torch.device | str = "cpu", warmup: int | None = None) -> dict[str, float]:
+    """Median steps/s of each contender, interleaved repeat by repeat after a warm-up of ``warmup``
+    steps (default max(2, steps // 5)).
 
     On a CUDA ``device`` the device is synchronised before and after every timed block.
     """
     for fn in contenders.values():
-        fn(max(2, steps // 5))
+        if warmup is None or warmup > 0:
+            fn(max(2, steps // 5) if warmup is None else warmup)
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
@@ -123,17 +130,11 @@ def batched_runs(models_: tuple[str, ...] = ("mlp", "cnn"), seeds: int = 8, step
         base = Config(algorithm=algorithm, workers=8, tau=4, model=model, lr=0.05, momentum=0.9, weight_decay=1e-4,
                       batch_size=32, steps=steps, eval_every=steps)
         configs = [dataclasses.replace(base, seed=s) for s in range(seeds)]
-        contenders = {"one_by_one": lambda cs=configs: [run(c, progress=False, device=device) for c in cs],
-                      "batched": lambda cs=configs: run_many(cs, progress=False, device=device)}
-        times: dict[str, list[float]] = {k: [] for k in contenders}
-        for _ in range(repeats):
-            for name, fn in contenders.items():
-                _sync(device)
-                t0 = time.perf_counter()
-                fn()
-                _sync(device)
-                times[name].append(time.perf_counter() - t0)
-        wall = {k: statistics.median(v) for k, v in times.items()}
+        contenders = {"one_by_one": lambda n, cs=configs: [run(c, progress=False, device=device)
+                                                           for _ in range(n) for c in cs],
+                      "batched": lambda n, cs=configs: [run_many(cs, progress=False, device=device) for _ in range(n)]}
+        rate = side_by_side(contenders, 1, repeats, device, warmup=0)  # all the seeds, once per repeat
+        wall = {k: 1 / v for k, v in rate.items()}
         rows.append({"model": model, "runs": seeds, "workers": 8, "steps": steps, "device": str(device),
                      **{f"{k}_s": round(v, 3) for k, v in wall.items()},
                      "batched_speedup": round(wall["one_by_one"] / wall["batched"], 2)})
@@ -155,7 +156,8 @@ def step_costs(workers: tuple[int, ...] = (16, 64), repeats: int = 5, out=None,
     for m in workers:
         stacked = build_problem(Config(algorithm="localsgd", workers=m, tau=32, batch_size=32), device)
         single = build_problem(Config(algorithm="localsgd", workers=1, tau=32, batch_size=32 * m), device)
-        rate = side_by_side({"stacked": _steps(stacked), "single": _steps(single)}, 20, repeats, device)
+        rate = side_by_side({"stacked": _train(stacked, rounds=False), "single": _train(single, rounds=False)},
+                            20, repeats, device)
         rows.append({"what": "step", "model": "mlp", "workers": m, "device": str(device),
                      "stacked_steps_per_s": round(rate["stacked"], 1),
                      "single_MB_steps_per_s": round(rate["single"], 1),
@@ -164,20 +166,11 @@ def step_costs(workers: tuple[int, ...] = (16, 64), repeats: int = 5, out=None,
         for algorithm in ("mgrawa", "lgrawa"):
             problem = build_problem(Config(algorithm=algorithm, workers=m, tau=32, batch_size=32), device)
             rate = side_by_side({"round": lambda n, p=problem: [p.round() for _ in range(n)],
-                                 "step": _steps(problem)}, 32, repeats, device)
+                                 "step": _train(problem, rounds=False)}, 32, repeats, device)
             rows.append({"what": "round", "algorithm": algorithm, "model": "mlp", "workers": m, "device": str(device),
                          "round_over_steps": round(rate["step"] / rate["round"] / 32, 3)})
             print(json.dumps(rows[-1]), file=out, flush=True)
     return rows
-
-
-def _steps(problem) -> Callable[[int], None]:
-    """n local steps of ``problem`` (no rounds)."""
-    def steps(n: int) -> None:
-        for _ in range(n):
-            problem.step()
-
-    return steps
 
 
 def float32_gap(steps: int = 100, out=None, device: torch.device | str = "cpu") -> list[dict]:
