@@ -32,3 +32,11 @@ def test_step_costs_and_batched_runs_report_their_ratios():
     batched = bench.batched_runs(("mlp",), seeds=2, steps=8, repeats=1, out=io.StringIO())
     assert batched[0]["runs"] == 2 and batched[0]["batched_s"] > 0
     assert abs(batched[0]["batched_speedup"] - batched[0]["one_by_one_s"] / batched[0]["batched_s"]) < 0.05
+
+
+def test_memory_reports_the_peak_of_each_worker_count_and_their_slope():
+    out = io.StringIO()
+    row = bench.memory(("mlp",), workers=(4, 12), steps=2, out=out)[0]
+    assert row["workers"] == [4, 12] and all(k > 100_000 for k in row["peak_kib"])  # a torch process: > 100 MiB
+    assert row["kib_per_worker"] == round((row["peak_kib"][1] - row["peak_kib"][0]) / 8, 1)
+    assert json.loads(out.getvalue())["model"] == "mlp"

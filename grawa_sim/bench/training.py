@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -171,6 +172,45 @@ def step_costs(workers: tuple[int, ...] = (16, 64), repeats: int = 5, out=None,
                          "round_over_steps": round(rate["step"] / rate["round"] / 32, 3)})
             print(json.dumps(rows[-1]), file=out, flush=True)
     return rows
+
+
+def memory(models_: tuple[str, ...] = ("mlp", "cnn"), workers: tuple[int, int] = (64, 1024), batch_size: int = 3,
+           steps: int = 4, out=None) -> list[dict]:
+    """Peak resident memory per worker on the CPU: a short MGRAWA run (``steps`` steps, a round every 2)
+    at each of the two worker counts in a fresh process; KiB per worker = the difference of the two
+    peaks over the difference of M. B = 3 lets M = 1024 fit MNIST-1D's 4000 training samples."""
+    out = out or sys.stdout
+    rows = []
+    for model in models_:
+        peaks = {}
+        for m in workers:
+            child = (f"from grawa_sim.bench.training import _peak_rss; "
+                     f"_peak_rss({model!r}, {m}, {batch_size}, {steps})")
+            done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
+            peaks[m] = json.loads(done.stdout.strip().splitlines()[-1])
+        small, large = workers
+        rows.append({"model": model, "batch_size": batch_size, "workers": list(workers),
+                     "peak_kib": [peaks[m]["peak_kib"] for m in workers],
+                     "seconds": [peaks[m]["seconds"] for m in workers],
+                     "kib_per_worker": round((peaks[large]["peak_kib"] - peaks[small]["peak_kib"])
+                                             / (large - small), 1)})
+        print(json.dumps(rows[-1]), file=out, flush=True)
+    return rows
+
+
+def _peak_rss(model: str, workers: int, batch_size: int, steps: int) -> None:
+    """In a fresh process: run one short MGRAWA run, print its peak resident memory (KiB) and seconds."""
+    import resource
+
+    from grawa_sim.engine.runner import run
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    run(Config(algorithm="mgrawa", workers=workers, tau=2, steps=steps, eval_every=steps, model=model,
+               batch_size=batch_size), progress=False)
+    print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                      "seconds": round(time.perf_counter() - start, 2)}))
 
 
 def float32_gap(steps: int = 100, out=None, device: torch.device | str = "cpu") -> list[dict]:

@@ -242,6 +242,9 @@ def cmd_bench(args) -> None:
     if args.step_costs:
         bench.step_costs(repeats=args.repeats, device=device)
         return
+    if args.memory:
+        bench.memory(tuple(args.models.split(",")))
+        return
     workers = tuple(int(v) for v in args.workers.split(","))
     bench.backends(tuple(args.models.split(",")), workers, budget=args.budget, repeats=args.repeats, device=device)
 
@@ -422,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-costs", action="store_true",
                    help="the MLP's stacked step against one model on the FLOP-equal batch M*B, and a GRAWA round "
                         "against tau = 32 local steps, at M = 16 and 64, instead")
+    p.add_argument("--memory", action="store_true",
+                   help="peak CPU memory per worker (M = 64 and 1024, B = 3, each in a fresh process) instead")
     p.add_argument("--gpu", action="store_true",
                    help="the prepared GPU check (under 5 minutes on one CUDA GPU): stacked vs loop at M = 8, 64, "
                         "256 for mlp, cnn, resnet20, peak memory per worker, vmapped flatness vs PyHessian")
