@@ -22,7 +22,7 @@ from grawa_sim.algorithms import COMPARED
 from grawa_sim.config import Config
 from grawa_sim.core import stats
 from grawa_sim.experiments import ablations
-from grawa_sim.experiments.presets import _by_mode, finals, interval_table
+from grawa_sim.experiments.presets import by_mode, finals, interval_table
 from grawa_sim.results.sweep import grid
 
 TAU, PULL, REFERENCE = "tau", "pull", "reference"  # the groups of the sweep (column ``study``)
@@ -58,9 +58,9 @@ def configs(quick: bool, seeds: int | None = None, steps: int | None = None, wor
     Defaults: full, τ = 1 ... 128, λ = 0.1 ... 1, 768 local steps, 3 seeds; quick, τ = 2, 8, λ = 0.5, 1,
     32 steps, one seed.
     """
-    base = dataclasses.replace(ablations.BASE, workers=workers, steps=_by_mode(steps, quick, QUICK_STEPS, STEPS))
-    seeds = list(range(_by_mode(seeds, quick, 1, SEEDS)))
-    taus, pulls = _by_mode(taus, quick, QUICK_TAUS, TAUS), _by_mode(pulls, quick, QUICK_PULLS, PULLS)
+    base = dataclasses.replace(ablations.BASE, workers=workers, steps=by_mode(steps, quick, QUICK_STEPS, STEPS))
+    seeds = list(range(by_mode(seeds, quick, 1, SEEDS)))
+    taus, pulls = by_mode(taus, quick, QUICK_TAUS, TAUS), by_mode(pulls, quick, QUICK_PULLS, PULLS)
     return {
         TAU: [c for a in periodic(algorithms) for c in grid(dataclasses.replace(base, algorithm=a),
                                                             tau=list(taus), seed=seeds)],

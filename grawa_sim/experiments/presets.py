@@ -25,7 +25,7 @@ from grawa_sim.results.sweep import grid
 SEEDS = 5  # seeds per setting of the comparison and the time-budget study
 
 
-def _by_mode(value, quick: bool, quick_value, full_value):
+def by_mode(value, quick: bool, quick_value, full_value):
     """``value`` when given, else the mode's default (``quick_value`` in quick mode, else ``full_value``)."""
     return (quick_value if quick else full_value) if value is None else value
 
@@ -34,7 +34,7 @@ def _comparison_base(quick: bool, steps: int | None = None, workers: int = 8) ->
     """The comparison's setting: MNIST-1D, 1-D CNN, each algorithm's reference tau/pull/prox
     (steps: 64 quick, 2000 full, unless given)."""
     return Config(dataset="mnist1d", model="cnn", workers=workers, lr=0.05, momentum=0.9,
-                  weight_decay=1e-4, batch_size=32, steps=_by_mode(steps, quick, 64, 2000),
+                  weight_decay=1e-4, batch_size=32, steps=by_mode(steps, quick, 64, 2000),
                   eval_every=32 if quick else None)
 
 
@@ -57,7 +57,7 @@ def quickstart_configs(quick: bool, seeds: int = 1, steps: int | None = None, wo
     ``steps``: local steps per worker, default 3000 (quick: 64).
     """
     base = Config(dataset="mnist1d", model="mlp", workers=workers, tau=tau, lr=0.05, momentum=0.9,
-                  batch_size=32, steps=_by_mode(steps, quick, 64, 3000), eval_every=32 if quick else None)
+                  batch_size=32, steps=by_mode(steps, quick, 64, 3000), eval_every=32 if quick else None)
     configs = []
     for algorithm in algorithms:
         one = dataclasses.replace(base, algorithm=algorithm, tau=None if algorithm == "dp" else tau)
@@ -84,12 +84,12 @@ def time_budget_configs(quick: bool, seeds: int | None = None, budget: float | N
     Defaults: full, a 6 s budget (about 600 local steps) and 5 seeds; quick, 0.3 s and one seed.
     """
     base = Config(dataset="mnist1d", model="cnn", workers=workers, lr=0.05, momentum=0.9, weight_decay=1e-4,
-                  batch_size=32, steps=100_000, time_budget=_by_mode(budget, quick, 0.3, 6.0),
+                  batch_size=32, steps=100_000, time_budget=by_mode(budget, quick, 0.3, 6.0),
                   eval_every=8 if quick else 32, **TIME_BUDGET_CLOCK)
     configs = []
     for schedule, straggler_prob in settings:
         configs += grid(dataclasses.replace(base, schedule=schedule, straggler_prob=straggler_prob),
-                        algorithm=list(algorithms), seed=list(range(_by_mode(seeds, quick, 1, SEEDS))))
+                        algorithm=list(algorithms), seed=list(range(by_mode(seeds, quick, 1, SEEDS))))
     return configs
 
 
@@ -106,7 +106,7 @@ def noniid_configs(quick: bool, seeds: int | None = None, steps: int | None = No
     Defaults: full, 2000 local steps and 2 seeds; quick, 64 steps and one seed.
     """
     base = grid(_comparison_base(quick, steps, workers), algorithm=list(algorithms),
-                seed=list(range(_by_mode(seeds, quick, 1, 2))))
+                seed=list(range(by_mode(seeds, quick, 1, 2))))
     configs = []
     for alpha in alphas:
         configs += base if alpha is None else [dataclasses.replace(c, partition="dirichlet", alpha=alpha) for c in base]

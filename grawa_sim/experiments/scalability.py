@@ -28,7 +28,7 @@ from grawa_sim.config import Config
 from grawa_sim.core import stats
 from grawa_sim.core.errors import ConfigError
 from grawa_sim.experiments import ablations
-from grawa_sim.experiments.presets import _by_mode, finals, interval_table
+from grawa_sim.experiments.presets import by_mode, finals, interval_table
 from grawa_sim.results.storage import load_weights
 from grawa_sim.results.sweep import grid
 
@@ -70,10 +70,10 @@ def configs(quick: bool, seeds: int | None = None, steps: int | None = None, tot
     ``total_samples``. Defaults: full, M = 2 ... 128, 384 steps, 2**16 samples, 3 seeds; quick,
     M = 2 and 4, 32 steps, 2**11 samples, one seed.
     """
-    workers = _by_mode(workers, quick, QUICK_WORKERS, WORKERS)
-    steps = _by_mode(steps, quick, QUICK_STEPS, STEPS)
-    total = _by_mode(total_samples, quick, QUICK_TOTAL_SAMPLES, TOTAL_SAMPLES)
-    seeds = list(range(_by_mode(seeds, quick, 1, SEEDS)))
+    workers = by_mode(workers, quick, QUICK_WORKERS, WORKERS)
+    steps = by_mode(steps, quick, QUICK_STEPS, STEPS)
+    total = by_mode(total_samples, quick, QUICK_TOTAL_SAMPLES, TOTAL_SAMPLES)
+    seeds = list(range(by_mode(seeds, quick, 1, SEEDS)))
     base = ablations.BASE
     groups: dict[str, list[Config]] = {FIXED_STEPS: [], FIXED_SAMPLES: []}
     for m in workers:
