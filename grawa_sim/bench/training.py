@@ -221,12 +221,13 @@ def float32_gap(steps: int = 100, out=None, device: torch.device | str = "cpu") 
     out = out or sys.stdout  # the current one (not the one at import)
     from grawa_sim.config import ALGORITHMS
     from grawa_sim.engine.runner import run
+    from grawa_sim.experiments.presets import method_name
 
     rows = []
     cases = [(m, a, sam) for m in ("mlp", "cnn_bn") for a in ALGORITHMS for sam in (False, True)
              if not sam or algorithms.get(a).takes_sam]
     for model, algorithm, sam in cases:
-        row = {"model": model, "algorithm": algorithm + ("+sam" if sam else "")}
+        row = {"model": model, "algorithm": method_name(algorithm, sam)}
         for dtype in ("float32", "float64"):
             cfg = Config(algorithm=algorithm, sam=sam, model=model, dtype=dtype, workers=3, steps=steps, tau=8,
                          lr=0.05, momentum=0.9, weight_decay=1e-3, batch_size=16, eval_every=steps)

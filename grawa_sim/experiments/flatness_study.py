@@ -21,7 +21,7 @@ from grawa_sim import algorithms
 from grawa_sim.config import Config, digest
 from grawa_sim.core import stats
 from grawa_sim.engine.problem import validate
-from grawa_sim.experiments.presets import comparison_configs
+from grawa_sim.experiments.presets import comparison_configs, method_name
 from grawa_sim.flatness import Settings
 from grawa_sim.results.run_flatness import measure_tensors
 from grawa_sim.results.storage import load_config, load_history, load_params, write_csv_atomic
@@ -46,11 +46,6 @@ def table_name(settings: Settings) -> str:
 PUBLISHED = pd.DataFrame({"lambda_max": [33.9, 28.5, 9.5, 10.8, 10.9, 13.3],
                           "ritz_sum": [436.0, 634.0, 194.0, 195.0, 165.0, 177.0]},
                          index=pd.Index(["dp", "dp+sam", "easgd", "lsgd", "mgrawa", "lgrawa"], name="method"))
-
-
-def method_name(algorithm: str, sam: bool) -> str:
-    """'dp+sam' for DP with SAM, else the algorithm."""
-    return f"{algorithm}+sam" if sam else algorithm
 
 
 def configs(quick: bool, seeds: int = 3) -> list[Config]:

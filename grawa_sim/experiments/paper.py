@@ -18,7 +18,7 @@ import pandas as pd
 from grawa_sim.algorithms import COMPARED
 from grawa_sim.config import Config
 from grawa_sim.experiments import presets
-from grawa_sim.experiments.flatness_study import method_name
+from grawa_sim.experiments.presets import method_name
 from grawa_sim.results.sweep import grid
 
 PAPERS = ("cifar10", "cifar100")

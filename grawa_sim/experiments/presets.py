@@ -49,6 +49,11 @@ def comparison_configs(quick: bool, seeds: int = SEEDS, algorithms: tuple[str, .
 QUICKSTART_ALGORITHMS = ("mgrawa", "lgrawa", "localsgd", "dp")
 
 
+def method_name(algorithm: str, sam: bool) -> str:
+    """'dp+sam' for DP with SAM, else the algorithm."""
+    return f"{algorithm}+sam" if sam else algorithm
+
+
 def quickstart_configs(quick: bool, seeds: int = 1, steps: int | None = None, workers: int = 8, tau: int = 32,
                        algorithms: tuple[str, ...] = QUICKSTART_ALGORITHMS) -> list[Config]:
     """``algorithms`` (default MGRAWA, LGRAWA, LocalSGD and DP) on MNIST-1D (MLP, ``workers`` = 8, ``tau`` = 32
