@@ -414,20 +414,14 @@ def final_comparison(configs: dict[str, Config], out: str | os.PathLike, seeds: 
 
 def compare(finals: pd.DataFrame, by: str, value: str) -> pd.DataFrame:
     """Per group of ``by``: mean, ci95, n of ``value`` and Welch's test against the best baseline."""
-    groups = list(dict.fromkeys(finals[by]))
     means = finals.groupby(by, sort=False)[value].mean()
-    baselines = [g for g in groups if g not in BASELINES_EXCLUDE] or groups
+    baselines = [g for g in means.index if g not in BASELINES_EXCLUDE] or list(means.index)
     reference = max(baselines, key=lambda g: means[g])
-    rows = []
-    for g in groups:
-        values = finals.loc[finals[by] == g, value]
-        iv = stats.interval(values)
-        w = stats.welch(values, finals.loc[finals[by] == reference, value])
-        rows.append({by: g, f"{value}_mean": iv.mean, f"{value}_ci95": iv.half_width, "n": iv.n,
-                     "baseline": reference, "difference": w.difference, "t": w.t,
-                     "p": math.nan if g == reference else w.p,
-                     "significant": False if g == reference else w.significant})
-    return pd.DataFrame(rows).set_index(by).sort_values(f"{value}_mean", ascending=False)
+    table = stats.describe(finals, by, value)[["mean", "ci95", "n"]]
+    table = table.rename(columns={"mean": f"{value}_mean", "ci95": f"{value}_ci95"})
+    tests = stats.versus(finals, by, value, reference).rename(columns={"reference": "baseline"})
+    tests.loc[reference, "p"] = math.nan  # the baseline is not tested against itself
+    return table.join(tests).sort_values(f"{value}_mean", ascending=False)
 
 
 def importances(storage: str, methods: Sequence[str], prefix: str = "tune", seed: int = 0) -> pd.DataFrame:
