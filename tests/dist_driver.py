@@ -25,4 +25,5 @@ for algorithm in (*algorithms.names(), *sam_takers):
     result = run(cfg, progress=False, axis=axis)
     if dist.get_rank() == 0:
         save_result(result, f"{out}/{algorithm}")
+dist.barrier()  # as the CLI's ranks do: nobody tears gloo down while rank 0 is still saving
 dist.destroy_process_group()
