@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from grawa_sim import Config, run
 from grawa_sim.config import ALGORITHMS
+from grawa_sim.engine.ensemble import SGDState
 from tests.helpers import max_abs_diff
 
 HISTORY = ["round", "train_loss", "test_loss", "test_acc", "worker_loss", "center_test_loss", "spread"]
@@ -53,3 +55,50 @@ def test_vmap_matches_loop_batchnorm_cnn(algorithm, execution):
     cfg = dataclasses.replace(BASE, algorithm=algorithm, model="cnn_bn", steps=24, eval_every=12,
                               execution=execution, sam=algorithm == "dp")
     _compare(cfg, 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stacked_sgd_update_equals_the_formula_with_transposed_gradients(dtype):
+    """SGDState's update (the fused kernel with one rate, the row-by-row path with one rate per worker)
+    against g' = g + wd x; v' = mu v + g'; x' = x - lr (g' + mu v'), with gradients that autograd may
+    hand back transposed (non-contiguous)."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(4, 10, 7), (4, 7)]
+    params = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+    grads = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+    grads[0] = torch.randn(4, 7, 10, generator=gen, dtype=dtype).transpose(1, 2)  # non-contiguous
+    velocity = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+    lr, mu, wd = 0.05, 0.9, 1e-3
+    expected = []
+    for x, g, v in zip(params, grads, velocity):
+        g2 = g + wd * x
+        v2 = mu * v + g2
+        expected.append(x - lr * (g2 + mu * v2))
+    for rates in (dict(lr=lr, momentum=mu, weight_decay=wd),
+                  dict(lr=torch.full((4,), lr, dtype=dtype), momentum=torch.full((4,), mu, dtype=dtype),
+                       weight_decay=torch.full((4,), wd, dtype=dtype))):
+        x = [p.clone() for p in params]
+        sgd = SGDState(dict(zip("ab", x)), **rates)
+        sgd.buffers = [v.clone() for v in velocity]
+        sgd.apply(x, [g.clone() for g in grads])
+        for got, want in zip(x, expected):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-14)
+
+
+def test_stacked_step_uses_the_fused_update_after_adopting_the_gradient_layout(monkeypatch):
+    """After the first step every parameter sits in its gradient's layout (a linear weight's gradient comes
+    transposed), so later steps take the fused kernel on every tensor without copying a gradient."""
+    from grawa_sim.engine.problem import build_problem
+
+    problem = build_problem(Config(algorithm="localsgd", workers=4, tau=8, batch_size=8, model="mlp"), "cpu")
+    problem.step()
+    calls = []
+    real = torch._fused_sgd_
+    monkeypatch.setattr(torch, "_fused_sgd_", lambda *a, **k: calls.append(a) or real(*a, **k))
+    copies = []
+    real_empty_like = torch.empty_like
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: copies.append(a) or real_empty_like(*a, **k))
+    problem.step()
+    assert len(calls) == 1 and len(calls[0][0]) == len(problem.engine.params)
+    assert all(t.is_contiguous() for group in calls[0] for t in group)
+    assert copies == []
