@@ -506,3 +506,24 @@ def test_a_diverging_run_in_a_batch_is_stored_as_diverged_and_the_others_as_fini
 def test_bad_batch_runs_is_one_line(tmp_path, bad):
     with pytest.raises(ConfigError, match="^batch_runs: must be 'auto' or an integer >= 1"):
         sweep(BATCHED, tmp_path, batch_runs=bad)
+
+
+def test_flatness_study_measures_in_processes_as_in_one(tmp_path):
+    """study.measure with jobs = 2 (spawned processes, one thread each) gives the rows of jobs = 1, and
+    caches one table per run that a second call reads instead of measuring again."""
+    import shutil
+
+    from grawa_sim.experiments import flatness_study as study
+
+    configs = [dataclasses.replace(c, steps=32, eval_every=16) for c in study.configs(True, seeds=1)
+               if c.algorithm in ("dp", "mgrawa") and c.model == "cnn"]
+    assert len(configs) == 3  # dp, dp+sam, mgrawa
+    sweep(configs, tmp_path / "one", progress=False, log=io.StringIO())
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    one = study.measure(configs, tmp_path / "one", study.QUICK_SETTINGS, jobs=1)
+    two = study.measure(configs, tmp_path / "two", study.QUICK_SETTINGS, jobs=2)
+    assert len(one) == len(configs) + 1  # the average of every run, and MGRAWA's center (DP has none of its own)
+    pd.testing.assert_frame_equal(one, two, rtol=1e-4)
+    assert len(list((tmp_path / "two" / "flatness-study").glob("*.csv"))) == len(configs)
+    again = study.measure(configs, tmp_path / "two", study.QUICK_SETTINGS, jobs=2, progress=lambda x, **k: [])
+    pd.testing.assert_frame_equal(again, two)  # read from the cache: nothing left to measure

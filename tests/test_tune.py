@@ -225,6 +225,21 @@ def test_two_processes_share_one_study(tmp_path):
     assert len({tuple(sorted(t.params.items())) for t in trials_seen}) == trials
 
 
+def test_tune_jobs_runs_processes_on_one_study_then_the_final_comparison(tmp_path):
+    url, trials = _url(tmp_path), 4
+    env = {**os.environ, "PYTHONPATH": str(PROJECT), "GRAWA_RESULTS": str(tmp_path / "results")}
+    command = [sys.executable, "-m", "grawa_sim", "tune", "--algorithm", "localsgd", "--trials", str(trials),
+               "--final-seeds", "2", "--jobs", "2", "--storage", url, *TINY_FLAGS]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    trials_seen = _trials(url, "localsgd")
+    assert len(trials_seen) == trials and len(_counted(trials_seen)) == trials
+    assert len({tuple(sorted(t.params.items())) for t in trials_seen}) == trials
+    assert len(re.findall(r"\[localsgd trial \d+\]", done.stderr)) == trials  # both processes report to stderr
+    finals = pd.read_csv(tmp_path / "results" / "tune" / "tune" / "results.csv")
+    assert len(finals) == 2 and "test_acc_mean" in done.stdout
+
+
 def test_a_study_of_another_setting_is_refused(tmp_path):
     url = _url(tmp_path)
     tuning.tune(TINY, ["dp"], 1, url, log=open(os.devnull, "w"))
@@ -279,6 +294,7 @@ def test_final_comparison_matches_scipy(tmp_path):
     (["--algorithm", "dp", "--storage", "sqlite:////dev/null/tune.db"], "storage"),
     (["--algorithm", "dp", "--final-seeds", "1"], "final_seeds"),
     (["--algorithm", "dp", "--validation", "1.5"], "validation"),
+    (["--algorithm", "dp", "--jobs", "0"], "jobs"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, field):
     assert main(["tune", "--quick", *argv]) == 2

@@ -163,7 +163,7 @@ def cmd_reproduce(args) -> None:
         return _reproduce_paper(args, quick, figures)
     configs = [dataclasses.replace(c, device=args.device)
                for c in experiments.comparison_configs(quick, seeds=args.seeds)]
-    histories = sweep(configs, args.out, progress=_progress(args))
+    histories = sweep(configs, args.out, progress=_progress(args), jobs=args.jobs, batch_runs=args.batch_runs)
     table = experiments.summary(histories)
     fig = plots.comparison_figure(histories, figures / "comparison_mnist1d.png",
                                   f"MNIST-1D, 1-D CNN, M = {configs[0].workers}, reference τ per algorithm")
@@ -184,7 +184,7 @@ def _reproduce_paper(args, quick: bool, figures: Path) -> None:
     asked = paper.paper_configs(args.paper, quick, seeds=args.seeds, data_dir=args.data_dir, budget=args.budget)
     _fetch_data(args, asked)
     configs = [dataclasses.replace(c, device=args.device) for c in asked]
-    histories = sweep(configs, args.out, progress=_progress(args))
+    histories = sweep(configs, args.out, progress=_progress(args), jobs=args.jobs, batch_runs=args.batch_runs)
     table = paper.paper_summary(histories)
     fig = plots.paper_figure(paper.with_method(histories), figures / f"paper_{args.paper}.png")
     table_path = write_csv_atomic(table, Path(args.out) / "summary.csv", index=True)
@@ -312,7 +312,7 @@ def cmd_tune(args) -> None:
         warnings.simplefilter("ignore", ConfigWarning)
         base = dataclasses.replace(tuning.quick_base() if quick else Config(algorithm="dp"), **given)
     fixed = [f for f in tuning.SEARCHED if f in given]
-    tuning.tune(base, methods, trials, storage, args.study, seed=base.seed, fixed=fixed)
+    tuning.tune_in_processes(args.jobs, base, methods, trials, storage, args.study, seed=base.seed, fixed=fixed)
     summary = tuning.summary(storage, methods, args.study)
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
     importances = tuning.importances(storage, methods, args.study)
@@ -322,7 +322,7 @@ def cmd_tune(args) -> None:
     out = Path(experiments.results_dir(quick)) / "tune" / args.study
     if final_seeds and (summary["complete"] > 0).all():
         configs = tuning.best_configs(base, methods, storage, args.study)
-        table = tuning.final_comparison(configs, out, seeds=final_seeds)
+        table = tuning.final_comparison(configs, out, seeds=final_seeds, jobs=args.jobs)
         print(table.to_string(float_format=lambda v: f"{v:.4g}"))
         print(f"wrote {storage} and {out / 'results.csv'}")
     else:
@@ -340,6 +340,17 @@ def _check_out(out: str | None) -> None:
         from grawa_sim.core.folders import check_writable
 
         check_writable(out)
+
+
+def _add_parallel_flags(p, jobs: int, batch_runs: int | str) -> None:
+    """--jobs and --batch-runs (a sweep's processes and its runs per stacked ensemble) with these defaults."""
+    p.add_argument("--jobs", type=_converter(int, "jobs"), default=jobs,
+                   help=f"processes computing runs at once, one torch thread each (a lock per run: two jobs or two "
+                        f"sweeps never compute the same run; default {jobs})")
+    p.add_argument("--batch-runs", type=_batch_runs, default=batch_runs,
+                   help=f"train up to N compatible runs (differing only in seed, lr, momentum, weight decay, prox) "
+                        f"as one stacked ensemble; auto: as many as fit 128 workers; 1: one run at a time "
+                        f"(default {batch_runs})")
 
 
 def _batch_runs(text: str) -> int | str:
@@ -377,12 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="sweep directory (runs/ and results.csv)")
     p.add_argument("--download", action="store_true", help="download CIFAR into --data-dir when missing (internet)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--jobs", type=_converter(int, "jobs"), default=1,
-                   help="processes computing runs at once, one torch thread each (a lock per run: two jobs or two "
-                        "sweeps never compute the same run)")
-    p.add_argument("--batch-runs", type=_batch_runs, default=1,
-                   help="train up to N compatible runs (differing only in seed, lr, momentum, weight decay, prox) "
-                        "as one stacked ensemble; auto: as many as fit 128 workers; 1: one run at a time")
+    _add_parallel_flags(p, jobs=1, batch_runs=1)
     p.set_defaults(func=cmd_sweep)
 
     for name, func, text, seeds in (
@@ -400,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", help=FIELD_HELP["device"])
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         if name == "reproduce":
+            _add_parallel_flags(p, jobs=2, batch_runs="auto")
             p.add_argument("--paper", choices=("cifar10", "cifar100"), default=None,
                            help="the paper's setting instead: ResNet-20 on this data set, M = 4 and 8, every method "
                                 "with the reference hyperparameters, one simulated-time budget (needs --data-dir)")
@@ -472,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None,
                    help="an Optuna RDB URL (default: sqlite:///results/tune.db; quick: in the scratch folder)")
     p.add_argument("--study", default="tune", help="study name prefix: one study <study>-<algorithm> each")
+    p.add_argument("--jobs", type=_converter(int, "jobs"), default=1,
+                   help="processes tuning at once (one torch thread each), all on the same studies through the "
+                        "storage; also the processes of the final comparison (default 1)")
     p.add_argument("--quick", action="store_true", help="a tiny MLP setting, 2 trials, 2 final seeds, written "
                                                         "to the scratch folder (also GRAWA_QUICK=1)")
     p.add_argument("--final-seeds", type=_converter(int, "final_seeds"), default=None,

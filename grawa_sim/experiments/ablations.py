@@ -16,8 +16,9 @@ import pandas as pd
 from grawa_sim.config import Config
 from grawa_sim.core import stats
 from grawa_sim.core.errors import ConfigError
+from grawa_sim.engine.problem import validate
 from grawa_sim.experiments.presets import TIME_BUDGET_CLOCK
-from grawa_sim.results.sweep import sweep
+from grawa_sim.results.sweep import run_key, sweep
 
 # MNIST-1D, MLP, B = 16 (a worker's IID shard at M = 128 holds 4000 // 128 = 31 samples, so B = 32
 # would not fit), SGD lr 0.05 with Nesterov momentum 0.9, and the time-budget study's clock: a 10 ms
@@ -28,20 +29,23 @@ COSTS = ("step", "round", "sim_time", "comm_bytes")  # what a run has spent when
 
 
 def sweep_groups(groups: dict[str, list[Config]], out: str | os.PathLike, column: str, jobs: int = 1,
-                 progress: bool | None = None) -> pd.DataFrame:
-    """`sweep` every group of configs into the one cache ``out`` (a config in several groups runs once);
-    the histories of all groups stacked, each tagged with its group's name in ``column``. ``run`` names
-    a run within its group (``<group>/<run key>``), so a config shared by two groups counts once in each;
-    ``run_key`` is its folder under ``out/runs``."""
+                 progress: bool | None = None, batch_runs: int | str = 1) -> pd.DataFrame:
+    """One `sweep` of the configs of all groups into the cache ``out`` (a config in several groups runs
+    once; ``jobs`` and ``batch_runs`` as in `sweep`); the histories of all groups stacked, each tagged
+    with its group's name in ``column``. ``run`` names a run within its group (``<group>/<run key>``), so
+    a config shared by two groups counts once in each; ``run_key`` is its folder under ``out/runs``."""
     if not groups:
         raise ConfigError(f"{column}: needs at least one group of configs (got none)")
+    keys = {name: list(dict.fromkeys(run_key(validate(c)) for c in configs)) for name, configs in groups.items()}
+    union = list({run_key(validate(c)): c for configs in groups.values() for c in configs}.values())
+    histories = sweep(union, out, progress=progress, jobs=jobs, batch_runs=batch_runs)
+    if histories.empty:
+        return pd.DataFrame()
     frames = []
-    for name, configs in groups.items():
-        histories = sweep(configs, out, progress=progress, jobs=jobs)
-        if histories.empty:
-            continue
-        frames.append(histories.assign(**{column: name, "run_key": histories["run"],
-                                          "run": name + "/" + histories["run"]}))
+    for name, wanted in keys.items():
+        part = histories[histories["run"].isin(wanted)]
+        part = part.iloc[part["run"].map({k: i for i, k in enumerate(wanted)}).argsort(kind="stable")]
+        frames.append(part.assign(**{column: name, "run_key": part["run"], "run": name + "/" + part["run"]}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -71,9 +71,10 @@ def configs(quick: bool, seeds: int | None = None, steps: int | None = None, wor
 
 
 def run(groups: dict[str, list[Config]], out: str | os.PathLike, jobs: int = 1,
-        progress: bool | None = None) -> pd.DataFrame:
+        progress: bool | None = None, batch_runs: int | str = 1) -> pd.DataFrame:
     """Every group's runs (cached under ``out``), the histories tagged with a ``study`` column."""
-    return ablations.sweep_groups(groups, out, "study", jobs=jobs, progress=progress)
+    return ablations.sweep_groups(groups, out, "study", jobs=jobs, progress=progress,
+                                  batch_runs=batch_runs)
 
 
 def _study(histories: pd.DataFrame, field: str) -> pd.DataFrame:

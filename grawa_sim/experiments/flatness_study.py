@@ -25,7 +25,7 @@ from grawa_sim.experiments.presets import comparison_configs, method_name
 from grawa_sim.flatness import Settings
 from grawa_sim.results.run_flatness import measure_tensors
 from grawa_sim.results.storage import load_config, load_history, load_params, write_csv_atomic
-from grawa_sim.results.sweep import run_key
+from grawa_sim.results.sweep import one_torch_thread, run_key
 
 METHODS = tuple((a, sam) for a in algorithms.COMPARED for sam in (False, True)
                 if not sam or algorithms.get(a).takes_sam)  # dp, dp+sam, localsgd, ... in that order
@@ -59,30 +59,43 @@ def configs(quick: bool, seeds: int = 3) -> list[Config]:
 
 
 def measure(configs_: list[Config], out: str | os.PathLike, settings: Settings = SETTINGS,
-            progress=None) -> pd.DataFrame:
+            progress=None, jobs: int = 1) -> pd.DataFrame:
     """The flatness rows (uniform average and center) of every finished run of ``configs_`` under
     ``out/runs``, with the run's method, net, seed and final accuracies; cached per run and settings
-    in ``out/flatness-study/<run key>-flatness-study-<settings digest>.csv`` (computed when missing)."""
+    in ``out/flatness-study/<run key>-flatness-study-<settings digest>.csv`` (computed when missing,
+    by ``jobs`` processes of one torch thread each; ``progress``: a tqdm-like wrapper)."""
+    resolved = [validate(cfg) for cfg in configs_]
+    paths = [Path(out) / "flatness-study" / f"{run_key(cfg)}-{table_name(settings)}" for cfg in resolved]
+    missing = list(dict.fromkeys((run_key(cfg), str(path)) for cfg, path in zip(resolved, paths)
+                                 if not path.is_file()))
+    jobs_ = [(str(Path(out) / "runs" / key), path, settings) for key, path in missing]
+    if jobs > 1 and len(jobs_) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(min(jobs, len(jobs_)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=one_torch_thread) as pool:
+            futures = [pool.submit(_measure_run, *job) for job in jobs_]
+            for future in progress(as_completed(futures), total=len(futures)) if progress else as_completed(futures):
+                future.result()
+    else:
+        for job in progress(jobs_) if progress else jobs_:
+            _measure_run(*job)
     rows = []
-    todo = list(configs_)
-    bar = progress(todo) if progress else todo
-    for cfg in bar:
-        cfg = validate(cfg)
-        run_dir = Path(out) / "runs" / run_key(cfg)
-        path = Path(out) / "flatness-study" / f"{run_key(cfg)}-{table_name(settings)}"
-        if path.is_file():
-            table = pd.read_csv(path)
-        else:
-            table = measure_tensors(load_config(run_dir), load_params(run_dir), metrics=METRICS, settings=settings,
-                                    workers=False)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_csv_atomic(table, path)
-        final = load_history(run_dir).iloc[-1]
-        table = table.assign(method=method_name(cfg.algorithm, cfg.sam), net=cfg.model, seed=cfg.seed,
-                             test_acc=final["test_acc"], train_acc=final["train_acc"],
-                             gap=final["train_acc"] - final["test_acc"], run=run_key(cfg))
-        rows.append(table)
+    for cfg, path in zip(resolved, paths):
+        final = load_history(Path(out) / "runs" / run_key(cfg)).iloc[-1]
+        rows.append(pd.read_csv(path).assign(
+            method=method_name(cfg.algorithm, cfg.sam), net=cfg.model, seed=cfg.seed, test_acc=final["test_acc"],
+            train_acc=final["train_acc"], gap=final["train_acc"] - final["test_acc"], run=run_key(cfg)))
     return pd.concat(rows, ignore_index=True)
+
+
+def _measure_run(run_dir: str, path: str, settings: Settings) -> None:
+    """Measure one finished run (average and center) and store its rows at ``path``."""
+    table = measure_tensors(load_config(run_dir), load_params(run_dir), metrics=METRICS, settings=settings,
+                            workers=False)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_csv_atomic(table, Path(path))
 
 
 def summary(table: pd.DataFrame, row: str = "average",

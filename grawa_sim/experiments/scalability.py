@@ -86,9 +86,10 @@ def configs(quick: bool, seeds: int | None = None, steps: int | None = None, tot
 
 
 def run(groups: dict[str, list[Config]], out: str | os.PathLike, jobs: int = 1,
-        progress: bool | None = None) -> pd.DataFrame:
+        progress: bool | None = None, batch_runs: int | str = 1) -> pd.DataFrame:
     """Every regime's runs (cached under ``out``), the histories tagged with a ``regime`` column."""
-    return ablations.sweep_groups(groups, out, "regime", jobs=jobs, progress=progress)
+    return ablations.sweep_groups(groups, out, "regime", jobs=jobs, progress=progress,
+                                  batch_runs=batch_runs)
 
 
 def accuracy(histories: pd.DataFrame) -> pd.DataFrame:

@@ -285,20 +285,7 @@ def tune(base: Config, methods: Sequence[str], trials: int, storage: str, prefix
     from optuna.trial import TrialState
 
     log = log or sys.stderr
-    methods = list(dict.fromkeys(methods))
-    if not methods:
-        raise ConfigError(f"algorithm: name at least one of {', '.join(method_names())} (got {methods!r})")
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ConfigError(f"trials: must be an integer >= 1 (got {trials!r})")
-    unknown = sorted(set(fixed) - set(SEARCHED))
-    if unknown:
-        raise ConfigError(f"fixed: each must be one of {', '.join(SEARCHED)} (got {unknown[0]!r})")
-    base = with_validation(base)
-    spaces = {m: search_space(m, base, fixed) for m in methods}
-    from grawa_sim.engine.runner import validate
-
-    for m in methods:  # every method's setting is checked before any training (with its largest tau)
-        validate(method_config(base, m, {n: p.choices[-1] for n, p in spaces[m].items() if p.choices}))
+    base, methods, spaces = _checked(base, methods, trials, fixed)
     store = open_storage(storage)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -328,6 +315,48 @@ def tune(base: Config, methods: Sequence[str], trials: int, storage: str, prefix
                       f"{done}/{trials} done)", file=log)
     finally:
         optuna.logging.set_verbosity(verbosity)
+    return trials_table(storage, methods, prefix)
+
+
+def _checked(base: Config, methods: Sequence[str], trials: int, fixed: Collection[str]):
+    """(base with its validation split, the distinct methods, their search spaces), every method's
+    setting validated (with its largest tau) before any training; bad input: a ConfigError naming it."""
+    methods = list(dict.fromkeys(methods))
+    if not methods:
+        raise ConfigError(f"algorithm: name at least one of {', '.join(method_names())} (got {methods!r})")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ConfigError(f"trials: must be an integer >= 1 (got {trials!r})")
+    unknown = sorted(set(fixed) - set(SEARCHED))
+    if unknown:
+        raise ConfigError(f"fixed: each must be one of {', '.join(SEARCHED)} (got {unknown[0]!r})")
+    base = with_validation(base)
+    spaces = {m: search_space(m, base, fixed) for m in methods}
+    from grawa_sim.engine.runner import validate
+
+    for m in methods:
+        validate(method_config(base, m, {n: p.choices[-1] for n, p in spaces[m].items() if p.choices}))
+    return base, methods, spaces
+
+
+def tune_in_processes(jobs: int, base: Config, methods: Sequence[str], trials: int, storage: str,
+                      prefix: str = "tune", seed: int = 0, fixed: Collection[str] = ()) -> pd.DataFrame:
+    """`tune` in ``jobs`` processes at once (one torch thread each), all working on the same studies
+    through ``storage``: each claims the next missing trial, so together they run ``trials`` per method."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs: must be an integer >= 1 (got {jobs!r})")
+    if jobs == 1:
+        return tune(base, methods, trials, storage, prefix, seed=seed, fixed=fixed)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from grawa_sim.results.sweep import one_torch_thread
+
+    _checked(base, methods, trials, fixed)  # bad input: one error here, before any process starts
+    open_storage(storage)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=one_torch_thread) as pool:
+        for future in [pool.submit(tune, base, methods, trials, storage, prefix, seed, fixed) for _ in range(jobs)]:
+            future.result()
     return trials_table(storage, methods, prefix)
 
 
@@ -394,7 +423,8 @@ def final_comparison(configs: dict[str, Config], out: str | os.PathLike, seeds: 
     """Rerun every method's config with ``seeds`` fresh seeds (seed + 1000, ...) on the full training set
     (``validation`` 0) and compare final test accuracy: mean, 95 % t-interval, n, and Welch's t-test
     (two-sided) of each method against the best baseline (the best mean of the methods other than
-    BASELINES_EXCLUDE, or of all when every method is excluded). Runs are cached under ``out`` (a sweep)."""
+    BASELINES_EXCLUDE, or of all when every method is excluded). Runs are cached under ``out`` (a sweep
+    of ``jobs`` processes; a method's seeds train as one stacked ensemble)."""
     from grawa_sim.engine.runner import validate
     from grawa_sim.results.sweep import run_key, sweep
 
@@ -406,7 +436,7 @@ def final_comparison(configs: dict[str, Config], out: str | os.PathLike, seeds: 
             run = dataclasses.replace(c, validation=0.0, seed=c.seed + FINAL_SEED_OFFSET + k)
             runs.append(run)
             method_of[run_key(validate(run))] = m
-    histories = sweep(runs, out, progress=False, log=log)
+    histories = sweep(runs, out, progress=False, log=log, jobs=jobs, batch_runs="auto")
     finals = histories.groupby("run", sort=False).tail(1).copy()
     finals["method"] = finals["run"].map(method_of)
     return compare(finals, "method", "test_acc")

@@ -125,7 +125,7 @@ def sweep(configs: Iterable[Config], out: str | os.PathLike, progress: bool | No
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(min(jobs, len(units)), mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_one_thread) as pool:
+                                 initializer=one_torch_thread) as pool:
             futures = {pool.submit(compute_runs, [cfg for _, cfg in unit], str(out), False): unit for unit in units}
             for i, cfg in pending:
                 print(f"[{i}/{len(resolved)}] {run_key(cfg)}: queued", file=log)
@@ -198,7 +198,8 @@ def compute_runs(cfgs: list[Config], out: str | os.PathLike, progress: bool | No
     return [outcome or compute_run(cfg, out, progress) for outcome, cfg in zip(outcomes, cfgs)]
 
 
-def _one_thread() -> None:
+def one_torch_thread() -> None:
+    """A worker process's initializer: one torch thread ($GRAWA_JOB_THREADS to change it)."""
     import torch
 
     torch.set_num_threads(int(os.environ.get("GRAWA_JOB_THREADS", "1")))
