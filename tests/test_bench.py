@@ -40,3 +40,14 @@ def test_memory_reports_the_peak_of_each_worker_count_and_their_slope():
     assert row["workers"] == [4, 12] and all(k > 100_000 for k in row["peak_kib"])  # a torch process: > 100 MiB
     assert row["kib_per_worker"] == round((row["peak_kib"][1] - row["peak_kib"][0]) / 8, 1)
     assert json.loads(out.getvalue())["model"] == "mlp"
+
+
+def test_parallel_sweeps_times_four_ways_and_their_speedups():
+    out = io.StringIO()
+    row = bench.parallel_sweeps(seeds=2, steps=32, repeats=1, algorithms_=("dp", "localsgd"), workers=2, out=out)
+    assert row["runs"] == 4 and row["steps"] == 32
+    ways = ("jobs2", "jobs1_batched", "jobs2_batched")
+    assert all(row[f"{k}_s"] > 0 for k in ("jobs1", *ways))
+    for k in ways:
+        assert abs(row[f"{k}_speedup"] - row["jobs1_s"] / row[f"{k}_s"]) < 0.02 * row[f"{k}_speedup"] + 0.01
+    assert json.loads(out.getvalue()) == row

@@ -143,6 +143,37 @@ def batched_runs(models_: tuple[str, ...] = ("mlp", "cnn"), seeds: int = 8, step
     return rows
 
 
+def parallel_sweeps(seeds: int = 3, steps: int = 100, repeats: int = 2, algorithms_: tuple[str, ...] | None = None,
+                    workers: int = 8, out=None) -> dict:
+    """Wall seconds of the comparison sweep (every compared algorithm x ``seeds`` seeds: 18 runs of the 1-D CNN,
+    M = 8, ``steps`` local steps, one evaluation) computed four ways, interleaved repeat by repeat, each into a
+    fresh folder: ``--jobs 1`` (one process, torch's own threads), ``--jobs 2`` (two processes, one thread
+    each), and both with ``--batch-runs auto`` (each algorithm's seeds as one ensemble). Medians, and each
+    way's speed-up over ``--jobs 1``."""
+    import io
+
+    from grawa_sim.experiments.presets import comparison_configs
+    from grawa_sim.results.sweep import sweep
+
+    out = out or sys.stdout
+    configs = [dataclasses.replace(c, steps=steps, eval_every=steps, workers=workers)
+               for c in comparison_configs(False, seeds=seeds, algorithms=algorithms_ or algorithms.COMPARED)]
+    ways = {"jobs1": (1, 1), "jobs2": (2, 1), "jobs1_batched": (1, "auto"), "jobs2_batched": (2, "auto")}
+    times: dict[str, list[float]] = {k: [] for k in ways}
+    for _ in range(repeats):
+        for name, (jobs, batch_runs) in ways.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.perf_counter()
+                sweep(configs, tmp, progress=False, log=io.StringIO(), jobs=jobs, batch_runs=batch_runs)
+                times[name].append(time.perf_counter() - t0)
+    wall = {k: statistics.median(v) for k, v in times.items()}
+    row = {"runs": len(configs), "workers": workers, "steps": steps, "cpus": os.cpu_count(),
+           **{f"{k}_s": round(v, 2) for k, v in wall.items()},
+           **{f"{k}_speedup": round(wall["jobs1"] / v, 2) for k, v in wall.items() if k != "jobs1"}}
+    print(json.dumps(row), file=out, flush=True)
+    return row
+
+
 def step_costs(workers: tuple[int, ...] = (16, 64), repeats: int = 5, out=None,
                device: torch.device | str = "cpu") -> list[dict]:
     """Two overheads of the stacked engine, measured side by side (MLP, MNIST-1D, B = 32):

@@ -242,6 +242,9 @@ def cmd_bench(args) -> None:
     if args.step_costs:
         bench.step_costs(repeats=args.repeats, device=device)
         return
+    if args.parallel_sweep:
+        bench.parallel_sweeps(repeats=args.repeats)
+        return
     if args.memory:
         bench.memory(tuple(args.models.split(",")))
         return
@@ -432,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-costs", action="store_true",
                    help="the MLP's stacked step against one model on the FLOP-equal batch M*B, and a GRAWA round "
                         "against tau = 32 local steps, at M = 16 and 64, instead")
+    p.add_argument("--parallel-sweep", action="store_true",
+                   help="the 18-run comparison sweep (100 steps) with --jobs 1 against --jobs 2, each with and "
+                        "without --batch-runs auto, instead (CPU)")
     p.add_argument("--memory", action="store_true",
                    help="peak CPU memory per worker (M = 64 and 1024, B = 3, each in a fresh process) instead")
     p.add_argument("--gpu", action="store_true",
