@@ -273,9 +273,10 @@ def test_unrolled_execution_equals_vmap(method):
     torch.testing.assert_close(op.hvp(v), F.Batched(loss, stacked, execution="vmap").hvp(v), rtol=1e-10, atol=1e-10)
 
 
-def test_auto_execution_picks_as_training_does():
-    """"auto" asks `choose_execution` (the training engine's rule) about the loss's model: 2-D convolutions
-    on the CPU run unrolled, an MLP (and a closure without a model) vmapped."""
+def test_auto_execution_picks_for_second_order_products():
+    """"auto" asks `choose_execution` about the loss's model, for second-order products: any convolution on
+    the CPU (2-D, and the 1-D CNN that training runs vmapped) runs unrolled, an MLP (and a closure without a
+    model) vmapped."""
     from grawa_sim.models.execution import choose_execution
 
     g = torch.Generator().manual_seed(0)
@@ -288,8 +289,12 @@ def test_auto_execution_picks_as_training_does():
     cpu = torch.device("cpu")
     for loss, params, model in ((conv_loss, conv_params, conv2d), (mlp_loss, mlp_params, mlp_loss.model)):
         op = F.Batched(loss, params)  # the default is "auto"
-        assert op.execution == choose_execution(model, "auto", cpu)
+        assert op.execution == choose_execution(model, "auto", cpu, second_order=True)
     assert F.Batched(conv_loss, conv_params).execution == "unrolled"
+    cnn1d = models.build("cnn", (40,), 10)
+    assert choose_execution(cnn1d, "auto", cpu) == "vmap"  # training: 1-D convolutions win under vmap
+    assert choose_execution(cnn1d, "auto", cpu, second_order=True) == "unrolled"
+    assert choose_execution(cnn1d, "auto", torch.device("cuda"), second_order=True) == "vmap"
     assert choose_execution(conv2d, "auto", torch.device("cuda")) == "vmap"  # vmap on a GPU
     assert F.Batched(mlp_loss, mlp_params).execution == "vmap"
     assert F.Batched(lambda p: (p["x"] ** 2).sum(), {"x": torch.ones(2, 3)}).execution == "vmap"  # no model

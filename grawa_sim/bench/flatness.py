@@ -113,7 +113,8 @@ def _ours(contender: str, loss_fn, stacked, init, probes, iters: int):
 
 def compare(models: tuple[str, ...] = ("mlp", "cnn"), dataset: str = "mnist1d", workers: int = 8,
             probe: int = 320, iters: int = 100, samples: int = 100, train_steps: int = 200, repeats: int = 3,
-            contenders: tuple[str, ...] = ("vmap/reverse", "vmap/forward", "unrolled/reverse"), seed: int = 0,
+            contenders: tuple[str, ...] = ("auto/reverse", "vmap/reverse", "vmap/forward", "unrolled/reverse"),
+            seed: int = 0,
             out=None, device: torch.device | str = "cpu") -> list[dict]:
     """Our lambda_max and Hutchinson trace vs PyHessian's: agreement (%) and seconds per worker.
 

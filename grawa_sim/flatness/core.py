@@ -5,9 +5,10 @@ tensors [M, n] (n = number of parameters of one model). `Batched` evaluates the
 loss, its gradient and Hessian-vector products of all M models either in one
 ``torch.vmap`` call (``execution="vmap"``) or one model at a time (``"unrolled"``, the
 reference the vmapped results are tested against; with M = 1 it is the plain
-single-model call). ``"auto"`` (the default) picks as the training engine does for the
-loss's model (`grawa_sim.models.execution.choose_execution`: unrolled for 2-D convolutions
-on the CPU, else vmap); the same three values as ``Config.execution``.
+single-model call). ``"auto"`` (the default) picks for the loss's model
+(`grawa_sim.models.execution.choose_execution` with ``second_order``: unrolled for any
+convolution on the CPU, where vmapped double backward through convolutions is slow, else
+vmap); the same three values as ``Config.execution``.
 
 Hessian-vector products, H v = d/dt grad L(x + t v) at t = 0:
 
@@ -92,7 +93,8 @@ class Batched:
         self.models, self.size = self.x0.shape
         self.dtype, self.device = self.x0.dtype, self.x0.device
         model = getattr(loss_fn, "model", None)
-        execution = choose_execution(model if isinstance(model, torch.nn.Module) else None, execution, self.device)
+        execution = choose_execution(model if isinstance(model, torch.nn.Module) else None, execution, self.device,
+                                     second_order=True)
         self.loss_fn, self.aux, self.execution, self.method = loss_fn, aux, execution, method
         self._reverse_graph: tuple[torch.Tensor, torch.Tensor] | None = None
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from grawa_sim.config import EXECUTIONS, ConfigError
-from grawa_sim.models.registry import has_conv2d
+from grawa_sim.models.registry import has_conv, has_conv2d
 
 
 def check_execution(execution: str) -> None:
@@ -22,13 +22,16 @@ def check_execution(execution: str) -> None:
         raise ConfigError(f"execution: must be one of {', '.join(EXECUTIONS)} (got {execution!r})")
 
 
-def choose_execution(model: nn.Module | None, execution: str, device: torch.device | str) -> str:
-    """``execution`` as run: "vmap" or "unrolled". "auto": vmap, except 2-D convolutions on CPU, where
-    vmap's grouped convolutions lose to a per-worker loop (0.29x at M = 64 on a 2-core CPU). 1-D convs and
-    MLPs win under vmap here (`python -m grawa_sim bench`). ``model=None`` (a loss with no model to look
-    at): vmap."""
+def choose_execution(model: nn.Module | None, execution: str, device: torch.device | str,
+                     second_order: bool = False) -> str:
+    """``execution`` as run: "vmap" or "unrolled". "auto": vmap, except on the CPU for 2-D convolutions,
+    where vmap's grouped convolutions lose to a per-worker loop (0.29x at M = 64 on a 2-core CPU), and,
+    with ``second_order`` (Hessian-vector products: the flatness toolkit), for any convolution, whose
+    vmapped double backward is slow there (the 1-D CNN: 0.76x PyHessian vmapped, 1.14x unrolled). 1-D
+    convs and MLPs train faster under vmap here (`python -m grawa_sim bench`). ``model=None`` (a loss
+    with no model to look at): vmap."""
     check_execution(execution)
     if execution != "auto":
         return execution
-    conv2d = model is not None and has_conv2d(model)
-    return "unrolled" if conv2d and torch.device(device).type == "cpu" else "vmap"
+    slow = model is not None and (has_conv(model) if second_order else has_conv2d(model))
+    return "unrolled" if slow and torch.device(device).type == "cpu" else "vmap"

@@ -56,5 +56,10 @@ def has_conv2d(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
+def has_conv(model: nn.Module) -> bool:
+    """Any convolution (1-D, 2-D or 3-D)."""
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
 def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
