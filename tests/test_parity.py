@@ -102,3 +102,11 @@ def test_stacked_step_uses_the_fused_update_after_adopting_the_gradient_layout(m
     assert len(calls) == 1 and len(calls[0][0]) == len(problem.engine.params)
     assert all(t.is_contiguous() for group in calls[0] for t in group)
     assert copies == []
+
+
+def test_result_workers_are_contiguous_whatever_layout_the_engine_keeps():
+    """The engine keeps a linear weight in its gradient's transposed layout; the Result hands back the
+    usual contiguous tensors (so randn_like / view on them behave as on a module's parameters)."""
+    result = run(Config(algorithm="localsgd", workers=2, tau=2, steps=4, batch_size=8, model="mlp", eval_every=4),
+                 progress=False)
+    assert all(w.is_contiguous() for w in result.workers.values())

@@ -221,7 +221,10 @@ class Recorder:
         evaluated = engine.evaluated()
         result = Result(
             config=cfg, history=self.history(),
-            workers={n: axis.all_gather(p.detach()).clone() for n, p in engine.stacked_params().items()},
+            # contiguous: the engine may hold a parameter in its gradient's (transposed) layout, and a
+            # user's randn_like / view on the result should see the usual one
+            workers={n: axis.all_gather(p.detach()).clone(memory_format=torch.contiguous_format)
+                     for n, p in engine.stacked_params().items()},
             buffers={n: axis.all_gather(b).clone() for n, b in engine.stacked_buffers().items()},
             evaluated=evaluated, center=evaluated if problem.communicates_every_step else engine.center(),
             weights=self.weights(),
