@@ -110,3 +110,21 @@ def test_result_workers_are_contiguous_whatever_layout_the_engine_keeps():
     result = run(Config(algorithm="localsgd", workers=2, tau=2, steps=4, batch_size=8, model="mlp", eval_every=4),
                  progress=False)
     assert all(w.is_contiguous() for w in result.workers.values())
+
+
+def test_fused_update_on_parameters_kept_transposed_over_several_steps():
+    """A parameter and its momentum in a transposed layout (as the engine keeps a linear weight) take the
+    fused kernel through cached permuted views; three steps equal the formula applied three times."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 7, 10, generator=gen, dtype=torch.float64).transpose(1, 2)  # [4, 10, 7], not contiguous
+    sgd = SGDState({"w": x}, lr=0.05, momentum=0.9, weight_decay=1e-3)
+    assert sgd.buffers[0].stride() == x.stride()  # momentum created in the parameter's layout
+    want, v = x.clone(), torch.zeros_like(x)
+    for _ in range(3):
+        g = torch.randn(4, 7, 10, generator=gen, dtype=torch.float64).transpose(1, 2)
+        g2 = g + 1e-3 * want
+        v = 0.9 * v + g2
+        want = want - 0.05 * (g2 + 0.9 * v)
+        sgd.apply([x], [g.clone()])
+    assert len(sgd._views) == 1  # the cached views served the later steps
+    torch.testing.assert_close(x, want, rtol=0, atol=1e-14)

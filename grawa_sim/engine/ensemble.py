@@ -80,31 +80,39 @@ def _add_scaled(target: torch.Tensor, t: torch.Tensor, scale: Rate, value: float
         target.add_(t, alpha=value * scale)
 
 
-def _dense_view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor | None:
-    """``t`` with its dimensions permuted so that the view is contiguous, in the order that makes ``like``
-    contiguous; None when ``t`` and ``like`` do not share one dense layout."""
-    if t.stride() != like.stride():
-        return None
+def _dense_order(t: torch.Tensor) -> list[int] | None:
+    """The permutation of ``t``'s dimensions that makes it contiguous; None when no permutation does."""
     order = sorted(range(t.ndim), key=lambda d: (-t.stride(d), -t.shape[d]))
-    view = t.permute(order)
-    return view if view.is_contiguous() else None
+    return order if t.permute(order).is_contiguous() else None
 
 
-def _fused_views(params: list[torch.Tensor], grads: list[torch.Tensor],
-                 buffers: list[torch.Tensor]) -> tuple[list[torch.Tensor], ...] | None:
+def _fused_views(params: list[torch.Tensor], grads: list[torch.Tensor], buffers: list[torch.Tensor],
+                 cache: dict | None = None) -> tuple[list[torch.Tensor], ...] | None:
     """(params, grads, buffers) as contiguous views in one shared layout per tensor, for torch's fused SGD
     kernel (which walks memory linearly); a gradient in another layout than its parameter is copied.
-    None where the kernel does not serve (no kernel, not a CPU/CUDA float, or a layout that cannot match)."""
+    None where the kernel does not serve (no kernel, not a CPU/CUDA float, or a layout that cannot match).
+
+    This runs every step. Contiguous tensors pass as they are; for the others (a weight kept in its
+    gradient's transposed layout) the permuted views of the parameter and its momentum are kept in
+    ``cache`` while those tensors stay the same objects, so a step permutes only the new gradients."""
     like = params[0]
     if not (hasattr(torch, "_fused_sgd_") and like.device.type in ("cpu", "cuda") and like.is_floating_point()):
         return None
+    cache = {} if cache is None else cache
     views: tuple[list[torch.Tensor], ...] = ([], [], [])
-    for p, g, v in zip(params, grads, buffers):
+    for i, (p, g, v) in enumerate(zip(params, grads, buffers)):
         if g.stride() != p.stride():
             g = torch.empty_like(p).copy_(g)
-        trio = [_dense_view(t, p) for t in (p, g, v)]
-        if any(t is None for t in trio):
-            return None
+        if p.is_contiguous() and v.is_contiguous():
+            trio = (p, g, v)
+        else:
+            kept = cache.get(i)
+            if kept is None or kept[0] is not p or kept[1] is not v:
+                order = _dense_order(p)
+                if order is None or v.stride() != p.stride():
+                    return None
+                kept = cache[i] = (p, v, order, p.permute(order), v.permute(order))
+            trio = (kept[3], g.permute(kept[2]), kept[4])
         for out, t in zip(views, trio):
             out.append(t)
     return views
@@ -128,6 +136,7 @@ class SGDState:
         self.decay, self.nesterov = is_on(weight_decay), is_on(momentum)
         self.rows = isinstance(momentum, torch.Tensor) or isinstance(weight_decay, torch.Tensor)
         self.buffers = self.fresh_buffers(params)
+        self._views: dict = {}  # the fused update's permuted views of parameters and momentum (`_fused_views`)
 
     def fresh_buffers(self, params: Params) -> list[torch.Tensor]:
         return [torch.zeros_like(p) for p in params.values()] if self.nesterov else []
@@ -140,7 +149,7 @@ class SGDState:
         """
         buffers = self.buffers if buffers is None else buffers
         if not (self.rows or isinstance(self.lr, torch.Tensor)):
-            views = _fused_views(params, grads, buffers) if self.nesterov else None
+            views = _fused_views(params, grads, buffers, self._views) if self.nesterov else None
             if views is not None:
                 # one pass over memory per tensor instead of five (torch.optim.SGD's fused kernel; v starts at
                 # zero, so mu v + g on the first step is the kernel's v = g, and is_first_step stays False)
