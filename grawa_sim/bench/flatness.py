@@ -66,7 +66,6 @@ def _replayed_draws(params: list[torch.Tensor], seed: int, samples: int) -> tupl
     PyHessian's power iteration draws ``torch.randn(p.size())`` per parameter; its trace draws
     ``torch.randint_like(p, high=2)`` per parameter and probe and maps 0 to -1.
     """
-    params = [p.contiguous() for p in params]  # *_like draws fill memory in storage order, as PyHessian's module
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         init = torch.cat([torch.randn(p.size()).flatten() for p in params])

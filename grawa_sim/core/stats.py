@@ -65,18 +65,24 @@ def format_interval(mean: float, half_width: float, n: int | None = None, digits
     return text + (f" (n={n})" if n is not None else "")
 
 
+class Tested:
+    """A test result with a two-sided p-value ``p``: ``significant`` when p < ALPHA."""
+
+    p: float
+
+    @property
+    def significant(self) -> bool:
+        return bool(self.p < ALPHA)
+
+
 @dataclass(frozen=True)
-class Welch:
+class Welch(Tested):
     """Welch's t-test of mean(a) − mean(b): statistic, two-sided p-value, degrees of freedom."""
 
     difference: float
     t: float
     p: float
     df: float
-
-    @property
-    def significant(self) -> bool:
-        return bool(self.p < ALPHA)
 
     def verdict(self, a: str = "a", b: str = "b", higher_is_better: bool = True) -> str:
         """'a beats b (p = 0.003)' or 'a vs b: not significant (p = 0.27)'."""
@@ -171,7 +177,7 @@ def fisher(k_a: int, n_a: int, k_b: int, n_b: int) -> float:
 
 
 @dataclass(frozen=True)
-class Trend:
+class Trend(Tested):
     """Least-squares line y = intercept + slope · x over ``n`` points: the slope's 95 % t-interval
     half-width and the two-sided p-value of the hypothesis slope = 0 (nan below 3 points)."""
 
@@ -180,10 +186,6 @@ class Trend:
     half_width: float
     p: float
     n: int
-
-    @property
-    def significant(self) -> bool:
-        return bool(self.p < ALPHA)
 
 
 def trend(x: Sequence[float] | np.ndarray | pd.Series, y: Sequence[float] | np.ndarray | pd.Series,

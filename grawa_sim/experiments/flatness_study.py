@@ -68,18 +68,18 @@ def measure(configs_: list[Config], out: str | os.PathLike, settings: Settings =
     paths = [Path(out) / "flatness-study" / f"{run_key(cfg)}-{table_name(settings)}" for cfg in resolved]
     missing = list(dict.fromkeys((run_key(cfg), str(path)) for cfg, path in zip(resolved, paths)
                                  if not path.is_file()))
-    jobs_ = [(str(Path(out) / "runs" / key), path, settings) for key, path in missing]
-    if jobs > 1 and len(jobs_) > 1:
+    todo = [(str(Path(out) / "runs" / key), path, settings) for key, path in missing]
+    if jobs > 1 and len(todo) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(min(jobs, len(jobs_)), mp_context=multiprocessing.get_context("spawn"),
+        with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn"),
                                  initializer=one_torch_thread) as pool:
-            futures = [pool.submit(_measure_run, *job) for job in jobs_]
+            futures = [pool.submit(_measure_run, *job) for job in todo]
             for future in progress(as_completed(futures), total=len(futures)) if progress else as_completed(futures):
                 future.result()
     else:
-        for job in progress(jobs_) if progress else jobs_:
+        for job in progress(todo) if progress else todo:
             _measure_run(*job)
     rows = []
     for cfg, path in zip(resolved, paths):
