@@ -20,12 +20,13 @@ from scipy import stats as sps
 from grawa_sim import algorithms
 from grawa_sim.config import Config, digest
 from grawa_sim.core import stats
+from grawa_sim.core.processes import process_pool
 from grawa_sim.engine.problem import validate
 from grawa_sim.experiments.presets import comparison_configs, method_name
 from grawa_sim.flatness import Settings
 from grawa_sim.results.run_flatness import measure_tensors
 from grawa_sim.results.storage import load_config, load_history, load_params, write_csv_atomic
-from grawa_sim.results.sweep import one_torch_thread, run_key
+from grawa_sim.results.sweep import run_key
 
 METHODS = tuple((a, sam) for a in algorithms.COMPARED for sam in (False, True)
                 if not sam or algorithms.get(a).takes_sam)  # dp, dp+sam, localsgd, ... in that order
@@ -70,11 +71,9 @@ def measure(configs_: list[Config], out: str | os.PathLike, settings: Settings =
                                  if not path.is_file()))
     todo = [(str(Path(out) / "runs" / key), path, settings) for key, path in missing]
     if jobs > 1 and len(todo) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
 
-        with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=one_torch_thread) as pool:
+        with process_pool(min(jobs, len(todo))) as pool:
             futures = [pool.submit(_measure_run, *job) for job in todo]
             for future in progress(as_completed(futures), total=len(futures)) if progress else as_completed(futures):
                 future.result()

@@ -346,15 +346,11 @@ def tune_in_processes(jobs: int, base: Config, methods: Sequence[str], trials: i
         raise ConfigError(f"jobs: must be an integer >= 1 (got {jobs!r})")
     if jobs == 1:
         return tune(base, methods, trials, storage, prefix, seed=seed, fixed=fixed)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from grawa_sim.results.sweep import one_torch_thread
+    from grawa_sim.core.processes import process_pool
 
     _checked(base, methods, trials, fixed)  # bad input: one error here, before any process starts
     open_storage(storage)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=one_torch_thread) as pool:
+    with process_pool(jobs) as pool:
         for future in [pool.submit(tune, base, methods, trials, storage, prefix, seed, fixed) for _ in range(jobs)]:
             future.result()
     return trials_table(storage, methods, prefix)

@@ -21,6 +21,7 @@ import pandas as pd
 from grawa_sim.algorithms.grawa import DivergenceError
 from grawa_sim.config import Config, ConfigError, ConfigWarning, digest, run_identity, to_dict, unused_rules
 from grawa_sim.core.folders import claim, release
+from grawa_sim.core.processes import process_pool
 from grawa_sim.engine.problem import validate
 from grawa_sim.engine.run_many import batch_key, run_many
 from grawa_sim.engine.runner import run
@@ -121,11 +122,9 @@ def sweep(configs: Iterable[Config], out: str | os.PathLike, progress: bool | No
 
     units = batches(pending, batch_runs)
     if jobs > 1 and len(units) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
 
-        with ProcessPoolExecutor(min(jobs, len(units)), mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=one_torch_thread) as pool:
+        with process_pool(min(jobs, len(units))) as pool:
             futures = {pool.submit(compute_runs, [cfg for _, cfg in unit], str(out), False): unit for unit in units}
             for i, cfg in pending:
                 print(f"[{i}/{len(resolved)}] {run_key(cfg)}: queued", file=log)
@@ -196,13 +195,6 @@ def compute_runs(cfgs: list[Config], out: str | os.PathLike, progress: bool | No
         for lock in held:
             release(lock)
     return [outcome or compute_run(cfg, out, progress) for outcome, cfg in zip(outcomes, cfgs)]
-
-
-def one_torch_thread() -> None:
-    """A worker process's initializer: one torch thread ($GRAWA_JOB_THREADS to change it)."""
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("GRAWA_JOB_THREADS", "1")))
 
 
 def compute_run(cfg: Config, out: str | os.PathLike, progress: bool | None = None) -> tuple[str, str | None]:
