@@ -21,7 +21,7 @@ IMAGE_DATASETS = ("cifar10", "cifar100")
 MODELS = ("logistic", "mlp", "cnn", "cnn_bn", "resnet1d", "resnet20", "vgg11", "vgg13", "vgg16", "vgg19", "point")
 IMAGE_MODELS = ("resnet20", "vgg11", "vgg13", "vgg16", "vgg19")  # [C, 32, 32] inputs
 SIGNAL_MODELS = ("cnn", "cnn_bn", "resnet1d")  # [features] inputs read as 1-D signals
-PARTITIONS = ("iid", "dirichlet")
+PARTITIONS = ("iid", "iid_fixed", "dirichlet")
 LR_SCHEDULES = ("constant", "step", "cosine", "inverse")
 DEFAULT_ALPHA = 0.5  # Dirichlet concentration when partition="dirichlet" and alpha is unset
 BACKENDS = ("vmap", "loop")
@@ -29,6 +29,7 @@ DTYPES = ("float32", "float64")
 EXECUTIONS = ("auto", "vmap", "unrolled")
 SCHEDULES = ("sync", "async")
 LR_DECAY_UNITS = ("steps", "seconds")
+MAX_TRAIN_SIZE = 256_000  # the largest MNIST-1D training set generated (grawa_sim/data/mnist1d_cache.MAX_TRAIN)
 
 
 FIELD_HELP = {
@@ -50,13 +51,17 @@ FIELD_HELP = {
               "not part of a run's identity",
     "data_dir": "folder holding cifar-10-batches-py / cifar-100-python (default: $GRAWA_DATA or ./data)",
     "augment": "random crop (4-pixel padding) + horizontal flip per sample (default: on for CIFAR)",
-    "partition": "iid (equal random shards) or dirichlet (label-skewed, concentration alpha)",
+    "partition": "iid (equal random shards dealt afresh every epoch, as the reference's DistributedSampler), "
+                 "iid_fixed (equal random shards kept for the whole run) or dirichlet (label-skewed, concentration "
+                 "alpha, fixed)",
     "alpha": "Dirichlet concentration of partition='dirichlet' (default 0.5; small: more skew; only with dirichlet)",
     "backend": "vmap (stacked engine) or loop (per-worker reference)",
     "sam": "DP+SAM (dp only)",
     "sam_rho": "radius rho of SAM's ascent step (only with sam=true)",
     "grawa_norm": "GRAWA model score: layer_sum or global",
     "grawa_smoothing": "bias-corrected moving average of GRAWA scores",
+    "weighting": "GRAWA's weights: inverse_norm (w_i proportional to 1/n_i, the default) or uniform (w_i = 1/M, "
+                 "the control: everything else unchanged; mgrawa / lgrawa only)",
     "outer_lr": "DiLoCo's outer learning rate eta_out > 0 (default 0.7; diloco only)",
     "outer_momentum": "DiLoCo's outer Nesterov momentum mu in [0, 1) (default 0.9; diloco only)",
     "dtype": "float32 or float64",
@@ -87,6 +92,13 @@ FIELD_HELP = {
     "lr_decay_unit": "steps or seconds (simulated) for lr_decay_at, warmup and the cosine horizon",
     "warmup": "linear lr warm-up length (in lr_decay_unit), 0 for none",
     "flatness": "measure lambda_max, trace, Lanczos and eps-sharpness at the end",
+    "target_train_loss": "stop at the first evaluation whose train loss (of the evaluated model) is <= this; the "
+                         "step and simulated time are recorded (train_loss_reached_step / _time)",
+    "target_test_acc": "record the first step and simulated time at which test accuracy reaches this "
+                       "(test_acc_reached_step / _time); the run goes on unless stop_at_target_acc",
+    "stop_at_target_acc": "stop the run once target_test_acc is reached",
+    "train_size": "training samples (default: the data set's own split, 4000 for MNIST-1D): fewer takes the first "
+                  "ones; MNIST-1D generates more (up to 256000, cached on disk); the test set is unchanged",
     "validation": "fraction in [0, 1) of the training set held out before sharding (the same samples for every "
                   "seed); > 0 adds val_loss / val_acc to the history (0: none)",
 }
@@ -145,6 +157,7 @@ class Config:
     sam_rho: float = 0.05
     grawa_norm: str = "layer_sum"
     grawa_smoothing: bool = True
+    weighting: str | None = None  # GRAWA's weights (None: its default inverse_norm); "uniform" is the control
     outer_lr: float | None = None  # DiLoCo's outer learning rate (None: its default 0.7)
     outer_momentum: float | None = None  # DiLoCo's outer Nesterov momentum (None: its default 0.9)
     dtype: str = "float32"
@@ -174,6 +187,13 @@ class Config:
     flatness: bool = False
     # a held-out part of the training set (grawa_sim/data/datasets.py hold_out), scored as val_loss / val_acc
     validation: float = 0.0
+    # targets: stop at the first evaluation whose train loss is <= target_train_loss; record when the test
+    # accuracy first reaches target_test_acc (and stop there with stop_at_target_acc)
+    target_train_loss: float | None = None
+    target_test_acc: float | None = None
+    stop_at_target_acc: bool = False
+    # training samples (None: the data set's own split; MNIST-1D generates more, grawa_sim/data/mnist1d_cache.py)
+    train_size: int | None = None
 
     def __post_init__(self):
         _check(self)  # a Config that exists is valid (the data-dependent checks wait for runner.validate)
@@ -348,6 +368,19 @@ def _check(c: Config, warn: bool = True) -> dict:
     if c.dataset == "lstsq" and c.model != "logistic":
         _fail("model", "the lstsq objective takes model 'logistic' (a linear map)", c.model)
     _check_time_fields(c)
+    for field in ("target_train_loss", "target_test_acc"):
+        if getattr(c, field) is not None:
+            _number(field, getattr(c, field))
+    if c.target_test_acc is not None and not 0 <= c.target_test_acc <= 1:
+        _fail("target_test_acc", "must lie in [0, 1] (an accuracy)", c.target_test_acc)
+    if not isinstance(c.stop_at_target_acc, bool):
+        _fail("stop_at_target_acc", "must be true or false", c.stop_at_target_acc)
+    if c.stop_at_target_acc and c.target_test_acc is None:
+        _fail("stop_at_target_acc", "needs a target_test_acc to stop at", c.stop_at_target_acc)
+    if c.train_size is not None:
+        _number("train_size", c.train_size, integer=True)
+        if not 1 <= c.train_size <= MAX_TRAIN_SIZE:
+            _fail("train_size", f"must lie in [1, {MAX_TRAIN_SIZE}] (or be left unset)", c.train_size)
     _number("validation", c.validation)
     if not 0.0 <= c.validation < 1.0:
         _fail("validation", "must lie in [0, 1) (a fraction of the training set)", c.validation)
@@ -451,8 +484,13 @@ def resolve(config: Config) -> Config:
 
 
 def check_shard_size(config: Config, train_size: int) -> None:
-    """The minibatch must fit in one worker's shard (Dirichlet shards are topped up to one batch)."""
+    """The minibatch must fit in one worker's shard (Dirichlet shards are topped up to one batch); a set
+    ``train_size`` that leaves too few samples is named as the cause."""
     shard = train_size // config.workers
+    if config.train_size is not None and shard < config.batch_size:
+        _fail("train_size", f"too small for M x B = {config.workers} x {config.batch_size} samples"
+              + (f" ({train_size} left after the validation split)" if train_size != config.train_size else ""),
+              config.train_size)
     if shard < 1:
         _fail("workers", f"more workers than training samples ({train_size})", config.workers)
     if config.batch_size > shard:
@@ -465,15 +503,20 @@ def to_dict(config: Config) -> dict:
 
 NOT_IDENTITY = ("data_dir", "device")  # where the data lives, where the run computes
 # Fields added after runs were stored, left out of a run's identity at the value that changes nothing
-NEUTRAL = {"validation": 0.0}
+NEUTRAL = {"validation": 0.0, "weighting": "inverse_norm", "stop_at_target_acc": False}
+# Raised when the same configuration computes other numbers, so that stored results are recomputed, not
+# reused. 2: IID shards dealt afresh every epoch ("iid"; the fixed shards became "iid_fixed") and a final
+# round before the last evaluation of a periodic run that ends between rounds.
+ENGINE_REVISION = 2
 
 
 def run_identity(config: Config) -> dict:
     """The fields that decide a run's numbers: every field but ``data_dir`` and ``device``
     (NOT_IDENTITY), leaving out fields that are unset (None) or at their NEUTRAL value, so that adding
-    an optional field keeps the keys of earlier runs."""
-    return {k: v for k, v in to_dict(config).items()
-            if k not in NOT_IDENTITY and v is not None and not (k in NEUTRAL and v == NEUTRAL[k])}
+    an optional field keeps the keys of earlier runs; and the ENGINE_REVISION that computed them."""
+    fields = {k: v for k, v in to_dict(config).items()
+              if k not in NOT_IDENTITY and v is not None and not (k in NEUTRAL and v == NEUTRAL[k])}
+    return {**fields, "revision": ENGINE_REVISION}
 
 
 def digest(value, length: int = 10) -> str:

@@ -13,16 +13,21 @@ from grawa_sim.core.errors import ConfigError
 
 SMOOTHING = 0.9**8  # b of the bias-corrected moving average of the scores (about 0.43)
 NORMS = ("layer_sum", "global")
+WEIGHTINGS = ("inverse_norm", "uniform")  # GRAWA's weights, or the control: 1/M with everything else the same
 
 
 @dataclass(frozen=True)
 class GrawaHyper(Hyper):
-    """GRAWA's own hyper-parameters: the model score (sum of layer norms or global norm) and its smoothing."""
+    """GRAWA's own hyper-parameters: the model score (sum of layer norms or global norm), its smoothing,
+    and the weighting: ``inverse_norm`` (GRAWA) or ``uniform`` (its control, w_i = 1/M)."""
 
     grawa_norm: str = "layer_sum"
     grawa_smoothing: bool = True
+    weighting: str = "inverse_norm"
 
     def check(self) -> None:
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(f"weighting: must be one of {', '.join(WEIGHTINGS)} (got {self.weighting!r})")
         if self.grawa_norm not in NORMS:
             raise ConfigError(f"grawa_norm: must be one of {', '.join(NORMS)} (got {self.grawa_norm!r})")
         if not isinstance(self.grawa_smoothing, bool):
@@ -133,7 +138,9 @@ class GrawaReference(Reference):
             column = [scores[i][l] for i in range(m)]
             zeros = [i for i in range(m) if column[i] == 0.0]
             for i in range(m):
-                if zeros:
+                if self.hyper.weighting == "uniform":
+                    weights[i][l] = 1.0 / m
+                elif zeros:
                     weights[i][l] = (1.0 / len(zeros)) if i in zeros else 0.0
                 else:
                     weights[i][l] = (1.0 / column[i]) / sum(1.0 / c for c in column)
@@ -160,6 +167,11 @@ class GRAWA(Algorithm):
         w_i = (1/n^_i) / sum_j (1/n^_j);  x_C = sum_i w_i x_i
         x_i <- (1 - lambda) x_i + lambda x_C
 
+    ``weighting="uniform"`` is the control of the weighting: w_i = 1/M and nothing else changes (the
+    probe is still drawn, scored and charged, the scores still checked for divergence), so with the
+    same seed GRAWA minus its twin is the effect of the inverse-norm weights alone. The twin is
+    LocalSGD with GRAWA's lambda and p.
+
     Evaluated on the uniform average; x_C is reported as the center. Collectives: a one-value
     all-reduce of a non-finite-score flag (so every rank stops at the same round), a MIN all-reduce
     of the smallest score and a SUM all-reduce of the ratios (one value, or one per layer), then the
@@ -169,12 +181,18 @@ class GRAWA(Algorithm):
 
     name = "mgrawa"
     style = Style("MGRAWA", "tab:red", "-")
+    twin_style = Style("MGRAWA (uniform)", "tab:red", ":")
     default_tau, default_pull, default_prox = 32, 0.5, 0.01
     hyper_type = GrawaHyper
     needs_probe = True
     center_description = "x_C (GRAWA's weighted center)"
     reference = GrawaReference
     per_layer = False
+
+    @classmethod
+    def styles(cls) -> dict[str, Style]:
+        """GRAWA and its uniform-weight twin ('<name>+uniform'): the same colour, the twin dotted."""
+        return {cls.name: cls.style, f"{cls.name}+uniform": cls.twin_style}
 
     @classmethod
     def collectives(cls, parameters: int, layers: int) -> list[Collective]:
@@ -197,6 +215,8 @@ class GRAWA(Algorithm):
         else:
             average, smoothed = state.average, scores
         weights = grawa_weights(smoothed, axis)
+        if self.hyper.weighting == "uniform":
+            weights = torch.full_like(weights, 1.0 / axis.workers)
         center = weighted_center(params, weights, axis)
         params = lerp(params, center, self.hyper.pull)
         return params, GrawaState(center, average, k), RoundInfo(weights=weights, scores=smoothed)
@@ -216,6 +236,7 @@ class LGRAWA(GRAWA):
 
     name = "lgrawa"
     style = Style("LGRAWA", "tab:olive", "--")
+    twin_style = Style("LGRAWA (uniform)", "tab:olive", ":")
     center_description = "x_C (GRAWA's layer-wise weighted center)"
     reference = LayerGrawaReference
     per_layer = True

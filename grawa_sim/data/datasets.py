@@ -52,20 +52,17 @@ class Dataset:
 
 
 @functools.lru_cache(maxsize=4)
-def _mnist1d_arrays() -> tuple[np.ndarray, ...]:
-    from mnist1d.data import get_dataset_args, make_dataset
+def _mnist1d_arrays(train_size: int | None = None) -> tuple[np.ndarray, ...]:
+    from grawa_sim.data import mnist1d_cache
 
-    state = np.random.get_state()  # mnist1d reseeds numpy's global RNG; keep the caller's
-    try:
-        d = make_dataset(get_dataset_args())
-    finally:
-        np.random.set_state(state)
-    return d["x"], d["y"], d["x_test"], d["y_test"]
+    return mnist1d_cache.arrays(train_size)
 
 
-def _mnist1d() -> Dataset:
-    """MNIST-1D (Greydanus 2020) generated offline: 4000 train / 1000 test, 40 features, 10 classes."""
-    x, y, xt, yt = _mnist1d_arrays()
+def _mnist1d(train_size: int | None = None) -> Dataset:
+    """MNIST-1D (Greydanus 2020) generated offline (cached on disk): 4000 train / 1000 test, 40 features,
+    10 classes; ``train_size`` other than 4000 takes fewer, or appends freshly generated samples
+    (grawa_sim/data/mnist1d_cache.py)."""
+    x, y, xt, yt = _mnist1d_arrays(train_size)
     return Dataset("mnist1d", torch.tensor(x), torch.tensor(y), torch.tensor(xt), torch.tensor(yt), 10)
 
 
@@ -118,15 +115,26 @@ _LOADERS = {"mnist1d": _mnist1d, "digits": _digits, "lstsq": _lstsq, "two_basins
             "cifar10": functools.partial(_cifar, "cifar10"), "cifar100": functools.partial(_cifar, "cifar100")}
 
 
-def load(name: str, dtype: torch.dtype = torch.float32, data_dir: str | None = None) -> Dataset:
+def load(name: str, dtype: torch.dtype = torch.float32, data_dir: str | None = None,
+         train_size: int | None = None) -> Dataset:
     """Load a data set by name, features in ``dtype``; labels int64 (targets in ``dtype`` for regression).
 
     ``data_dir`` is where the CIFAR folders live (ignored by the generated data sets).
+    ``train_size``: how many training samples (None: the data set's own split): the first ``train_size``
+    of them, or for MNIST-1D also more than the published 4000 (generated); the test set is unchanged.
     CIFAR tensors are cached and shared between calls: treat them as read-only.
     """
     if name not in _LOADERS:
         raise ConfigError(f"dataset: must be one of {', '.join(_LOADERS)} (got {name!r})")
-    d = _LOADERS[name](data_dir) if name.startswith("cifar") else _LOADERS[name]()
+    if name == "mnist1d":
+        d = _mnist1d(train_size)
+    else:
+        d = _LOADERS[name](data_dir) if name.startswith("cifar") else _LOADERS[name]()
+        if train_size is not None:
+            if train_size > len(d.y_train):
+                raise ConfigError(f"train_size: {name} has {len(d.y_train)} training samples; only MNIST-1D "
+                                  f"generates more (got {train_size})")
+            d = dataclasses.replace(d, x_train=d.x_train[:train_size], y_train=d.y_train[:train_size])
     ytype = dtype if d.classes == 0 else torch.long
     return Dataset(d.name, d.x_train.to(dtype), d.y_train.to(ytype), d.x_test.to(dtype),
                    d.y_test.to(ytype), d.classes, d.optimum_loss, d.loss)
@@ -201,26 +209,48 @@ def dirichlet_shards(labels: torch.Tensor, workers: int, alpha: float, min_size:
 
 
 def make_shards(labels: torch.Tensor, workers: int, partition: str, alpha: float | None, batch_size: int,
-                seed: int) -> torch.Tensor | list[torch.Tensor]:
-    """The run's shards: IID [M, n // M] (seeded by ``seed``) or Dirichlet (a list of M index tensors)."""
+                seed: int) -> torch.Tensor | list[torch.Tensor] | None:
+    """The run's fixed shards: IID [M, n // M] (``iid_fixed``, seeded by ``seed``) or Dirichlet (a list of M
+    index tensors); None for ``iid``, whose shards are dealt afresh every epoch (`epoch_split`)."""
     if partition == "dirichlet":
         return dirichlet_shards(labels, workers, alpha, batch_size, seed)
+    if partition == "iid":
+        return None
     return iid_shards(len(labels), workers, torch.Generator().manual_seed(seed))
+
+
+def epoch_split(n: int, workers: int, seed: int, epoch: int) -> torch.Tensor:
+    """The IID shards of one epoch, as the reference deals them (``DistributedSampler.set_epoch``): a
+    permutation of all n samples drawn from a generator seeded by (seed, epoch), worker i taking its
+    entries i, i + M, i + 2M, ... in that order: [M, n // M], the last n mod M samples left out."""
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + 5) * 65_537 + epoch)
+    size = n // workers
+    return torch.randperm(n, generator=generator)[: size * workers].view(size, workers).t().contiguous()
 
 
 class BatchSampler:
     """Per-worker minibatch indices (from each worker's shard) and probe indices (whole set).
 
-    ``shards``: [M, S] equal shards, or a list of M index tensors (Dirichlet: unequal sizes).
+    ``shards``: [M, S] equal shards, or a list of M index tensors (Dirichlet: unequal sizes), fixed for
+    the run; or None with ``workers``: IID shards dealt afresh every epoch (`epoch_split`: the reference's
+    re-split, each worker walking its new shard in the permutation's order).
     ``next_batch`` -> [M, B] indices into the training set: each worker walks a
     fresh random permutation of its own shard (sampling without replacement,
-    reshuffled every shard epoch, the last partial batch dropped).
+    reshuffled (or dealt anew) every shard epoch, the last partial batch dropped).
     ``next_probe`` -> [M, B] indices drawn uniformly from the whole training set
     (GRAWA's probe batch). Two generators keep the training stream identical
     whether or not probes are drawn.
     """
 
-    def __init__(self, shards: torch.Tensor | list[torch.Tensor], train_size: int, batch_size: int, seed: int):
+    def __init__(self, shards: torch.Tensor | list[torch.Tensor] | None, train_size: int, batch_size: int,
+                 seed: int, workers: int | None = None):
+        if shards is None:
+            if workers is None:
+                raise ValueError("workers: the per-epoch IID split needs the number of workers (got None)")
+            shards = torch.empty(workers, train_size // workers, dtype=torch.long)  # the shape; dealt per epoch
+            self.epoch = -1  # the epoch whose split is being walked
+        else:
+            self.epoch = None  # fixed shards
         if isinstance(shards, list) and len({len(s) for s in shards}) == 1:
             shards = torch.stack(shards)
         self.workers = len(shards)
@@ -231,6 +261,7 @@ class BatchSampler:
         self.shards = shards
         self.train_size = train_size
         self.batch_size = batch_size
+        self.seed = seed
         self._batches = torch.Generator().manual_seed(seed * 1_000_003 + 1)
         self._probes = torch.Generator().manual_seed(seed * 1_000_003 + 2)
         self._order = shards[:, :0] if self.ragged is None else None
@@ -241,8 +272,12 @@ class BatchSampler:
             return self._next_ragged()
         m, size = self.shards.shape
         if self._cursor + self.batch_size > self._order.shape[1]:
-            perm = torch.argsort(torch.rand(m, size, generator=self._batches), dim=1)
-            self._order = torch.gather(self.shards, 1, perm)
+            if self.epoch is not None:
+                self.epoch += 1
+                self._order = epoch_split(self.train_size, m, self.seed, self.epoch)
+            else:
+                perm = torch.argsort(torch.rand(m, size, generator=self._batches), dim=1)
+                self._order = torch.gather(self.shards, 1, perm)
             self._cursor = 0
         batch = self._order[:, self._cursor : self._cursor + self.batch_size]
         self._cursor += self.batch_size
@@ -273,7 +308,7 @@ class TrainingStream:
     def __init__(self, config: Config, data: Dataset, local: slice = slice(None)):
         shards = make_shards(data.y_train, config.workers, config.partition, config.alpha, config.batch_size,
                              config.seed)
-        self.sampler = BatchSampler(shards, len(data.y_train), config.batch_size, config.seed)
+        self.sampler = BatchSampler(shards, len(data.y_train), config.batch_size, config.seed, config.workers)
         self.augmenter = CropFlip(config.seed) if config.augment else None
         self.data, self.local = data, local
 

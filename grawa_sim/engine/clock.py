@@ -133,6 +133,10 @@ class Clock:
         self.totals.comm_bytes += self.comm_bytes
         self.totals.sim_time = end
 
+    def final_round(self) -> None:
+        """A round outside the schedule (a run that ends between two rounds), charged like any other."""
+        self._round()
+
     def ticks(self) -> Iterator[Tick]:
         """Endless; the caller stops by steps or budget."""
         m = self.clock.workers

@@ -89,7 +89,7 @@ def _dense_order(t: torch.Tensor) -> list[int] | None:
 def _fused_views(params: list[torch.Tensor], grads: list[torch.Tensor], buffers: list[torch.Tensor],
                  cache: dict | None = None) -> tuple[list[torch.Tensor], ...] | None:
     """(params, grads, buffers) as contiguous views in one shared layout per tensor, for torch's fused SGD
-    kernel (which walks memory linearly); a gradient in another layout than its parameter is copied.
+    kernel (which walks memory linearly); each gradient must have its parameter's layout (`own_layout`).
     None where the kernel does not serve (no kernel, not a CPU/CUDA float, or a layout that cannot match).
 
     This runs every step. Contiguous tensors pass as they are; for the others (a weight kept in its
@@ -101,8 +101,6 @@ def _fused_views(params: list[torch.Tensor], grads: list[torch.Tensor], buffers:
     cache = {} if cache is None else cache
     views: tuple[list[torch.Tensor], ...] = ([], [], [])
     for i, (p, g, v) in enumerate(zip(params, grads, buffers)):
-        if g.stride() != p.stride():
-            g = torch.empty_like(p).copy_(g)
         if p.is_contiguous() and v.is_contiguous():
             trio = (p, g, v)
         else:
@@ -116,6 +114,13 @@ def _fused_views(params: list[torch.Tensor], grads: list[torch.Tensor], buffers:
         for out, t in zip(views, trio):
             out.append(t)
     return views
+
+
+def own_layout(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Each gradient in its parameter's layout: a copy where the strides differ, which also gives a gradient
+    autograd returned with overlapping memory (an expanded one, of a parameter used only through ``.sum()``)
+    storage of its own, so the in-place update can write into it."""
+    return [g if g.stride() == p.stride() else torch.empty_like(p).copy_(g) for p, g in zip(params, grads)]
 
 
 def match_layout(tensors: Params, like: Sequence[torch.Tensor]) -> Params:
@@ -148,6 +153,7 @@ class SGDState:
         ``buffers``: the momentum of a subset of workers (default: all of them).
         """
         buffers = self.buffers if buffers is None else buffers
+        grads = own_layout(params, grads)
         if not (self.rows or isinstance(self.lr, torch.Tensor)):
             views = _fused_views(params, grads, buffers, self._views) if self.nesterov else None
             if views is not None:

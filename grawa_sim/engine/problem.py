@@ -82,7 +82,7 @@ def validate(config: Config) -> Config:
 
 def _check(cfg: Config) -> Config:
     resolve_device(cfg.device)  # a CUDA device where there is none: an error before any work
-    data = load(cfg.dataset, data_dir=cfg.data_dir)
+    data = load(cfg.dataset, data_dir=cfg.data_dir, train_size=cfg.train_size)
     check_shard_size(cfg, len(data.y_train) - validation_size(len(data.y_train), cfg.validation))
     if cfg.step_time is None:
         with memory_errors(cfg):
@@ -138,7 +138,7 @@ def model_and_data(config: Config, device: torch.device | str = "cpu") -> tuple[
     """The freshly initialised model (seeded by config.seed, in config.dtype) and the data set, on ``device``
     (``config.validation`` of the training set held out as ``x_val`` / ``y_val``)."""
     cfg = resolve(config)
-    data = hold_out(load(cfg.dataset, dtype_of(cfg.dtype), cfg.data_dir), cfg.validation)
+    data = hold_out(load(cfg.dataset, dtype_of(cfg.dtype), cfg.data_dir, cfg.train_size), cfg.validation)
     if torch.device(device).type != "cpu":
         data = dataclasses.replace(data, **{f: getattr(data, f).to(device)
                                             for f in ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val")

@@ -33,6 +33,15 @@ from grawa_sim.models.registry import has_batchnorm
 
 SPREAD_CHUNK = 1 << 22  # float64 elements the spread metric holds at once (32 MiB)
 WEIGHT_COLUMNS = ["round", "worker", "layer", "weight"]
+# (history column, Config field of its target, does a value reach the target?): the first evaluation that
+# reaches it is recorded as <column>_reached_step / <column>_reached_time (NaN until then, and if never)
+TARGETS = (("train_loss", "target_train_loss", lambda value, target: value <= target),
+           ("test_acc", "target_test_acc", lambda value, target: value >= target))
+
+
+def target_columns(metric: str) -> tuple[str, str]:
+    """The history columns of the step and simulated time at which ``metric`` first reached its target."""
+    return f"{metric}_reached_step", f"{metric}_reached_time"
 
 
 class Evaluator:
@@ -130,6 +139,24 @@ class Recorder:
         self.start = time.perf_counter()
         self._losses: list[tuple[float, torch.Tensor, int]] = []  # (step, summed minibatch loss, count)
         self._checked = 0  # entries of ``_losses`` already checked for finiteness
+        self.reached: dict[str, tuple[float, float]] = {}  # metric -> (step, simulated time) of its target
+
+    def _mark_targets(self, row: dict) -> None:
+        """Add the target columns to ``row``: when each set target was first reached (NaN: not yet)."""
+        cfg = self.problem.config
+        for metric, field, reaches in TARGETS:
+            target = getattr(cfg, field)
+            if target is None:
+                continue
+            if metric not in self.reached and math.isfinite(row[metric]) and reaches(row[metric], target):
+                self.reached[metric] = (row["step"], row["sim_time"])
+            step_column, time_column = target_columns(metric)
+            row[step_column], row[time_column] = self.reached.get(metric, (math.nan, math.nan))
+
+    def stop_at_target(self) -> bool:
+        """The run should stop: its train-loss target is reached (or its test-accuracy target, when asked)."""
+        cfg = self.problem.config
+        return "train_loss" in self.reached or (cfg.stop_at_target_acc and "test_acc" in self.reached)
 
     @property
     def wall_time(self) -> float:
@@ -199,6 +226,7 @@ class Recorder:
             "center_test_loss": center_loss, "center_test_acc": center_acc,
             "spread": spread(engine.stacked_params(), axis),
         }
+        self._mark_targets(row)
         self.rows.append(row)
         self._losses.clear()
         self._checked = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -36,6 +37,32 @@ class Result:
     @property
     def final(self) -> pd.Series:
         return self.history.iloc[-1]
+
+    def reached(self, metric: str = "train_loss") -> tuple[float, float] | None:
+        """(step, simulated seconds) of the first evaluation at which ``metric`` (train_loss or test_acc)
+        reached its target (``config.target_train_loss`` / ``target_test_acc``); None if it never did.
+        Raises ValueError when that target was not set."""
+        from grawa_sim.engine.recorder import TARGETS, target_columns
+
+        fields = {m: f for m, f, _ in TARGETS}
+        if metric not in fields:
+            raise ValueError(f"metric: must be one of {', '.join(fields)} (got {metric!r})")
+        if getattr(self.config, fields[metric]) is None:
+            raise ValueError(f"{fields[metric]}: the run had no target for {metric} (got None)")
+        step, time = (float(self.final[c]) for c in target_columns(metric))
+        return None if math.isnan(step) else (step, time)
+
+    @property
+    def reached_step(self) -> float | None:
+        """The step at which the train-loss target (else the test-accuracy target) was reached; None if never."""
+        hit = self.reached("train_loss" if self.config.target_train_loss is not None else "test_acc")
+        return None if hit is None else hit[0]
+
+    @property
+    def reached_time(self) -> float | None:
+        """The simulated seconds at which the train-loss (else test-accuracy) target was reached; None if never."""
+        hit = self.reached("train_loss" if self.config.target_train_loss is not None else "test_acc")
+        return None if hit is None else hit[1]
 
     def __repr__(self) -> str:
         c = self.config

@@ -9,7 +9,9 @@ own seed initialises and draws exactly the batches and probes it would draw alon
 ``run(config)`` up to the order of floating-point operations (1e-10 in float64, tested).
 
 Synchronous, step-bounded runs only: the asynchronous schedule lets each run's seeded worker
-speeds decide who steps, and a time or wall budget would end the runs at different ticks.
+speeds decide who steps, and a time or wall budget would end the runs at different ticks. A run
+that reaches its ``target_train_loss`` (or, asked to stop there, its ``target_test_acc``) keeps its
+Result from that evaluation; the ensemble goes on until every run is done.
 """
 
 from __future__ import annotations
@@ -132,41 +134,56 @@ def _run_many(cfgs: list[Config], progress, device) -> list[Result]:
     def batch(draws: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.cat([x for x, _ in draws]), torch.cat([y for _, y in draws])
 
+    def communicate(live: list[int]) -> None:
+        probe = batch([s.probe() for s in streams]) if kind.needs_probe else None
+        info = engine.communicate(probe)
+        for i in live:
+            recorders[i].add_round(_run_info(info, slice(i * m, (i + 1) * m)))
+
     bar = progress_bar(dataclasses.replace(base, workers=m * r), interactive() if progress is None else progress)
     update_lr(0)
     for rec in recorders:
         rec.evaluate(0)
+    results: list[Result | None] = [rec.result() if rec.stop_at_target() else None for rec in recorders]
     next_eval, shown = base.eval_every, 0
     try:
         for ticks in zip(*(c.ticks() for c in clocks)):
+            if all(res is not None for res in results):
+                break
+            live = [i for i, res in enumerate(results) if res is None]  # a run that reached its target is done
             losses = engine.local_step(*batch([s.batch() for s in streams]))
             step = float(clocks[0].steps.double().mean())
             step = int(step) if step.is_integer() else round(step, 3)
-            for i, rec in enumerate(recorders):
-                rec.add_losses(step, losses[i * m:(i + 1) * m])
-            if ticks[0].round and not kind.communicates_every_step:
-                for rec in recorders:
-                    rec.check_finite()
-                probe = batch([s.probe() for s in streams]) if kind.needs_probe else None
-                info = engine.communicate(probe)
-                for i, rec in enumerate(recorders):
-                    rec.add_round(_run_info(info, slice(i * m, (i + 1) * m)))
+            for i in live:
+                recorders[i].add_losses(step, losses[i * m:(i + 1) * m])
+            periodic = not kind.communicates_every_step
+            if ticks[0].round and periodic:
+                for i in live:
+                    recorders[i].check_finite()
+                communicate(live)
             elif ticks[0].round:
-                for rec in recorders:
-                    rec.add_round(None)
+                for i in live:
+                    recorders[i].add_round(None)
             update_lr(step)
             done = step >= base.steps
+            if done and periodic and not ticks[0].round:  # ends between rounds: one last round, as run() does
+                for i in live:
+                    recorders[i].check_finite()
+                    clocks[i].final_round()
+                communicate(live)
             if step >= next_eval or done:
-                for rec in recorders:
-                    rec.check_finite()
-                    rec.evaluate(step)
+                for i in live:
+                    recorders[i].check_finite()
+                    recorders[i].evaluate(step)
+                    if done or recorders[i].stop_at_target():
+                        results[i] = recorders[i].result()
                 while next_eval <= step:
                     next_eval += base.eval_every
-                bar.set_postfix(test_acc=f"{min(rec.rows[-1]['test_acc'] for rec in recorders):.3f}", refresh=False)
+                bar.set_postfix(test_acc=f"{min(recorders[i].rows[-1]['test_acc'] for i in live):.3f}", refresh=False)
             bar.update(math.floor(step) - shown)
             shown = math.floor(step)
             if done:
                 break
     finally:
         bar.close()
-    return [rec.result() for rec in recorders]
+    return [res if res is not None else rec.result() for res, rec in zip(results, recorders)]

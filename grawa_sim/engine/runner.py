@@ -85,8 +85,20 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round, on
     bar = progress_bar(cfg, interactive() if progress is None else progress)
     update_lr(0)
     recorder.evaluate(0)
+    if recorder.stop_at_target():  # the initial model already reaches the target
+        bar.close()
+        return recorder.result()
     next_eval, shown, tick_index = cfg.eval_every, 0, 0
     next_time = cfg.eval_seconds if cfg.eval_seconds is not None else math.inf
+    def communicate() -> None:
+        before = None
+        if on_round is not None and periodic:
+            before = {n: p.detach().clone() for n, p in engine.stacked_params().items()}
+        info = problem.round()
+        recorder.add_round(info)
+        if before is not None:
+            on_round(recorder.rounds, before, info)
+
     try:
         for tick in clock.ticks():
             tick_index += 1
@@ -99,13 +111,7 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round, on
             if (tick.round and periodic) or tick_index % DIVERGENCE_CHECK_EVERY == 0:
                 recorder.check_finite()  # before a round spreads a non-finite worker to the others
             if tick.round:
-                before = None
-                if on_round is not None and periodic:
-                    before = {n: p.detach().clone() for n, p in engine.stacked_params().items()}
-                info = problem.round()
-                recorder.add_round(info)
-                if before is not None:
-                    on_round(recorder.rounds, before, info)
+                communicate()
             update_lr(step)
             done = step >= cfg.steps
             out_of_time = cfg.time_budget is not None and clock.totals.sim_time >= cfg.time_budget
@@ -113,9 +119,16 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round, on
             if cfg.wall_budget is not None:  # every rank must stop at the same tick: share the decision
                 late = torch.tensor([[float(recorder.wall_time >= cfg.wall_budget)]])
                 out_of_wall = bool(problem.axis.all_reduce_sum(late) > 0)
+            ending = done or out_of_time or out_of_wall
+            if ending and periodic and not tick.round:
+                # the run ends between rounds: one last round (charged on the clock) so that the evaluated
+                # model holds the local steps since the previous one (DiLoCo's x_global moves only at rounds)
+                recorder.check_finite()
+                clock.final_round()
+                communicate()
             now = clock.totals.sim_time
             timed = tick.round and now >= next_time  # right after a round, once per eval_seconds mark
-            if step >= next_eval or timed or done or out_of_time or out_of_wall:
+            if step >= next_eval or timed or ending:
                 recorder.check_finite()
                 row = recorder.evaluate(step)
                 while next_eval <= step:
@@ -123,9 +136,10 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round, on
                 while next_time <= now:
                     next_time += cfg.eval_seconds
                 bar.set_postfix(test_acc=f"{row['test_acc']:.3f}", refresh=False)
+                ending = ending or recorder.stop_at_target()
             bar.update(math.floor(step) - shown)
             shown = math.floor(step)
-            if done or out_of_time or out_of_wall:
+            if ending:
                 break
     except DivergenceError as e:
         if e.step is None:  # raised inside a round (GRAWA's scores): name the step

@@ -84,7 +84,8 @@ def measure(configs_: list[Config], out: str | os.PathLike, settings: Settings =
     for cfg, path in zip(resolved, paths):
         final = load_history(Path(out) / "runs" / run_key(cfg)).iloc[-1]
         rows.append(pd.read_csv(path).assign(
-            method=method_name(cfg.algorithm, cfg.sam), net=cfg.model, seed=cfg.seed, test_acc=final["test_acc"],
+            method=method_name(cfg.algorithm, cfg.sam, cfg.weighting), net=cfg.model, seed=cfg.seed,
+            test_acc=final["test_acc"],
             train_acc=final["train_acc"], gap=final["train_acc"] - final["test_acc"], run=run_key(cfg)))
     return pd.concat(rows, ignore_index=True)
 

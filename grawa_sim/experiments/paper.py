@@ -50,8 +50,9 @@ def paper_configs(dataset: str = "cifar10", quick: bool = False, seeds: int = SE
 def with_method(histories: pd.DataFrame) -> pd.DataFrame:
     """The histories with ``method`` ('dp+sam' for DP with SAM, else the algorithm) as their algorithm
     column (plots and tables group by it) and ``test_error`` = 1 - test accuracy."""
-    named = histories.assign(algorithm=[method_name(a, bool(s)) for a, s in zip(histories["algorithm"],
-                                                                                  histories["sam"])])
+    weighting = histories["weighting"] if "weighting" in histories else [None] * len(histories)
+    named = histories.assign(algorithm=[method_name(a, bool(s), w) for a, s, w in zip(histories["algorithm"],
+                                                                                        histories["sam"], weighting)])
     return named.assign(test_error=1 - named["test_acc"])
 
 

@@ -49,9 +49,12 @@ def comparison_configs(quick: bool, seeds: int = SEEDS, algorithms: tuple[str, .
 QUICKSTART_ALGORITHMS = ("mgrawa", "lgrawa", "localsgd", "dp")
 
 
-def method_name(algorithm: str, sam: bool) -> str:
-    """'dp+sam' for DP with SAM, else the algorithm."""
-    return f"{algorithm}+sam" if sam else algorithm
+def method_name(algorithm: str, sam: bool, weighting: str | None = None) -> str:
+    """'dp+sam' for DP with SAM, 'mgrawa+uniform' / 'lgrawa+uniform' for GRAWA's uniform-weight twin,
+    else the algorithm."""
+    if sam:
+        return f"{algorithm}+sam"
+    return f"{algorithm}+uniform" if weighting == "uniform" else algorithm
 
 
 def quickstart_configs(quick: bool, seeds: int = 1, steps: int | None = None, workers: int = 8, tau: int = 32,
