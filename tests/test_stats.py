@@ -78,3 +78,197 @@ def test_versus_a_named_reference_matches_welch_pair_by_pair():
         assert table.loc[name, "p"] == pytest.approx(expected.pvalue)
         assert table.loc[name, "t"] == pytest.approx(expected.statistic)
     assert table.loc["a", "significant"] and not table.loc["b", "significant"]
+
+
+# --- paired comparisons, Holm, McNemar -------------------------------------------------------------------------
+
+def _seed_matched(n, shift=0.01, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0.9, 0.02, n)  # the seed's own luck, shared by both methods
+    return base + shift + rng.normal(0, 0.005, n), base + rng.normal(0, 0.005, n)
+
+
+def test_paired_matches_ttest_rel_wilcoxon_and_t_interval():
+    a, b = _seed_matched(8)
+    r = stats.paired(a, b)
+    d = a - b
+    ref = sps.ttest_rel(a, b)
+    assert r.n == 8 and r.dropped == 0
+    assert r.difference == pytest.approx(d.mean()) and r.std == pytest.approx(d.std(ddof=1))
+    assert r.t == pytest.approx(ref.statistic) and r.p == pytest.approx(ref.pvalue)
+    assert r.wilcoxon_p == pytest.approx(sps.wilcoxon(a, b).pvalue)
+    half = sps.t.ppf(0.975, 7) * d.std(ddof=1) / math.sqrt(8)
+    assert r.half_width == pytest.approx(half)
+    assert (r.low, r.high) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert r.significant and r.low > 0
+    # the same data unpaired: the seed-to-seed spread (0.02) swamps the 0.01 shift
+    assert not stats.welch(a, b).significant
+    swapped = stats.paired(b, a)
+    assert swapped.difference == pytest.approx(-r.difference) and swapped.p == pytest.approx(r.p)
+
+
+def test_paired_str():
+    r = stats.Paired(difference=0.012, std=0.0048, n=8, half_width=0.004, t=7.1, p=0.003, wilcoxon_p=0.008)
+    assert str(r) == "+0.012 ± 0.004 (n=8, p=0.003)"
+    assert str(stats.paired([1.0], [2.0])) == "-1.000 (n=1, p=nan)"
+
+
+def test_paired_drops_nan_pairs_together_and_counts_them():
+    a, b = _seed_matched(9, seed=1)
+    a[2], b[5] = np.nan, np.nan
+    r = stats.paired(a, b)
+    keep = [i for i in range(9) if i not in (2, 5)]
+    clean = stats.paired(a[keep], b[keep])
+    assert r.n == 7 and r.dropped == 2 and clean.dropped == 0
+    assert (r.difference, r.std, r.t, r.p, r.wilcoxon_p) == (clean.difference, clean.std, clean.t, clean.p,
+                                                              clean.wilcoxon_p)
+    assert r.p == pytest.approx(sps.ttest_rel(a[keep], b[keep]).pvalue)
+
+
+def test_paired_zero_variance_decides_without_crashing():
+    up = stats.paired([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])
+    assert up.p == 0.0 and up.t == math.inf and up.std == 0.0 and up.half_width == 0.0 and up.significant
+    assert stats.paired([0.5, 1.5, 2.5], [1.0, 2.0, 3.0]).t == -math.inf
+    same = stats.paired([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert same.p == 1.0 and same.t == 0.0 and same.difference == 0.0 and not same.significant
+    # six equal non-zero differences: every sign positive, exact signed-rank p = 2 / 2^6
+    assert stats.paired(np.arange(6) + 1.0, np.arange(6) + 0.5).wilcoxon_p == pytest.approx(2 / 64)
+    assert stats.paired(np.ones(6), np.ones(6)).wilcoxon_p == 1.0
+
+
+def test_paired_wilcoxon_needs_six_pairs():
+    a, b = _seed_matched(6, seed=2)
+    assert math.isnan(stats.paired(a[:5], b[:5]).wilcoxon_p)
+    assert not math.isnan(stats.paired(a[:5], b[:5]).p)
+    assert stats.paired(a, b).wilcoxon_p == pytest.approx(sps.wilcoxon(a, b).pvalue)
+    # hand-worked: differences 1..6 with only the smallest negative, W- = 1: p = 2 · P(W ≤ 1) = 2 · 2/64
+    assert stats.paired([-1, 2, 3, 4, 5, 6], [0] * 6).wilcoxon_p == pytest.approx(4 / 64)
+
+
+def test_paired_small_n_and_mismatched_lengths():
+    one = stats.paired([1.0, np.nan], [0.0, 1.0])
+    assert one.n == 1 and one.dropped == 1 and one.difference == 1.0
+    assert math.isnan(one.p) and math.isnan(one.half_width) and not one.significant
+    assert stats.paired([], []).n == 0 and math.isnan(stats.paired([], []).difference)
+    with pytest.raises(ValueError, match=r"got 3 and 4") as err:
+        stats.paired([1, 2, 3], [1, 2, 3, 4])
+    assert "\n" not in str(err.value)
+
+
+def test_smallest_detectable_has_80_percent_power():
+    n, s = 10, 0.02
+    delta = stats.smallest_detectable(s, n)
+    c, ncp = sps.t.ppf(0.975, n - 1), delta * math.sqrt(n) / s
+    power = sps.nct.sf(c, n - 1, ncp) + sps.nct.cdf(-c, n - 1, ncp)
+    assert power == pytest.approx(0.8, abs=1e-6)
+    assert stats.paired_power(delta, s, n) == pytest.approx(0.8, abs=1e-6)
+    assert stats.paired_power(0.0, s, n) == pytest.approx(0.05)  # no effect: both tails give alpha
+    # the textbook approximation (t_{0.975} + t_{0.8}) s/√n: a little smaller at n = 5, close from n = 20
+    approx = {m: (sps.t.ppf(0.975, m - 1) + sps.t.ppf(0.8, m - 1)) * s / math.sqrt(m) for m in (5, 20)}
+    assert approx[5] < stats.smallest_detectable(s, 5) < 1.02 * approx[5]
+    assert stats.smallest_detectable(s, 20) == pytest.approx(approx[20], rel=2e-3)
+    assert stats.smallest_detectable(2 * s, n) == pytest.approx(2 * delta)
+    assert stats.smallest_detectable(s, 2) > 5 * stats.smallest_detectable(s, 5)  # df = 1 works too
+    assert math.isnan(stats.smallest_detectable(s, 1)) and stats.smallest_detectable(0.0, n) == 0.0
+    with pytest.raises(ValueError, match="power"):
+        stats.smallest_detectable(s, n, power=0.01)
+    r = stats.paired(*_seed_matched(10))
+    assert r.smallest_detectable == pytest.approx(stats.smallest_detectable(r.std, 10))
+
+
+def test_smallest_detectable_by_simulation():
+    n, s = 6, 1.0
+    delta = stats.smallest_detectable(s, n)
+    d = np.random.default_rng(3).normal(delta, s, (20000, n))
+    rejected = sps.ttest_1samp(d, 0.0, axis=1).pvalue < 0.05
+    assert rejected.mean() == pytest.approx(0.8, abs=0.012)  # binomial SE ≈ 0.003
+
+
+def test_holm_hand_example_and_shapes():
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    adjusted = stats.holm({"x": 0.01, "skipped": float("nan"), "y": 0.04, "z": 0.03, "w": 0.005})
+    assert list(adjusted) == ["x", "skipped", "y", "z", "w"] and math.isnan(adjusted["skipped"])
+    assert [adjusted[k] for k in "xyzw"] == pytest.approx([0.03, 0.06, 0.06, 0.02])  # NaN not counted in m
+    series = stats.holm(pd.Series([0.5, 0.6], index=["a", "b"]))
+    assert list(series.index) == ["a", "b"] and series.tolist() == pytest.approx([1.0, 1.0])
+    assert stats.holm([]) == [] and stats.holm([0.2]) == pytest.approx([0.2])
+    with pytest.raises(ValueError, match="1.5"):
+        stats.holm([0.1, 1.5])
+
+
+def _step_down_rejections(p, alpha):
+    """Holm's procedure as a test: reject p_(1), p_(2), ... while p_(j) ≤ alpha / (m − j + 1)."""
+    order, rejected = np.argsort(p), set()
+    for j, i in enumerate(order):
+        if p[i] > alpha / (len(p) - j):
+            break
+        rejected.add(int(i))
+    return rejected
+
+
+def test_holm_equals_the_step_down_procedure_and_is_monotone():
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        p = rng.uniform(0, 0.1, rng.integers(1, 8)) ** rng.uniform(0.5, 2)
+        adjusted = np.array(stats.holm(p))
+        assert np.all(adjusted >= p - 1e-15) and np.all(adjusted <= 1)
+        order = np.argsort(p)
+        assert np.all(np.diff(adjusted[order]) >= 0)  # same order as the raw p-values
+        for alpha in rng.uniform(0, 0.2, 20):
+            assert set(np.flatnonzero(adjusted <= alpha)) == _step_down_rejections(p, alpha)
+
+
+def test_holm_matches_statsmodels():
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    p = np.random.default_rng(5).uniform(0, 0.2, 9)
+    assert stats.holm(p) == pytest.approx(multitest.multipletests(p, method="holm")[1])
+
+
+def test_mcnemar_hand_examples():
+    # 8 starts: a alone succeeds on 6, b alone on 1, both fail on 1. P(X ≤ 1 | 7, ½) = 8/128 → p = 0.125
+    a = [1, 1, 1, 1, 1, 1, 0, 0]
+    b = [0, 0, 0, 0, 0, 0, 1, 0]
+    r = stats.mcnemar(a, b)
+    assert (r.b01, r.b10, r.n) == (1, 6, 8) and r.p == pytest.approx(0.125) and not r.significant
+    assert r.difference == pytest.approx(5 / 8) and str(r) == "a only 6, b only 1 of 8 pairs (p=0.12)"
+    # 6 to 0 plus concordant pairs, which do not count: p = 2 / 2^6
+    r = stats.mcnemar([True] * 6 + [True, False] * 5, [False] * 6 + [True, False] * 5)
+    assert (r.b01, r.b10) == (0, 6) and r.p == pytest.approx(2 / 64) and r.significant
+    assert stats.mcnemar([1, 0, 1], [1, 0, 1]).p == 1.0 and stats.mcnemar([], []).p == 1.0
+
+
+def test_mcnemar_matches_binomtest_on_discordant_pairs():
+    for b01, b10 in [(0, 1), (2, 3), (3, 3), (1, 9), (12, 4), (0, 15), (20, 31)]:
+        a = np.r_[np.zeros(b01), np.ones(b10), np.ones(4)].astype(bool)
+        b = np.r_[np.ones(b01), np.zeros(b10), np.ones(4)].astype(bool)
+        r = stats.mcnemar(a, b)
+        assert (r.b01, r.b10) == (b01, b10)
+        assert r.p == pytest.approx(sps.binomtest(b10, b01 + b10, 0.5).pvalue)
+
+
+def test_mcnemar_rejects_bad_input():
+    with pytest.raises(ValueError, match="got 2 and 3"):
+        stats.mcnemar([True, False], [True, False, True])
+    with pytest.raises(ValueError, match="a: outcomes"):
+        stats.mcnemar([1, np.nan], [1, 0])
+    with pytest.raises(ValueError, match="b: outcomes"):
+        stats.mcnemar([1, 0], [2, 0])
+
+
+def test_holm_table_adjusts_the_declared_family():
+    family = {"A − DP": stats.paired(*_seed_matched(8, shift=0.01)),
+              "B − DP": stats.paired(*_seed_matched(8, shift=0.0, seed=6)),
+              "A vs DP success": stats.mcnemar([1] * 6 + [0] * 2, [0] * 7 + [1])}
+    table = stats.holm_table(family)
+    assert list(table.columns) == ["contrast", "n", "difference", "low", "high", "p", "p_holm", "significant_holm"]
+    assert table["contrast"].tolist() == list(family)
+    assert table["p"].tolist() == [r.p for r in family.values()]
+    assert table["p_holm"].tolist() == pytest.approx(stats.holm([r.p for r in family.values()]))
+    assert table["significant_holm"].tolist() == (table["p_holm"] < 0.05).tolist()
+    first = family["A − DP"]
+    assert table.loc[0, ["n", "difference", "low", "high"]].tolist() == pytest.approx(
+        [first.n, first.difference, first.low, first.high])
+    assert table.loc[0, "significant_holm"] and not table.loc[1, "significant_holm"]
+    assert math.isnan(table.loc[2, "low"])  # McNemar has no interval
+    welch = stats.holm_table([("w", stats.welch([1.0, 1.1, 0.9], [0.0, 0.1, -0.1]))])
+    assert math.isnan(welch.loc[0, "n"]) and welch.loc[0, "p_holm"] == welch.loc[0, "p"]

@@ -70,7 +70,7 @@ def _cached(name: str, spec: dict, make) -> dict:
     path = cache_dir() / f"{name}-{key}.npz"
     if path.exists():
         try:
-            with np.load(path) as f:
+            with open(path, "rb") as handle, np.load(handle) as f:
                 arrays = {k: f[k] for k in f.files}
             if set(arrays) == {"x", "y", "x_test", "y_test"} and len(arrays["x"]) == len(arrays["y"]) == spec["train"]:
                 return arrays
