@@ -128,3 +128,45 @@ def test_fused_update_on_parameters_kept_transposed_over_several_steps():
         sgd.apply([x], [g.clone()])
     assert len(sgd._views) == 1  # the cached views served the later steps
     torch.testing.assert_close(x, want, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_update_of_a_parameter_used_only_through_its_sum(momentum):
+    """Autograd returns such a parameter's gradient expanded (overlapping memory); the in-place update
+    (the fallback path without momentum, the fused one with it) must equal torch.optim.SGD per worker."""
+    from torch import nn
+
+    from grawa_sim.algorithms import build
+    from grawa_sim.algorithms.base import Hyper
+    from grawa_sim.core.collectives import StackedAxis
+    from grawa_sim.engine.ensemble import VmapEngine
+
+    class Summed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+            self.s = nn.Parameter(torch.linspace(0.5, 1.0, 4))
+
+        def forward(self, x):
+            return self.lin(x) * self.s.sum()
+
+    torch.manual_seed(0)
+    model = Summed().double()
+    loss = lambda out, y: nn.functional.cross_entropy(out.flatten(0, -2), y.flatten(), reduction="none").view(y.shape)  # noqa: E731
+    engine = VmapEngine(model, build("localsgd", Hyper(pull=1.0, prox=0.0, tau=100)), StackedAxis(2), loss,
+                        0.1, momentum, 1e-2, 0.0, 100, execution="vmap")
+    copies = [Summed().double() for _ in range(2)]
+    for c in copies:
+        c.load_state_dict(model.state_dict())
+    optimizers = [torch.optim.SGD(c.parameters(), lr=0.1, momentum=momentum, nesterov=momentum > 0,
+                                  weight_decay=1e-2) for c in copies]
+    for _ in range(3):
+        x, y = torch.randn(2, 5, 3, dtype=torch.float64), torch.randint(0, 2, (2, 5))
+        engine.local_step(x, y)
+        for i, (c, opt) in enumerate(zip(copies, optimizers)):
+            opt.zero_grad()
+            nn.functional.cross_entropy(c(x[i]), y[i]).backward()
+            opt.step()
+    for i, c in enumerate(copies):
+        assert max_abs_diff({n: p[i] for n, p in engine.params.items()},
+                            {n: p.detach() for n, p in c.named_parameters()}) <= 1e-12
