@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from grawa_sim.config import Config, resolve
-from grawa_sim.data.datasets import BatchSampler, iid_shards, load
+from grawa_sim.data.datasets import BatchSampler, load, make_shards
 from grawa_sim.models import registry as models
 
 
@@ -13,8 +13,8 @@ def batch_stream(config: Config) -> tuple[list[torch.Tensor], object]:
     """The [M, B] index batches the runner draws for ``config``, and the data set."""
     cfg = resolve(config)
     data = load(cfg.dataset, getattr(torch, cfg.dtype))
-    shards = iid_shards(len(data.y_train), cfg.workers, torch.Generator().manual_seed(cfg.seed))
-    sampler = BatchSampler(shards, len(data.y_train), cfg.batch_size, cfg.seed)
+    shards = make_shards(data.y_train, cfg.workers, cfg.partition, cfg.alpha, cfg.batch_size, cfg.seed)
+    sampler = BatchSampler(shards, len(data.y_train), cfg.batch_size, cfg.seed, cfg.workers)
     return [sampler.next_batch() for _ in range(cfg.steps)], data
 
 

@@ -79,9 +79,9 @@ def test_lsgd_follows_a_leader_shard_optimum(optima):
     suboptimality stays above 1e-3 of the start (a documented finding, not a tolerance)."""
     from grawa_sim.engine.runner import run
 
-    config = dataclasses.replace(LOGISTIC, algorithm="lsgd")
+    config = dataclasses.replace(LOGISTIC, algorithm="lsgd", partition="iid_fixed")  # each worker keeps its shard
     data = load("digits")
-    shards = make_shards(data.y_train, 2, "iid", None, config.batch_size, config.seed)
+    shards = make_shards(data.y_train, 2, "iid_fixed", None, config.batch_size, config.seed)
     shard_optima = [optimum(config, indices=s) for s in shards]
     final = {n: p.double() for n, p in run(config, progress=False).evaluated.items()}
     best = optima["logistic"]

@@ -38,7 +38,7 @@ def test_dirichlet_skew_grows_as_alpha_shrinks():
     skews = [np.mean([_skew(dirichlet_shards(LABELS, 8, alpha, 32, seed), LABELS) for seed in range(3)])
              for alpha in (100.0, 1.0, 0.1)]
     assert skews[0] < 0.1 < skews[1] < skews[2]
-    iid = make_shards(LABELS, 8, "iid", 0.5, 32, 0)
+    iid = make_shards(LABELS, 8, "iid_fixed", 0.5, 32, 0)
     assert _skew(list(iid), LABELS) < 0.1
 
 
@@ -98,7 +98,7 @@ def test_alpha_is_resolved_only_for_dirichlet():
 
 
 def test_partition_config_errors():
-    with pytest.raises(ConfigError, match="^partition: must be one of iid, dirichlet"):
+    with pytest.raises(ConfigError, match="^partition: must be one of iid, iid_fixed, dirichlet"):
         resolve(Config(partition="skewed"))
     with pytest.raises(ConfigError, match="^alpha: must be > 0"):
         resolve(Config(partition="dirichlet", alpha=0.0))

@@ -99,7 +99,10 @@ def test_val_acc_is_the_accuracy_of_the_evaluated_model_on_the_held_out_samples(
 def test_validation_zero_keeps_the_run_keys():
     config = Config(algorithm="localsgd", steps=40, tau=8)
     identity = {k: v for k, v in dataclasses.asdict(config).items()
-                if k not in ("data_dir", "device", "validation") and v is not None}
+                if k not in ("data_dir", "device", "validation", "stop_at_target_acc") and v is not None}
+    from grawa_sim.config import ENGINE_REVISION
+
+    identity["revision"] = ENGINE_REVISION
     expected = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     assert run_key(config) == f"localsgd-M4-s0-{expected}"
     assert run_key(dataclasses.replace(config, validation=0)) == run_key(config)

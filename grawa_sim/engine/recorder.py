@@ -27,21 +27,12 @@ from grawa_sim.core.collectives import Params, StackedAxis
 from grawa_sim.data.datasets import Dataset
 from grawa_sim.engine.batchnorm import Recalibrator
 from grawa_sim.engine.problem import Problem
-from grawa_sim.engine.result import Result
+from grawa_sim.engine.result import TARGETS, Result, target_columns
 from grawa_sim.models.losses import per_sample_loss
 from grawa_sim.models.registry import has_batchnorm
 
 SPREAD_CHUNK = 1 << 22  # float64 elements the spread metric holds at once (32 MiB)
 WEIGHT_COLUMNS = ["round", "worker", "layer", "weight"]
-# (history column, Config field of its target, does a value reach the target?): the first evaluation that
-# reaches it is recorded as <column>_reached_step / <column>_reached_time (NaN until then, and if never)
-TARGETS = (("train_loss", "target_train_loss", lambda value, target: value <= target),
-           ("test_acc", "target_test_acc", lambda value, target: value >= target))
-
-
-def target_columns(metric: str) -> tuple[str, str]:
-    """The history columns of the step and simulated time at which ``metric`` first reached its target."""
-    return f"{metric}_reached_step", f"{metric}_reached_time"
 
 
 class Evaluator:

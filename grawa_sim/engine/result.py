@@ -10,6 +10,16 @@ import pandas as pd
 from grawa_sim.config import Config
 from grawa_sim.core.collectives import Params
 
+# (history column, Config field of its target, does a value reach the target?): the first evaluation that
+# reaches it is recorded as <column>_reached_step / <column>_reached_time (NaN until then, and if never)
+TARGETS = (("train_loss", "target_train_loss", lambda value, target: value <= target),
+           ("test_acc", "target_test_acc", lambda value, target: value >= target))
+
+
+def target_columns(metric: str) -> tuple[str, str]:
+    """The history columns of the step and simulated time at which ``metric`` first reached its target."""
+    return f"{metric}_reached_step", f"{metric}_reached_time"
+
 
 @dataclass(repr=False)
 class Result:
@@ -42,8 +52,6 @@ class Result:
         """(step, simulated seconds) of the first evaluation at which ``metric`` (train_loss or test_acc)
         reached its target (``config.target_train_loss`` / ``target_test_acc``); None if it never did.
         Raises ValueError when that target was not set."""
-        from grawa_sim.engine.recorder import TARGETS, target_columns
-
         fields = {m: f for m, f, _ in TARGETS}
         if metric not in fields:
             raise ValueError(f"metric: must be one of {', '.join(fields)} (got {metric!r})")

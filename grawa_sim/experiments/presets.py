@@ -123,7 +123,8 @@ def noniid_configs(quick: bool, seeds: int | None = None, steps: int | None = No
 
 def partition_label(histories: pd.DataFrame) -> pd.Series:
     """'IID' or 'Dirichlet α = <alpha>' for every row."""
-    return histories.apply(lambda r: "IID" if r["partition"] == "iid" else f"Dirichlet α = {r['alpha']:g}", axis=1)
+    names = {"iid": "IID", "iid_fixed": "IID (fixed shards)"}
+    return histories.apply(lambda r: names.get(r["partition"]) or f"Dirichlet α = {r['alpha']:g}", axis=1)
 
 
 def swept_fields(configs: list[Config]) -> list[str]:
