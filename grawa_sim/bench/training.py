@@ -157,7 +157,8 @@ def parallel_sweeps(seeds: int = 3, steps: int = 100, repeats: int = 2, algorith
 
     out = out or sys.stdout
     configs = [dataclasses.replace(c, steps=steps, eval_every=steps, workers=workers)
-               for c in comparison_configs(False, seeds=seeds, algorithms=algorithms_ or algorithms.COMPARED)]
+               for c in comparison_configs(False, seeds=seeds, algorithms=algorithms_ or algorithms.COMPARED,
+                                    twins=False)]
     ways = {"jobs1": (1, 1), "jobs2": (2, 1), "jobs1_batched": (1, "auto"), "jobs2_batched": (2, "auto")}
     times: dict[str, list[float]] = {k: [] for k in ways}
     for _ in range(repeats):

@@ -161,16 +161,28 @@ def cmd_reproduce(args) -> None:
 
     if args.paper:
         return _reproduce_paper(args, quick, figures)
+    from grawa_sim.experiments import protocol
+
     configs = [dataclasses.replace(c, device=args.device)
                for c in experiments.comparison_configs(quick, seeds=args.seeds)]
     histories = sweep(configs, args.out, progress=_progress(args), jobs=args.jobs, batch_runs=args.batch_runs)
-    table = experiments.summary(histories)
-    fig = plots.comparison_figure(histories, figures / "comparison_mnist1d.png",
+    named = protocol.with_methods(histories)
+    named = named.assign(algorithm=named["method"])  # figures and tables group by it: the twins apart
+    family = protocol.grawa_family("comparison", list(dict.fromkeys(named["method"])), reference="localsgd")
+    table = experiments.summary(named, reference=family.reference)
+    fig = plots.comparison_figure(named, figures / "comparison_mnist1d.png",
                                   f"MNIST-1D, 1-D CNN, M = {configs[0].workers}, reference τ per algorithm")
     table_path = write_csv_atomic(table, Path(args.out) / "summary.csv", index=True)
+    contrasts = protocol.compare(histories, family)
+    contrasts_path = write_csv_atomic(contrasts, Path(args.out) / "contrasts.csv")
+    outcomes = protocol.outcomes(histories)
+    write_csv_atomic(outcomes, Path(args.out) / "outcomes.csv", index=True)
     print(experiments.format_table(table).to_string(float_format=lambda v: f"{v:.4g}"))
+    print(f"\ndeclared family '{family.name}' (reference {family.reference}), paired by seed, Holm-adjusted:")
+    print(contrasts[["contrast", "n", "difference", "low", "high", "p", "p_holm", "significant_holm",
+                     "smallest_detectable"]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     _print_diverged(histories.groupby("run", sort=False).tail(1))
-    print(f"wrote {fig}, {table_path} and {Path(args.out) / 'results.csv'}")
+    print(f"wrote {fig}, {table_path}, {contrasts_path} and {Path(args.out) / 'results.csv'}")
 
 
 def _reproduce_paper(args, quick: bool, figures: Path) -> None:

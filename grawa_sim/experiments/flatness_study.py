@@ -51,7 +51,7 @@ PUBLISHED = pd.DataFrame({"lambda_max": [33.9, 28.5, 9.5, 10.8, 10.9, 13.3],
 
 def configs(quick: bool, seeds: int = 3) -> list[Config]:
     """Every method on both nets, ``seeds`` seeds, in the comparison's setting (quick: 64 steps, 1 seed)."""
-    base = comparison_configs(quick, seeds=seeds)
+    base = comparison_configs(quick, seeds=seeds, twins=False)
     out = []
     for net in NETS:
         for algorithm, sam in METHODS:

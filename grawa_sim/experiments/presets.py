@@ -38,12 +38,26 @@ def _comparison_base(quick: bool, steps: int | None = None, workers: int = 8) ->
                   eval_every=32 if quick else None)
 
 
-def comparison_configs(quick: bool, seeds: int = SEEDS, algorithms: tuple[str, ...] = COMPARED) -> list[Config]:
-    """All algorithms on MNIST-1D with the 1-D CNN, M = 8 workers, each with its reference tau/pull/prox.
+def with_twins(configs: list[Config]) -> list[Config]:
+    """``configs`` with, after each MGRAWA / LGRAWA run, its uniform-weight twin (the same run with
+    ``weighting="uniform"``): the control every study of GRAWA includes."""
+    out = []
+    for c in configs:
+        out.append(c)
+        if c.algorithm in ("mgrawa", "lgrawa") and c.weighting in (None, "inverse_norm"):
+            out.append(dataclasses.replace(c, weighting="uniform"))
+    return out
+
+
+def comparison_configs(quick: bool, seeds: int = SEEDS, algorithms: tuple[str, ...] = COMPARED,
+                       twins: bool = True) -> list[Config]:
+    """All algorithms on MNIST-1D with the 1-D CNN, M = 8 workers, each with its reference tau/pull/prox,
+    and (``twins``) GRAWA's uniform-weight twins (`with_twins`).
 
     Full: 2000 local steps per worker, ``seeds`` seeds. Quick: 64 steps, one seed.
     """
-    return grid(_comparison_base(quick), algorithm=list(algorithms), seed=list(range(1 if quick else seeds)))
+    configs = grid(_comparison_base(quick), algorithm=list(algorithms), seed=list(range(1 if quick else seeds)))
+    return with_twins(configs) if twins else configs
 
 
 QUICKSTART_ALGORITHMS = ("mgrawa", "lgrawa", "localsgd", "dp")
@@ -190,25 +204,45 @@ def budget_summary(histories: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["setting", "test_acc_mean"], ascending=[True, False])
 
 
-def summary(histories: pd.DataFrame, by: str | list[str] = "algorithm") -> pd.DataFrame:
+def summary(histories: pd.DataFrame, by: str | list[str] = "algorithm", reference: str | None = None) -> pd.DataFrame:
     """Final test accuracy per ``by`` (algorithm, model, swept fields, ...), best first.
 
-    Columns: ``test_acc_mean``, ``_std``, ``n`` (seeds), ``test_acc_ci95`` (half-width of the 95 %
-    t-interval), ``_low``, ``_high``, ``_worst`` (the lowest seed: a collapsed seed shows here),
-    ``test_loss``, ``spread``, ``steps``, and Welch's t-test against the group with the best mean (``p_vs_best``,
-    ``significant``: p < 0.05).
+    Columns: ``test_acc_mean``, ``_std``, ``n`` (finished seeds), ``total`` (runs, diverged ones included),
+    ``test_acc_ci95`` (half-width of the 95 % t-interval), ``_low``, ``_high``, ``_worst`` (the lowest seed: a
+    collapsed seed shows here), ``test_loss``, ``spread``, ``steps``. The means are over finished seeds.
+
+    With a ``reference`` (a group of ``by`` declared before the study ran): every other group against it,
+    paired by seed (``diff_vs_ref`` = group − reference, ``p_vs_ref`` the paired t p-value), Holm over those
+    comparisons (``p_holm``, ``significant``: p_holm < 0.05). Without one: Welch's t-test against the group
+    with the best mean (``p_vs_best``, ``significant``: p < 0.05), a description, not a declared test.
     """
     last = finals(histories)
     table = interval_table(last, by)
     extra = last.groupby(by, sort=False).agg(test_loss=("test_loss", "mean"), spread=("spread", "mean"),
-                                             steps=("step", "max"))
+                                             steps=("step", "max"), total=("test_acc", "size"))
     table = table.join(extra)
     key = "_group"
     keyed = last.assign(**{key: last[by].astype(str).agg(" | ".join, axis=1) if isinstance(by, list) else last[by]})
-    versus = stats.versus_best(keyed, key, "test_acc")
     labels = table.index.map(lambda k: " | ".join(map(str, k)) if isinstance(k, tuple) else k)
-    table["p_vs_best"] = versus["p"].reindex(labels).to_numpy()
-    table["significant"] = versus["significant"].reindex(labels).to_numpy()
+    if reference is None:
+        versus = stats.versus_best(keyed, key, "test_acc")
+        table["p_vs_best"] = versus["p"].reindex(labels).to_numpy()
+        table["significant"] = versus["significant"].reindex(labels).to_numpy()
+        return table.sort_values("test_acc_mean", ascending=False)
+    base = keyed[keyed[key] == reference].set_index("seed")["test_acc"]
+    if base.empty:
+        raise ValueError(f"reference: no runs of {reference!r} (got {reference!r}; groups: {', '.join(labels)})")
+    tests = {}
+    for label, group in keyed.groupby(key, sort=False):
+        if label != reference:
+            mine = group.set_index("seed")["test_acc"]
+            common = mine.index.intersection(base.index)
+            tests[label] = stats.paired(mine.loc[common].to_numpy(), base.loc[common].to_numpy())
+    adjusted = dict(zip(tests, stats.holm([t.p for t in tests.values()])))
+    table["diff_vs_ref"] = [tests[k].difference if k in tests else 0.0 for k in labels]
+    table["p_vs_ref"] = [tests[k].p if k in tests else float("nan") for k in labels]
+    table["p_holm"] = [adjusted.get(k, float("nan")) for k in labels]
+    table["significant"] = table["p_holm"] < stats.ALPHA
     return table.sort_values("test_acc_mean", ascending=False)
 
 
