@@ -17,8 +17,7 @@ import pandas as pd
 
 from grawa_sim.algorithms import COMPARED
 from grawa_sim.config import Config
-from grawa_sim.experiments import presets
-from grawa_sim.experiments.presets import method_name
+from grawa_sim.experiments import presets, protocol
 from grawa_sim.results.sweep import grid
 
 PAPERS = ("cifar10", "cifar100")
@@ -50,9 +49,8 @@ def paper_configs(dataset: str = "cifar10", quick: bool = False, seeds: int = SE
 def with_method(histories: pd.DataFrame) -> pd.DataFrame:
     """The histories with ``method`` ('dp+sam' for DP with SAM, else the algorithm) as their algorithm
     column (plots and tables group by it) and ``test_error`` = 1 - test accuracy."""
-    weighting = histories["weighting"] if "weighting" in histories else [None] * len(histories)
-    named = histories.assign(algorithm=[method_name(a, bool(s), w) for a, s, w in zip(histories["algorithm"],
-                                                                                        histories["sam"], weighting)])
+    named = protocol.with_methods(histories)
+    named = named.assign(algorithm=named["method"]).drop(columns="method")
     return named.assign(test_error=1 - named["test_acc"])
 
 
