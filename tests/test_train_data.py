@@ -134,3 +134,29 @@ def test_per_epoch_split_loop_run_many_and_sharded_equal_the_stacked_engine(algo
     assert max_abs_diff(stacked.workers, sharded.workers) <= 1e-10
     fixed = run(dataclasses.replace(cfg, partition="iid_fixed"), progress=False)
     assert max_abs_diff(stacked.workers, fixed.workers) > 1e-6  # the split matters
+
+
+def test_memo_number_computes_once_and_survives_a_corrupt_file(cache):
+    from grawa_sim.core.cache import memo_number
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return 41 + len(calls)
+
+    assert memo_number("things", "a", compute) == 42
+    assert memo_number("things", "a", compute) == 42 and len(calls) == 1  # read back
+    assert memo_number("things", "b", compute) == 43  # another key, the first kept
+    assert memo_number("things", "a", compute) == 42
+    (cache / "things.json").write_text("{not json")
+    assert memo_number("things", "a", compute) == 44 and len(calls) == 3
+
+
+def test_step_flops_are_kept_in_the_cache(cache):
+    from grawa_sim.engine.problem import _count_flops, step_flops
+
+    step_flops.cache_clear()
+    flops = step_flops("mlp", (40,), 10, 32, 10, 16)
+    assert flops == _count_flops("mlp", (40,), 10, 32, 10, 16) > 0
+    assert (cache / "step-flops.json").exists()

@@ -17,28 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
-from pathlib import Path
 
 import numpy as np
 
 from grawa_sim.config import MAX_TRAIN_SIZE as MAX_TRAIN
+from grawa_sim.core.cache import CACHE_ENV, cache_dir, write_atomic
 from grawa_sim.core.errors import ConfigError
 
-CACHE_ENV = "GRAWA_CACHE"
 PUBLISHED_TRAIN = 4000  # train samples of the published split (5000 samples, train_split 0.8)
 EXTRA_SEED = 43  # generator seed of the training samples beyond the published 4000
 CLASSES = 10
-
-
-def cache_dir() -> Path:
-    """Where generated data sets are kept: $GRAWA_CACHE, else $XDG_CACHE_HOME/grawa-sim, else ~/.cache/grawa-sim."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "grawa-sim"
 
 
 def _version() -> str:
@@ -80,15 +69,7 @@ def _cached(name: str, spec: dict, make) -> dict:
                           stacklevel=3)
     arrays = make()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda f: np.savez(f, **arrays))
     except OSError as e:  # a read-only or full cache folder: the data is still served, just not kept
         warnings.warn(f"{path.parent}: cannot cache MNIST-1D ({e.strerror or e}); set ${CACHE_ENV} to a writable "
                       f"folder", stacklevel=3)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import re
 import threading
 import warnings
@@ -105,7 +106,18 @@ def _warn_cosine_cut_short(cfg: Config) -> None:
 @functools.lru_cache(maxsize=64)
 def step_flops(model: str, input_shape: tuple[int, ...], outputs: int, batch_size: int, classes: int,
                width: int | None = None) -> int:
-    """FLOPs of one forward-backward pass of ``model`` on ``batch_size`` samples (torch's FLOP counter)."""
+    """FLOPs of one forward-backward pass of ``model`` on ``batch_size`` samples (torch's FLOP counter, whose
+    import takes about a second: the count is kept in the user's cache folder, keyed by its arguments and
+    the torch version)."""
+    from grawa_sim.core.cache import memo_number
+
+    key = json.dumps([model, list(input_shape), outputs, batch_size, classes, width, torch.__version__])
+    return memo_number("step-flops", key, lambda: _count_flops(model, input_shape, outputs, batch_size, classes,
+                                                                  width))
+
+
+def _count_flops(model: str, input_shape: tuple[int, ...], outputs: int, batch_size: int, classes: int,
+                 width: int | None) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
