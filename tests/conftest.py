@@ -4,7 +4,8 @@ On a 2-core machine two intra-op threads per process oversubscribe the CPU as so
 anything else runs; pytest-xdist supplies the parallelism instead (see the Makefile).
 
 The suite never writes into the project's committed files: quick modes, figures and notebook
-results go to a scratch folder ($GRAWA_SCRATCH, $GRAWA_FIGURES, $GRAWA_RESULTS) removed at the end.
+results go to a scratch folder ($GRAWA_SCRATCH, $GRAWA_FIGURES, $GRAWA_RESULTS) removed at the end, and
+so does the cache of generated data ($GRAWA_CACHE), shared by the test processes of one session.
 """
 
 import atexit
@@ -19,6 +20,7 @@ if "GRAWA_SCRATCH" not in os.environ:
     os.environ["GRAWA_SCRATCH"] = _scratch
     os.environ.setdefault("GRAWA_FIGURES", os.path.join(_scratch, "figures"))
     os.environ.setdefault("GRAWA_RESULTS", os.path.join(_scratch, "results"))
+    os.environ.setdefault("GRAWA_CACHE", os.path.join(_scratch, "cache"))  # generated MNIST-1D, FLOP counts
 
 import torch  # noqa: E402
 
