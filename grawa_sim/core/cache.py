@@ -1,14 +1,15 @@
 """The per-user cache folder of generated data and measured constants: ``$GRAWA_CACHE``, else
-``$XDG_CACHE_HOME/grawa-sim``, else ``~/.cache/grawa-sim``. Every file is written atomically (a
-temporary file renamed into place); an unwritable folder only costs the time of computing again."""
+``$XDG_CACHE_HOME/grawa-sim``, else ``~/.cache/grawa-sim``. Every file is written atomically
+(`folders.write_atomic`); an unwritable folder only costs the time of computing again."""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from grawa_sim.core.folders import write_atomic
 
 CACHE_ENV = "GRAWA_CACHE"
 
@@ -19,19 +20,6 @@ def cache_dir() -> Path:
         return Path(os.environ[CACHE_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "grawa-sim"
-
-
-def write_atomic(path: Path, write: Callable) -> None:
-    """``write(binary file)`` into a temporary file beside ``path``, then renamed to it (OSError propagates)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def memo_number(name: str, key: str, compute: Callable[[], int]) -> int:
@@ -45,7 +33,8 @@ def memo_number(name: str, key: str, compute: Callable[[], int]) -> int:
         table = {}
     value = compute()
     try:
-        write_atomic(path, lambda f: f.write(json.dumps({**table, key: value}, sort_keys=True).encode()))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda tmp: tmp.write_text(json.dumps({**table, key: value}, sort_keys=True)))
     except OSError:
         pass  # an unwritable cache only means computing it again next time
     return value

@@ -22,8 +22,9 @@ import warnings
 import numpy as np
 
 from grawa_sim.config import MAX_TRAIN_SIZE as MAX_TRAIN
-from grawa_sim.core.cache import CACHE_ENV, cache_dir, write_atomic
+from grawa_sim.core.cache import CACHE_ENV, cache_dir
 from grawa_sim.core.errors import ConfigError
+from grawa_sim.core.folders import write_atomic
 
 PUBLISHED_TRAIN = 4000  # train samples of the published split (5000 samples, train_split 0.8)
 EXTRA_SEED = 43  # generator seed of the training samples beyond the published 4000
@@ -69,11 +70,17 @@ def _cached(name: str, spec: dict, make) -> dict:
                           stacklevel=3)
     arrays = make()
     try:
-        write_atomic(path, lambda f: np.savez(f, **arrays))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda tmp: _save_npz(tmp, arrays))
     except OSError as e:  # a read-only or full cache folder: the data is still served, just not kept
         warnings.warn(f"{path.parent}: cannot cache MNIST-1D ({e.strerror or e}); set ${CACHE_ENV} to a writable "
                       f"folder", stacklevel=3)
     return arrays
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to a temporary name
+        np.savez(f, **arrays)
 
 
 def published() -> dict:
