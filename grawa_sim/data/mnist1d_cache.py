@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 
