@@ -319,6 +319,163 @@ def f16_quick(p: Probe) -> str:
     return f"reproduce --quick: exit {done.returncode}; committed figures/ now holds {touched or 'nothing new'}"
 
 
+# ---------------------------------------------------------------- issue 12: processes, locks, storage (21-27)
+
+LONG_SWEEP = ["--dataset", "digits", "--model", "logistic", "--workers", "2", "--algorithm", "dp", "--steps", "3000",
+              "--eval-every", "3000", "--batch-size", "8", "--seed", "0,1,2", "--no-progress"]
+
+
+def f21_orphaned_workers(p: Probe) -> str:
+    out = p.scratch / "orphans"
+    command = [sys.executable, "-m", "grawa_sim", "sweep", *LONG_SWEEP, "--jobs", "2", "--batch-runs", "2", "--out",
+               str(out)]
+    proc = subprocess.Popen(command, env=p.env, cwd=p.scratch, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    family, deadline = set(), time.monotonic() + 120
+    while time.monotonic() < deadline and not list((out / "locks").glob("*")):
+        family |= descendants(proc.pid)
+        time.sleep(0.05)
+    family |= descendants(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(5)
+    left = sorted(running(family))
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    again = p.cli("sweep", *LONG_SWEEP, "--jobs", "2", "--batch-runs", "2", "--out", out, timeout=600)
+    rows = len(pd_read(out / "results.csv"))
+    return (f"sweep --jobs 2 SIGKILLed mid-ensemble: {len(left)} of {len(family)} processes below it still running 5 s "
+            f"later; rerun: exit {again.returncode}, {rows}/3 runs in results.csv")
+
+
+def pd_read(path: Path):
+    import pandas as pd
+
+    return pd.read_csv(path) if path.is_file() else []
+
+
+def f22_reused_pid_lock(p: Probe) -> str:
+    parts = []
+    for label, record in (("old lock file (pid only) older than the process", None),
+                          ("lock naming a live pid with another start time", "new")):
+        out = p.dir(f"reused-{bool(record)}")
+        p.cli("sweep", *TINY, "--out", out)  # to learn the run's key
+        key = next((out / "runs").iterdir()).name
+        import shutil
+
+        shutil.rmtree(out / "runs")
+        lock = out / "locks" / key
+        live = os.getppid()  # a live process that never took this lock
+        if record:
+            lock.write_text(json.dumps({"pid": live, "host": os.uname().nodename, "started": 1, "boot": None,
+                                        "since": time.time()}) + "\n")
+        else:
+            lock.write_text(f"{live}\n")
+            os.utime(lock, (time.time() - 10 * 365 * 86400,) * 2)
+        try:
+            done = p.cli("sweep", *TINY, "--out", out, timeout=40)
+            waited = [line for line in done.stderr.splitlines() if line.startswith("waiting")]
+            parts.append(f"{label}: exit {done.returncode} after {done.seconds:.0f} s"
+                         + (f", said {waited[0][:60]!r}" if waited else ""))
+        except subprocess.TimeoutExpired as e:
+            said_lines = (e.stderr or b"").decode(errors="replace").strip().splitlines()
+            parts.append(f"{label}: still waiting after 40 s, last line {said_lines[-1][:70] if said_lines else ''!r}")
+    return "; ".join(parts)
+
+
+def f23_batched_params_size(p: Probe) -> str:
+    flags = ["--dataset", "digits", "--model", "mlp", "--width", "32", "--workers", "2", "--steps", "8", "--tau", "4",
+             "--batch-size", "8", "--no-progress"]
+    p.cli("sweep", *flags, "--seed", "0,1,2,3", "--batch-runs", "4", "--out", p.scratch / "batched")
+    p.cli("run", *flags, "--seed", "2", "--out", p.scratch / "alone")
+    batched = next(d for d in (p.scratch / "batched" / "runs").iterdir() if "-s2-" in d.name) / "params.pt"
+    alone = p.scratch / "alone" / "params.pt"
+    return f"params.pt of a run of a batch of 4: {batched.stat().st_size} bytes; the run alone: {alone.stat().st_size}"
+
+
+def f24_lock_write_error(p: Probe) -> str:
+    full = p.dir("lockfull")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], capture_output=True).returncode:
+        return "tmpfs mount not available"
+    try:
+        done = p.py(f"""
+            import grawa_sim.results.sweep as sweep_module
+            from pathlib import Path
+            from grawa_sim.cli.main import main
+            real = sweep_module.remove_stale_temps
+            def fill(*args, **kwargs):  # the disk fills up after the start-up check
+                Path("{full}/s/locks").mkdir(parents=True, exist_ok=True)
+                try:
+                    with open("{full}/filler", "ab", buffering=0) as fh:
+                        while True:
+                            fh.write(b"x" * 4096)
+                except OSError:
+                    pass
+                return real(*args, **kwargs)
+            sweep_module.remove_stale_temps = fill
+            raise SystemExit(main(["sweep", *{TINY!r}, "--out", "{full}/s"]))
+        """)
+        locks = sorted(x.name for x in (full / "s" / "locks").iterdir()) if (full / "s" / "locks").is_dir() else []
+        return f"disk full while taking a lock: {said(done)}; lock files left: {len(locks)}"
+    finally:
+        subprocess.run(["umount", str(full)])
+
+
+def f25_read_only_study(p: Probe) -> str:
+    url = f"sqlite:///{p.scratch / 'ro-study' / 'tune.db'}"
+    flags = ["tune", "--quick", "--algorithm", "dp", "--final-seeds", "0", "--storage", url]
+    p.cli(*flags, "--trials", "1")
+    db = p.scratch / "ro-study" / "tune.db"
+    if subprocess.run(["mount", "--bind", str(db), str(db)], capture_output=True).returncode:
+        return "bind mount not available"
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(db)], capture_output=True)
+        done = p.cli(*flags, "--trials", "2")
+    finally:
+        subprocess.run(["umount", "-l", str(db)])
+    p.py(f"""
+        from grawa_sim.experiments import tune
+        try:
+            tune.summary("sqlite:///{p.scratch}/no-study/tune.db", ["dp"])
+        except ValueError as e:
+            print(e)
+    """)
+    created = sorted(x.name for x in (p.scratch / "no-study").iterdir()) if (p.scratch / "no-study").exists() else []
+    return f"read-only study file: {said(done)}; reading a missing study created {created or 'nothing'}"
+
+
+def f26_unchecked_trials(p: Probe) -> str:
+    url = f"sqlite:///{p.scratch / 'unchecked.db'}"
+    flags = ["tune", "--quick", "--algorithm", "dp", "--final-seeds", "0", "--storage", url]
+    p.cli(*flags, "--trials", "1")
+    p.py(f"""
+        import optuna
+        study = optuna.load_study(study_name="tune-dp", storage="{url}")
+        study.ask().set_user_attr("note", "no pid recorded")
+    """)
+    done = p.cli(*flags, "--trials", "2")
+    lines = [line for line in done.stderr.splitlines() if "RUNNING" in line or "trials finished" in line]
+    counted = p.py(f"""
+        import optuna
+        trials = optuna.load_study(study_name="tune-dp", storage="{url}").trials
+        print(sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials))
+    """).stdout.strip()
+    return f"a RUNNING trial without a pid: exit {done.returncode}, {counted}/2 counted, said {lines or 'nothing'}"
+
+
+def f27_small(p: Probe) -> str:
+    helped = p.cli("--help")
+    listed = "tune" in helped.stdout.split("positional arguments")[0].split("usage")[-1].split("\n\n", 1)[-1]
+    start = time.monotonic()
+    jobs = p.cli("tune", "--jobs", "-1")
+    took = time.monotonic() - start
+    fixed = p.cli("tune", "--quick", "--algorithm", "dp", "--lr", "0.05", "--trials", "3", "--final-seeds", "0",
+                  "--storage", f"sqlite:///{p.scratch / 'fixed.db'}")
+    warned = [line for line in fixed.stderr.splitlines() if line.startswith("warning")]
+    ran = len([line for line in fixed.stderr.splitlines() if line.startswith("[dp trial")])
+    return (f"--help description names tune: {listed}; tune --jobs -1: {said(jobs)} after {took:.1f} s; "
+            f"every parameter fixed: {ran} trial(s), warning {warned[0][:50] if warned else None!r}")
+
+
 FAULTS = {name: f for name, f in sorted(globals().items()) if name[:1] == "f" and name[1:3].isdigit()}
 
 

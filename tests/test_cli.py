@@ -327,17 +327,22 @@ def test_reproduce_quick(tmp_path, capsys):
     assert figure.is_file()
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    methods = [*COMPARED, "mgrawa+uniform", "lgrawa+uniform"]  # every GRAWA beside its uniform twin
     results = pd.read_csv(out / "results.csv")
-    assert len(results) == len(COMPARED)
-    assert sorted(results["algorithm"]) == sorted(COMPARED)
+    assert len(results) == len(methods)
+    assert sorted(results["algorithm"]) == sorted([*COMPARED, "mgrawa", "lgrawa"])
+    assert sorted(results["weighting"].dropna()) == ["inverse_norm", "inverse_norm", "uniform", "uniform"]
     assert results["run"].is_unique
     assert results["test_acc"].between(0, 1).all()
     assert (results["step"] == results["steps"]).all()
 
     summary = pd.read_csv(out / "summary.csv", index_col="algorithm")
-    assert sorted(summary.index) == sorted(COMPARED)
-    assert "test_acc_mean" in summary.columns
+    assert sorted(summary.index) == sorted(methods)
+    assert "test_acc_mean" in summary.columns and summary.loc["localsgd", "diff_vs_ref"] == 0
     assert summary["test_acc_mean"].is_monotonic_decreasing  # best first
+    contrasts = pd.read_csv(out / "contrasts.csv")
+    assert list(contrasts["contrast"][:3]) == ["mgrawa − mgrawa+uniform", "mgrawa − dp", "mgrawa − localsgd"]
+    assert {"p", "p_holm", "smallest_detectable"} <= set(contrasts.columns)
 
     printed = capsys.readouterr().out
     table = printed.split("wrote")[0]

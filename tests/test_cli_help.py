@@ -43,3 +43,10 @@ def test_run_help_shows_the_config_defaults():
     assert "(default: 0.05)" in text  # --lr
     assert "(default: 0)" in text  # --seed
     assert "--outer-lr" in text and "default 0.7" in text
+
+
+def test_the_top_level_help_names_every_subcommand():
+    """`python -m grawa_sim --help` lists every command in its description (tune was missing)."""
+    description = build_parser().description
+    named = set(description.split("{", 1)[1].split("}", 1)[0].replace(" ", "").split(","))
+    assert named == set(_subparsers()), description

@@ -507,7 +507,7 @@ def test_16_quick_modes_write_to_scratch_not_to_committed_files(tmp_path, monkey
     for key in (experiments.FIGURES_ENV, experiments.RESULTS_ENV, experiments.SCRATCH_ENV, experiments.QUICK_ENV):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(experiments, "comparison_configs",
-                        lambda quick, seeds=3: grid(BASE, algorithm=["mgrawa", "easgd"]))
+                        lambda quick, seeds=3: grid(BASE, algorithm=["mgrawa", "localsgd"]))  # its reference
     assert main(["reproduce", "--quick", "--no-progress"]) == 0
     assert list((project / "figures").iterdir()) == []
     scratch = project / "results" / "quick"
@@ -551,3 +551,195 @@ def test_17_two_processes_creating_one_out_folder_do_not_fail(tmp_path, monkeypa
     blocked.write_text("x")
     with pytest.raises(ValueError, match="^out: .*file.* (is not a directory|cannot write there)"):
         check_writable(blocked / "runs")
+
+
+# ---------------------------------------------------------------- 18-21 worker processes and locks (issue 12)
+
+ORPHANED_SWEEP = """
+import json, sys
+from grawa_sim.config import from_dict
+from grawa_sim.results.sweep import grid, sweep
+
+if __name__ == "__main__":
+    configs = grid(from_dict(json.loads(sys.argv[2])), seed=[0, 1, 2])
+    sweep(configs, sys.argv[1], progress=False, jobs=2, batch_runs=2)
+"""
+LONG = dataclasses.replace(BASE, algorithm="dp", tau=None, steps=3000, eval_every=3000)  # seconds per ensemble
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process trees from /proc")
+def test_18_killing_a_parallel_sweep_ends_its_workers_and_a_rerun_completes_it(tmp_path):
+    """SIGKILL of a `sweep --jobs 2` parent in the middle of an ensemble: its spawned workers (and the
+    resource tracker they keep open) are gone within seconds instead of computing on under PID 1."""
+    script, out = tmp_path / "orphans.py", tmp_path / "sweep"
+    script.write_text(ORPHANED_SWEEP)
+    parent = subprocess.Popen([sys.executable, str(script), str(out), json.dumps(dataclasses.asdict(LONG))],
+                              env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    family: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list((out / "locks").glob("*")):  # an ensemble has started
+            family |= descendants(parent.pid)
+            time.sleep(0.05)
+        family |= descendants(parent.pid)
+        if not list((out / "locks").glob("*")):
+            parent.kill()
+            pytest.fail(f"the workers did not start a run: {parent.communicate(timeout=30)[1].decode()[-2000:]}")
+        assert len(family) >= 2, family  # two workers (and a resource tracker)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and running(family):
+            time.sleep(0.1)
+        assert running(family) == set(), "workers outlived their parent"
+        assert not list((out / "runs").glob("dp-*"))  # and stored nothing after it died
+    finally:
+        for pid in running(family | {parent.pid}):
+            os.kill(pid, signal.SIGKILL)
+    histories, log = quiet_sweep(grid(LONG, seed=[0, 1, 2]), out)  # the killed workers' locks are taken over
+    assert list(pd.read_csv(out / "results.csv")["status"]) == ["finished"] * 3
+    assert not list((out / "locks").iterdir())
+
+
+def test_19_a_lock_of_a_reused_pid_is_taken_over(tmp_path):
+    """The lock names a live process (this test's parent) that started at another time than the one that
+    took it: a pid reused after a container restart. It is stale: taken over, the run computed."""
+    from grawa_sim.core.folders import Holder, claim, holder, process_start, process_start_time, release
+
+    lock = tmp_path / "lock"
+    parent = os.getppid()
+    reused = dataclasses.replace(Holder.me(), pid=parent, started=process_start(parent) + 1)
+    lock.write_text(reused.record())
+    assert holder(lock) == reused and not reused.alive()
+    assert claim(lock) and holder(lock).is_me()
+    release(lock)
+    assert not lock.exists()
+
+    for earlier in (dataclasses.replace(reused, started=process_start(parent)),  # the same process: live
+                    dataclasses.replace(reused, started=None)):  # no start time recorded: the pid decides
+        lock.write_text(earlier.record())
+        assert not claim(lock) and holder(lock) == earlier
+    lock.write_text(f"{parent}\n")  # an old lock file (the pid only), written after that process started: live
+    assert not claim(lock) and holder(lock).pid == parent
+    os.utime(lock, (process_start_time(parent) - 60,) * 2)  # written before it started: another process's pid
+    assert claim(lock) and holder(lock).is_me()
+    release(lock)
+    lock.write_text(dataclasses.replace(reused, started=process_start(parent), boot="another-boot").record())
+    assert claim(lock)  # recorded before a reboot
+    release(lock)
+
+    cfg = validate(dataclasses.replace(BASE, steps=8))
+    locks = tmp_path / "sweep" / "locks"
+    locks.mkdir(parents=True)
+    (locks / run_key(cfg)).write_text(reused.record())
+    histories, log = quiet_sweep([cfg], tmp_path / "sweep")
+    assert (histories["status"] == "finished").all() and "waiting" not in log
+    assert not (locks / run_key(cfg)).exists()
+
+
+def test_19_a_live_holder_is_waited_for_with_one_line(tmp_path, monkeypatch):
+    """A lock held by a live process (recorded with its start time): the sweep says whom it waits for at
+    once, then every WAIT_REPORT_EVERY seconds, and reuses what the holder stored."""
+    import threading
+
+    from grawa_sim.core.folders import Holder, process_start
+
+    cfg = validate(dataclasses.replace(BASE, steps=8))
+    result = run(cfg, progress=False)
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        since = time.time() - 3600
+        lock = tmp_path / "locks" / run_key(cfg)
+        lock.parent.mkdir(parents=True)
+        lock.write_text(Holder(other.pid, Holder.me().host, process_start(other.pid), Holder.me().boot,
+                               since).record())
+        monkeypatch.setattr(grawa_sim.results.sweep, "WAIT_REPORT_EVERY", 0.6)
+        monkeypatch.setattr(grawa_sim.results.sweep, "run", lambda *a, **k: pytest.fail("computed it again"))
+
+        def the_holder_finishes():
+            save_result(result, tmp_path / "runs" / run_key(cfg), overwrite=True)
+            lock.unlink()
+
+        timer = threading.Timer(2.0, the_holder_finishes)
+        timer.start()
+        try:
+            histories, log = quiet_sweep([cfg], tmp_path)
+        finally:
+            timer.cancel()
+    finally:
+        other.kill()
+        other.wait()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+    waiting = [line for line in log.splitlines() if line.startswith("waiting")]
+    assert waiting and set(waiting) == {f"waiting for {run_key(cfg)} held by pid {other.pid} on "
+                                        f"{Holder.me().host} since {stamp}"}
+    assert 2 <= len(waiting) <= 5  # repeated, rarely (here every 0.6 s of 2 s)
+    assert "computed by another process, reused" in log
+    pd.testing.assert_frame_equal(histories[result.history.columns], result.history, check_dtype=False)
+
+
+def test_19_a_holder_on_another_host_is_waited_for_naming_the_host(tmp_path):
+    from grawa_sim.core.folders import Holder, claim, holder
+
+    lock = tmp_path / "lock"
+    elsewhere = Holder(2**22 + 12345, "another-host", 1, "another-boot", time.time())  # no such pid here
+    lock.write_text(elsewhere.record())
+    assert elsewhere.alive() and not claim(lock)  # cannot be checked from here: trusted
+    assert holder(lock).describe().startswith(f"pid {2**22 + 12345} on another-host since ")
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS"])
+def test_20_a_lock_that_cannot_be_created_is_one_line_and_leaves_no_lock(tmp_path, capsys, monkeypatch, code):
+    """Disk full after the start-up check, or the folder remounted read-only: taking a run's lock fails like
+    any other write (one line naming the folder, exit 1), not with a traceback from core/folders.claim."""
+    import errno
+
+    from grawa_sim.core import folders
+
+    real_open, locks = os.open, tmp_path / "sweep" / "locks"
+
+    def failing_open(path, *args, **kwargs):
+        if Path(path).parent == locks:
+            raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(folders.os, "open", failing_open)
+    why = "no space left on device" if code == "ENOSPC" else "read-only file system"
+    for batch in ("1", "2"):  # run by run, and both runs as one ensemble
+        assert main(["sweep", *TINY, "--seed", "0,1", "--batch-runs", batch, "--out", str(tmp_path / "sweep")]) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and [line for line in err.splitlines() if "error" in line] == [
+            f"error: out: cannot write '{locks}': {why}"], err  # after the sweep's progress lines
+        assert list(locks.iterdir()) == []
+
+
+@pytest.mark.parametrize("batch", ["1", "2"])
+def test_20_a_lock_that_cannot_be_written_on_a_full_disk_leaves_no_empty_lock(tmp_path, capsys, monkeypatch, batch):
+    """The disk fills up after the start-up check: the lock file is created but its record cannot be written.
+    One line, exit 1, and no empty lock file left behind (which would block the run for ten seconds)."""
+    full = tmp_path / "full"
+    full.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], capture_output=True).returncode:
+        pytest.skip("no tmpfs mount here")
+    try:
+        out, real_remove = full / "sweep", grawa_sim.results.sweep.remove_stale_temps
+
+        def fill_the_disk(*args, **kwargs):  # called by sweep() right after its write check
+            (out / "locks").mkdir(parents=True, exist_ok=True)
+            try:
+                with open(full / "filler", "ab", buffering=0) as fh:
+                    while True:
+                        fh.write(b"x" * 4096)
+            except OSError:  # full
+                pass
+            return real_remove(*args, **kwargs)
+
+        monkeypatch.setattr(grawa_sim.results.sweep, "remove_stale_temps", fill_the_disk)
+        assert main(["sweep", *TINY, "--seed", "0,1", "--batch-runs", batch, "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and [line for line in err.splitlines() if "error" in line] == [
+            f"error: out: cannot write '{out / 'locks'}': no space left on device"], err
+        assert list((out / "locks").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(full)])

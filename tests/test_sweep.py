@@ -502,6 +502,29 @@ def test_a_diverging_run_in_a_batch_is_stored_as_diverged_and_the_others_as_fini
     assert finished["test_loss"].equals(alone.history["test_loss"])
 
 
+@pytest.mark.parametrize("algorithm", ["mgrawa", "easgd", "dp"])
+def test_a_batched_runs_params_file_holds_only_its_own_tensors(tmp_path, algorithm):
+    """A run of a batch of 4 stores its own rows, not the ensemble's: its params.pt equals the run alone's in
+    size (to a few bytes) and content (the evaluated model and center were views into the R·M-worker tensors)."""
+    from grawa_sim.results.storage import load_params
+
+    base = dataclasses.replace(BASE, model="mlp", width=32, dtype="float64", algorithm=algorithm,
+                               tau=None if algorithm == "dp" else 4)
+    configs = [dataclasses.replace(base, seed=s) for s in range(4)]
+    sweep(configs, tmp_path / "batched", progress=False, log=io.StringIO(), batch_runs=4)
+    alone = tmp_path / "alone"
+    save_result(run(configs[2], progress=False), alone)
+    batched = run_dir(tmp_path / "batched", configs[2])
+    size, expected = (batched / "params.pt").stat().st_size, (alone / "params.pt").stat().st_size
+    assert abs(size - expected) <= 64, (size, expected)
+    mine, reference = load_params(batched), load_params(alone)
+    for part in ("workers", "buffers", "evaluated", "center"):
+        assert mine[part].keys() == reference[part].keys()
+        for name, tensor in reference[part].items():
+            assert mine[part][name].shape == tensor.shape
+            torch.testing.assert_close(mine[part][name], tensor, rtol=0, atol=1e-10)
+
+
 @pytest.mark.parametrize("bad", [0, -1, "all", 1.5, True])
 def test_bad_batch_runs_is_one_line(tmp_path, bad):
     with pytest.raises(ConfigError, match="^batch_runs: must be 'auto' or an integer >= 1"):

@@ -25,7 +25,7 @@ import grawa_sim
 import grawa_sim.results.sweep  # noqa: F401 - bound to the collection-time stderr (see test_cli.py)
 from grawa_sim.algorithms.grawa import DivergenceError
 from grawa_sim.cli.main import main
-from grawa_sim.config import Config, ConfigError, resolve
+from grawa_sim.config import Config, ConfigError, ConfigWarning, resolve
 from grawa_sim.data.datasets import TrainingStream, hold_out, load
 from grawa_sim.engine import runner
 from grawa_sim.engine.problem import model_and_data
@@ -239,7 +239,8 @@ def test_tune_jobs_runs_processes_on_one_study_then_the_final_comparison(tmp_pat
     assert len(trials_seen) == trials and len(_counted(trials_seen)) == trials
     assert len({tuple(sorted(t.params.items())) for t in trials_seen}) == trials
     assert len(re.findall(r"\[localsgd trial \d+\]", done.stderr)) == trials  # both processes report to stderr
-    finals = pd.read_csv(tmp_path / "results" / "tune" / "tune" / "results.csv")
+    out = tuning.comparison_folder(tmp_path / "results", "tune", url, "sqlite:///elsewhere/tune.db")
+    finals = pd.read_csv(out / "results.csv")  # keyed by the storage, which is not the default one
     assert len(finals) == 2 and "test_acc_mean" in done.stdout
 
 
@@ -318,3 +319,155 @@ def test_quick_tune_writes_to_the_scratch_folder_only(tmp_path, capsys, monkeypa
     finals = pd.read_csv(tmp_path / "results" / "tune" / "tune" / "results.csv")
     assert len(finals) == 4  # 2 methods x 2 fresh seeds
     assert "best_val_acc" in out and "test_acc_mean" in out
+
+
+# ---------------------------------------------------------------- storage faults, stale trials, small ones (issue 12)
+
+
+def _read_only(path: Path):
+    """Make the file ``path`` read-only, also for root (a read-only bind mount); returns the undo, or skips."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        return lambda: path.chmod(0o644)
+    if subprocess.run(["mount", "--bind", str(path), str(path)], capture_output=True).returncode:
+        pytest.skip("no bind mount here")
+    if subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], capture_output=True).returncode:
+        subprocess.run(["umount", str(path)])
+        pytest.skip("no read-only remount here")
+    return lambda: subprocess.run(["umount", "-l", str(path)])  # lazily: the storage may still hold the file open
+
+
+def test_a_read_only_study_file_is_one_line_exit_2_and_can_still_be_read(tmp_path, capsys):
+    url = _url(tmp_path)
+    tuning.tune(TINY, ["dp"], 1, url, log=open(os.devnull, "w"))
+    undo = _read_only(tmp_path / "tune.db")
+    try:
+        argv = ["tune", "--algorithm", "dp", "--trials", "2", "--final-seeds", "0", "--storage", url, *TINY_FLAGS]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.strip().splitlines() == [f"error: storage: cannot write the study {tmp_path / 'tune.db'}: "
+                                            f"read-only (got {url!r})"], err
+        assert tuning.summary(url, ["dp"]).loc["dp", "complete"] == 1  # reading needs no write
+    finally:
+        undo()
+    assert len(_trials(url, "dp")) == 1  # nothing was written
+
+
+def test_reading_a_study_that_does_not_exist_creates_nothing(tmp_path):
+    url = _url(tmp_path / "none")
+    for read in (tuning.trials_table, tuning.summary, tuning.importances):
+        with pytest.raises(ConfigError, match=r"^study: no study tune-dp in the storage \(got "):
+            read(url, ["dp"])
+    with pytest.raises(ConfigError, match=r"^study: no study tune-dp in the storage"):
+        tuning.best_configs(TINY, ["dp"], url)
+    assert list(tmp_path.iterdir()) == []  # no empty database, no lock file, no folder
+
+
+def _unchecked_trials(url: str) -> list[int]:
+    """Two RUNNING trials whose processes cannot be checked: one without a pid, one on another host."""
+    study = optuna.load_study(study_name="tune-dp", storage=url)
+    numbers = []
+    for attrs in ({}, {"host": "another-host", "pid": 1}):
+        trial = study.ask()
+        tuning.search_space("dp", TINY)["lr"].suggest(trial, "lr")
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        numbers.append(trial.number)
+    return numbers
+
+
+def test_running_trials_that_cannot_be_checked_are_reported_then_retired(tmp_path, capsys):
+    url = _url(tmp_path)
+    tuning.tune(TINY, ["dp"], 1, url, log=open(os.devnull, "w"))
+    numbers = _unchecked_trials(url)
+    log = tmp_path / "log.txt"
+    with open(log, "w") as f:
+        tuning.tune(TINY, ["dp"], 3, url, log=f)  # default stale_after (24 h): they count as running
+    lines = re.sub(r"RUNNING for \d+ s ", "RUNNING for AGE ", log.read_text()).splitlines()
+    assert lines == [
+        f"[dp trial {numbers[0]}] RUNNING for AGE with no pid recorded: its process cannot be checked from here; "
+        f"it counts as running until stale_after (24.0 h) retires it",
+        f"[dp trial {numbers[1]}] RUNNING for AGE with pid 1 on another-host: its process cannot be checked from "
+        f"here; it counts as running until stale_after (24.0 h) retires it",
+        "tune-dp: 1 of 3 trials finished; 2 RUNNING where their processes cannot be checked (retire them with a "
+        "shorter --stale-after, or run tune again once they finish)"], lines
+    assert len(_counted(_trials(url, "dp"))) == 1
+
+    argv = ["tune", "--algorithm", "dp", "--trials", "3", "--final-seeds", "0", "--storage", url, *TINY_FLAGS]
+    assert main([*argv, "--stale-after", "soon"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: stale_after: must be a duration such as 90s, 30m, 24h or 2d "
+                                               "(got 'soon')")
+    assert main([*argv, "--stale-after", "0s"]) == 0  # retired: failed and run again with their parameters
+    err = capsys.readouterr().err
+    assert "RUNNING" not in err and "trials finished" not in err, err
+    trials = _trials(url, "dp")
+    assert len(_counted(trials)) == 3
+    for number in numbers:
+        assert trials[number].state.name == "FAIL"
+        assert re.match(r"retired after \d+ s RUNNING with ", trials[number].user_attrs["failed_because"])
+        assert [t.params for t in trials if t.user_attrs.get("retry_of") == number] == [trials[number].params]
+
+
+def test_a_trial_of_a_reused_pid_is_retried(tmp_path):
+    """A RUNNING trial records its process's start time: a live process of the same pid that started at
+    another time (a reused pid) is not its process."""
+    from grawa_sim.core.folders import process_start
+
+    url = _url(tmp_path)
+    tuning.tune(TINY, ["dp"], 1, url, log=open(os.devnull, "w"))
+    study = optuna.load_study(study_name="tune-dp", storage=url)
+    trial = study.ask()
+    tuning.search_space("dp", TINY)["lr"].suggest(trial, "lr")
+    for key, value in (("host", socket.gethostname()), ("pid", os.getppid()),
+                       ("started", process_start(os.getppid()) + 1)):
+        trial.set_user_attr(key, value)
+    tuning.tune(TINY, ["dp"], 2, url, log=open(os.devnull, "w"))
+    trials = _trials(url, "dp")
+    assert trials[trial.number].state.name == "FAIL" and len(_counted(trials)) == 2
+
+
+def test_nothing_left_to_search_warns_and_runs_one_trial(tmp_path, capsys):
+    url = _url(tmp_path)
+    with pytest.warns(ConfigWarning, match=r"^fixed: nothing left to search for dp \(every hyperparameter it takes "
+                                           r"is fixed: lr\); its 3 trials would be the same run, so it gets one"):
+        tuning.tune(TINY, ["dp", "localsgd"], 3, url, fixed=("lr",), log=open(os.devnull, "w"))
+    assert len(_counted(_trials(url, "dp"))) == 1 and len(_counted(_trials(url, "localsgd"))) == 3
+    assert main(["tune", "--algorithm", "dp", "--trials", "3", "--final-seeds", "0", "--storage", url,
+                 "--lr", str(TINY.lr), *TINY_FLAGS]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: fixed: nothing left to search for dp") and "trials finished" not in err
+    assert len(_counted(_trials(url, "dp"))) == 1
+
+
+def test_two_storages_with_the_same_study_name_keep_their_final_runs_apart(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAWA_RESULTS", str(tmp_path / "results"))
+    from grawa_sim.experiments import presets as experiments
+
+    results = experiments.results_dir(False)
+    default = f"sqlite:///{results / 'tune.db'}"
+    assert tuning.comparison_folder(results, "s", default, default) == results / "tune" / "s"  # as before
+    relative = f"sqlite:///{os.path.relpath(tmp_path / 'a.db')}"
+    assert tuning.comparison_folder(results, "s", relative, default) == \
+        tuning.comparison_folder(results, "s", _url(tmp_path, "a.db"), default)  # one file, however spelled
+    folders = []
+    for name in ("a.db", "b.db"):
+        argv = ["tune", "--algorithm", "dp", "--trials", "1", "--final-seeds", "2", "--study", "s", "--storage",
+                _url(tmp_path, name), *TINY_FLAGS]
+        assert main(argv) == 0
+        folders.append(tuning.comparison_folder(results, "s", _url(tmp_path, name), default))
+        assert (folders[-1] / "results.csv").is_file()
+    assert folders[0] != folders[1] and folders[0].parent == folders[1].parent == results / "tune"
+    assert not (results / "tune" / "s").exists()
+
+
+@pytest.mark.parametrize("argv", [["tune", "--jobs", "-1"], ["sweep", "--jobs", "0", "--out", "x"],
+                                  ["reproduce", "--jobs", "-1"], ["tune", "--trials", "0"]])
+def test_plain_flags_are_checked_before_torch_is_imported(tmp_path, argv):
+    code = ("import sys; from grawa_sim.cli.main import main; code = main(sys.argv[1:]); "
+            "print(code, 'torch' in sys.modules, 'optuna' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(PROJECT)}, timeout=120)
+    assert done.stdout.split() == ["2", "False", "False"], done.stdout + done.stderr
+    field = "trials" if "--trials" in argv else "jobs"
+    assert re.fullmatch(rf"error: {field}: must be an integer >= 1 \(got -?\d\)", done.stderr.strip()), done.stderr
+    assert list(tmp_path.iterdir()) == []

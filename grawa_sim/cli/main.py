@@ -1,4 +1,4 @@
-"""Command line: python -m grawa_sim {run, sweep, reproduce, anchor, bench, flatness, notebooks}.
+"""Command line: python -m grawa_sim {run, sweep, reproduce, anchor, bench, flatness, tune, notebooks}.
 
 Bad input (an --out folder that cannot be written included, checked before any training) prints one
 line ``error: <field>: <why> (got <value>)`` and exits 2; a diverged run, running out of memory and a
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 import time
 import warnings
@@ -108,6 +109,7 @@ def _launch_ranks(args, cfg: Config) -> None:
 
 
 def cmd_sweep(args) -> None:
+    _check_jobs(args.jobs)
     _check_out(args.out)
     from grawa_sim.engine.problem import validate
     from grawa_sim.experiments import presets as experiments
@@ -153,6 +155,7 @@ def _experiment_setup(args) -> tuple[bool, Path]:
 
 
 def cmd_reproduce(args) -> None:
+    _check_jobs(args.jobs)
     quick, figures = _experiment_setup(args)
     from grawa_sim.experiments import presets as experiments
     from grawa_sim.plots import runs as plots
@@ -309,6 +312,13 @@ def cmd_flatness(args) -> None:
 
 
 def cmd_tune(args) -> None:
+    _check_jobs(args.jobs)  # plain flags first: before optuna and torch are imported (seconds)
+    if args.trials is not None and args.trials < 1:
+        raise ConfigError(f"trials: must be an integer >= 1 (got {args.trials})")
+    if args.final_seeds is not None and (args.final_seeds == 1 or args.final_seeds < 0):
+        raise ConfigError(f"final_seeds: must be 0 (no final comparison) or >= 2 (got {args.final_seeds})")
+    if args.storage is not None and "://" not in args.storage:
+        raise ConfigError(f"storage: must be an RDB URL such as sqlite:///results/tune.db (got {args.storage!r})")
     from grawa_sim.experiments import presets as experiments
     from grawa_sim.experiments import tune as tuning
 
@@ -318,23 +328,23 @@ def cmd_tune(args) -> None:
         tuning.method_config(Config(), m)  # an unknown name: one line, before anything starts
     trials = args.trials if args.trials is not None else (2 if quick else 20)
     final_seeds = args.final_seeds if args.final_seeds is not None else (2 if quick else 5)
-    if final_seeds == 1 or final_seeds < 0:
-        raise ConfigError(f"final_seeds: must be 0 (no final comparison) or >= 2 (got {final_seeds})")
-    storage = args.storage or f"sqlite:///{experiments.results_dir(quick) / 'tune.db'}"
+    default_storage = f"sqlite:///{experiments.results_dir(quick) / 'tune.db'}"
+    storage = args.storage or default_storage
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
              if f.name != "algorithm" and getattr(args, f.name) is not None}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConfigWarning)
         base = dataclasses.replace(tuning.quick_base() if quick else Config(algorithm="dp"), **given)
     fixed = [f for f in tuning.SEARCHED if f in given]
-    tuning.tune_in_processes(args.jobs, base, methods, trials, storage, args.study, seed=base.seed, fixed=fixed)
+    tuning.tune_in_processes(args.jobs, base, methods, trials, storage, args.study, seed=base.seed, fixed=fixed,
+                             stale_after=args.stale_after)
     summary = tuning.summary(storage, methods, args.study)
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
     importances = tuning.importances(storage, methods, args.study)
     if len(importances):
         print(importances.pivot(index="algorithm", columns="param", values="importance")
               .to_string(float_format=lambda v: f"{v:.2f}", na_rep="-"))
-    out = Path(experiments.results_dir(quick)) / "tune" / args.study
+    out = tuning.comparison_folder(experiments.results_dir(quick), args.study, storage, default_storage)
     if final_seeds and (summary["complete"] > 0).all():
         configs = tuning.best_configs(base, methods, storage, args.study)
         table = tuning.final_comparison(configs, out, seeds=final_seeds, jobs=args.jobs)
@@ -346,6 +356,23 @@ def cmd_tune(args) -> None:
             print(f"no final comparison: every trial of {missing} was pruned (give more --trials, or fix a "
                   f"smaller --lr)", file=sys.stderr)
         print(f"wrote {storage}")
+
+
+def _check_jobs(jobs: int) -> None:
+    """--jobs: an integer >= 1, checked before the heavy imports (torch, optuna)."""
+    if jobs < 1:
+        raise ConfigError(f"jobs: must be an integer >= 1 (got {jobs})")
+
+
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """--stale-after: a number of seconds >= 0, or one with a unit: 90s, 30m, 24h, 2d."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|m|min|h|d)?\s*", text or "")
+    if not match:
+        raise CLIError(f"stale_after: must be a duration such as 90s, 30m, 24h or 2d (got {text!r})")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2) or ""]
 
 
 def _check_out(out: str | None) -> None:
@@ -505,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-seeds", type=_converter(int, "final_seeds"), default=None,
                    help="fresh seeds of each best config in the final test comparison, 0 for none "
                         "(default: 5; quick: 2)")
+    p.add_argument("--stale-after", type=_duration, default="24h",
+                   help="retire (fail and run again) a RUNNING trial whose process cannot be checked from here (no "
+                        "pid recorded, or another host) once it is this old: 90s, 30m, 24h, 2d (default: 24h)")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("notebooks", help="execute notebooks/*.ipynb headless (regenerates their figures)")

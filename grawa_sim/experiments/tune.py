@@ -13,10 +13,13 @@ algorithm is read from the algorithm registry (`search_space`):
 
 The sampler is TPE seeded with ``seed``; the validation accuracy at every evaluation is reported to a
 MedianPruner, and a run that diverges is pruned with the reason in the trial's ``pruned_reason``.
-Studies live in any Optuna RDB storage (default SQLite). Rerunning asks only for the missing trials
-(COMPLETE + PRUNED count): a trial left RUNNING by a dead process of this machine, or FAIL by an
-interrupted one, is run again with the same parameters. Several processes may share one study: a
-trial is claimed under a lock (a file next to a SQLite database), so together they run exactly N.
+Studies live in any Optuna RDB storage (default SQLite; a read-only study file is one error line, and
+reading creates nothing). Rerunning asks only for the missing trials (COMPLETE + PRUNED count): a trial
+left RUNNING by a dead process of this machine (its pid gone, or now another process's), or FAIL by an
+interrupted one, is run again with the same parameters; a RUNNING trial whose process cannot be checked
+(no pid, another host) is reported with its age and retired after ``stale_after`` seconds. Several
+processes may share one study: a trial is claimed under a lock (a file next to a SQLite database), so
+together they run exactly N.
 
 Then `best_configs` picks each algorithm's best trial, `final_comparison` reruns it with fresh seeds
 on the full training set and reports test accuracy with 95 % intervals and Welch's test against the
@@ -27,6 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
+import errno
+import hashlib
 import math
 import os
 import socket
@@ -43,7 +49,7 @@ from grawa_sim import algorithms
 from grawa_sim.algorithms import COMPARED
 from grawa_sim.config import ALGORITHMS, Config, ConfigError, ConfigWarning, run_identity
 from grawa_sim.core import stats
-from grawa_sim.core.folders import pid_alive
+from grawa_sim.core.folders import Holder, reason
 
 LR_RANGE = (1e-3, 0.5)
 TAUS = (1, 2, 4, 8, 16, 32, 64)
@@ -57,6 +63,7 @@ VALIDATION = 0.2  # the held-out fraction when the base setting has none
 FINAL_SEED_OFFSET = 1000  # final runs use seeds seed + 1000, + 1001, ...: never a tuning seed
 BASELINES_EXCLUDE = ("mgrawa", "lgrawa")  # the final comparison tests every method against the best other one
 COUNTED = ("COMPLETE", "PRUNED")
+STALE_AFTER = 24 * 3600.0  # seconds after which a RUNNING trial that cannot be checked is retired
 
 
 @dataclass(frozen=True)
@@ -127,22 +134,32 @@ def _optuna():
     return optuna
 
 
-def open_storage(url: str):
-    """Optuna's RDB storage at ``url`` (a SQLite file's folder is created); one ConfigError line if it fails."""
+def open_storage(url: str, create: bool = True):
+    """Optuna's RDB storage at ``url``; one ConfigError line if it fails.
+
+    ``create`` (tuning): a SQLite file and its folder are created when missing, and the file must be writable
+    (``storage: cannot write the study <path>: read-only``). Without it (reading studies) nothing is created:
+    a SQLite file that does not exist is an error, and a read-only one can be read."""
     optuna = _optuna()
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(f"storage: must be an RDB URL such as sqlite:///results/tune.db (got {url!r})")
     kwargs = {}
     path = _sqlite_path(url)
     if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"storage: cannot create the folder of {url} ({e.strerror}) (got {url!r})") from None
+        if create:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"storage: cannot create the folder of {url} ({e.strerror}) (got {url!r})") from None
+            _check_writable(path, url)
+        elif not path.is_file():
+            raise ConfigError(f"storage: no database at {path} (got {url!r})")
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}  # processes sharing the file wait their turn
     try:
-        with _claim_lock(url):  # two processes creating one SQLite file's tables would collide
+        with _claim_lock(url, create):  # two processes creating one SQLite file's tables would collide
             return optuna.storages.RDBStorage(url, **kwargs)
+    except ConfigError:
+        raise
     except Exception as e:  # noqa: BLE001 - SQLAlchemy's many errors: a bad URL, a missing driver, a locked file
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError(f"storage: cannot open it: {first} (got {url!r})") from None
@@ -153,29 +170,97 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(url[len(prefix):]) if url.startswith(prefix) and url[len(prefix):] not in ("", ":memory:") else None
 
 
+def _not_writable(path: Path, url: str, error: OSError | None = None) -> ConfigError:
+    denied = error is None or error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+    return ConfigError(f"storage: cannot write the study {path}: {'read-only' if denied else reason(error)} "
+                       f"(got {url!r})")
+
+
+def _check_writable(path: Path, url: str) -> None:
+    """A SQLite study file that tuning can write: the file (when it exists) opens for writing and its folder
+    takes new files (SQLite's journal); else one ConfigError line, before any trial (a read-only file would
+    fail at the first commit with a long traceback)."""
+    try:
+        os.close(os.open(path, os.O_RDWR))
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise _not_writable(path, url, e) from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise _not_writable(path, url)
+
+
 @contextlib.contextmanager
-def _claim_lock(url: str) -> Iterator[None]:
+def _storage_errors(url: str) -> Iterator[None]:
+    """A write the storage refuses while tuning (the file made read-only, a full disk): one ConfigError line."""
+    from optuna.exceptions import StorageInternalError
+
+    try:
+        yield
+    except StorageInternalError as e:
+        cause = e.__cause__ or e.__context__ or e
+        text = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [type(cause).__name__])[0]
+        why = "read-only" if "readonly" in text.replace("-", "").replace(" ", "").lower() else text
+        raise ConfigError(f"storage: cannot write the study {_sqlite_path(url) or url}: {why} (got {url!r})") from None
+
+
+@contextlib.contextmanager
+def _claim_lock(url: str, create: bool = True) -> Iterator[None]:
     """Held while a process creates the tables or a study, or counts the trials and claims the next one: a
     lock file next to a SQLite database (processes of this machine); other databases rely on their own
-    transactions and on the surplus check in `_claim`."""
+    transactions and on the surplus check in `_claim`. A reader (``create`` False) shares the lock if the
+    file exists and creates nothing."""
     path = _sqlite_path(url)
     if path is None:
         yield
         return
     import fcntl
 
-    with open(str(path) + ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    lock = Path(str(path) + ".lock")
+    try:
+        handle = open(lock, "a") if create else open(lock)
+    except FileNotFoundError:
+        if create:
+            raise _not_writable(path, url) from None
+        yield  # nothing is being created: there is no lock file to share
+        return
+    except OSError as e:
+        raise _not_writable(path, url, e) from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if create else fcntl.LOCK_SH)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _alive(trial) -> bool:
-    """A RUNNING trial's process still runs (or belongs to another machine, or has not said which yet)."""
+def _check(trial) -> str | None:
+    """Whether a RUNNING trial's process still runs: None if it does, "dead" if it is gone (or its pid now names
+    another process), else why it cannot be checked from here (no pid recorded, or another host)."""
     pid, host = trial.user_attrs.get("pid"), trial.user_attrs.get("host")
-    return pid is None or host != socket.gethostname() or pid_alive(pid)
+    if pid is None:
+        return "no pid recorded"
+    if host != socket.gethostname():
+        return f"pid {pid} on {host}"
+    started, boot = trial.user_attrs.get("started"), trial.user_attrs.get("boot")
+    return None if Holder(pid, host, started, boot).alive() else "dead"
+
+
+def _age(trial) -> float:
+    """Seconds since ``trial`` started (Optuna records local times)."""
+    start = trial.datetime_start
+    return 0.0 if start is None else max(0.0, (datetime.datetime.now() - start).total_seconds())
+
+
+def duration(seconds: float) -> str:
+    """A short duration: 45 s, 12 min, 3.2 h, 2.5 d."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
 
 
 def _retry(study, trial, why: str) -> None:
@@ -189,14 +274,21 @@ def _retry(study, trial, why: str) -> None:
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
 
-def _claim(study, trials: int, url: str):
-    """The next trial of this process, or None when the study holds ``trials`` finished or running ones."""
+def _claim(study, trials: int, url: str, stale_after: float = STALE_AFTER):
+    """The next trial of this process, or None when the study holds ``trials`` finished or running ones.
+
+    A RUNNING trial whose process is gone is failed and queued again; so is one whose process cannot be
+    checked from here (no pid recorded, another host) once it is older than ``stale_after`` seconds."""
     from optuna.trial import TrialState
 
     with _claim_lock(url):
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if not _alive(t):
+            why = _check(t)
+            if why == "dead":
                 _retry(study, t, f"its process {t.user_attrs['pid']} died")
+            elif why is not None and _age(t) > stale_after:
+                _retry(study, t, f"retired after {duration(_age(t))} RUNNING with {why} (stale_after "
+                                 f"{duration(stale_after)})")
         retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
             if t.number not in retried and not t.user_attrs.get("surplus"):
@@ -205,14 +297,41 @@ def _claim(study, trials: int, url: str):
         if len(study.get_trials(deepcopy=False, states=active)) >= trials:
             return None
         trial = study.ask()
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
+        me = Holder.me()
+        for key, value in (("host", me.host), ("pid", me.pid), ("started", me.started), ("boot", me.boot)):
+            trial.set_user_attr(key, value)
         ahead = [t for t in study.get_trials(deepcopy=False, states=active) if t.number <= trial.number]
         if len(ahead) > trials:  # another machine claimed the last one at the same moment
             trial.set_user_attr("surplus", True)
             study.tell(trial, state=TrialState.FAIL)
             return None
         return trial
+
+
+def _report(storage: str, methods: Sequence[str], trials: int, prefix: str, stale_after: float, log) -> None:
+    """After tuning: one line per RUNNING trial whose process cannot be checked (with its age), and one line
+    per study that holds fewer than its trials finished, saying why."""
+    import optuna
+    from optuna.trial import TrialState
+
+    store = open_storage(storage, create=False)
+    for m in methods:
+        study = optuna.load_study(study_name=study_name(prefix, m), storage=store)
+        target = trials if study.user_attrs.get("setting", {}).get("space", True) else 1
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        unchecked = [(t, why) for t in running if (why := _check(t)) not in (None, "dead")]
+        for t, why in unchecked:
+            print(f"[{m} trial {t.number}] RUNNING for {duration(_age(t))} with {why}: its process cannot be "
+                  f"checked from here; it counts as running until stale_after ({duration(stale_after)}) retires "
+                  f"it", file=log)
+        if done < target:
+            live = len(running) - len(unchecked)
+            why = [f"{live} still RUNNING in live processes" if live else "",
+                   f"{len(unchecked)} RUNNING where their processes cannot be checked (retire them with a shorter "
+                   f"--stale-after, or run tune again once they finish)" if unchecked else ""]
+            left = "; ".join(w for w in why if w) or "run tune again for the rest"
+            print(f"{study.study_name}: {done} of {target} trials finished; {left}", file=log)
 
 
 def _open_study(storage, name: str, seed: int, base: Config, space: dict[str, Param]):
@@ -273,59 +392,77 @@ def _describe(params: dict) -> str:
 
 
 def tune(base: Config, methods: Sequence[str], trials: int, storage: str, prefix: str = "tune", seed: int = 0,
-         fixed: Collection[str] = (), log=None) -> pd.DataFrame:
+         fixed: Collection[str] = (), log=None, stale_after: float = STALE_AFTER, report: bool = True
+         ) -> pd.DataFrame:
     """Run the missing trials of one study per method (``<prefix>-<method>``), ``trials`` per study.
 
     ``base``: the setting every trial trains (its ``validation`` > 0, else VALIDATION is held out);
-    ``fixed``: searched fields kept at ``base``'s value. Trials go on until the study holds ``trials``
-    COMPLETE or PRUNED ones, whichever process ran them. Returns `trials_table` of the studies; one line
-    per trial on ``log`` (default sys.stderr).
+    ``fixed``: searched fields kept at ``base``'s value (a method left with nothing to search gets one trial,
+    with a ConfigWarning: its trials would all be the same run). Trials go on until the study holds
+    ``trials`` COMPLETE or PRUNED ones, whichever process ran them. A RUNNING trial whose process cannot be
+    checked (no pid recorded, another host) counts as running until it is ``stale_after`` seconds old, then it
+    is failed and run again. Returns `trials_table` of the studies; one line per trial on ``log`` (default
+    sys.stderr) and, with ``report``, a line for each unchecked trial and for a study left short (`_report`).
     """
     optuna = _optuna()
     from optuna.trial import TrialState
 
     log = log or sys.stderr
-    base, methods, spaces = _checked(base, methods, trials, fixed)
+    base, methods, spaces = _checked(base, methods, trials, fixed, stale_after)
     store = open_storage(storage)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        for m in methods:
-            with _claim_lock(storage):
-                study = _open_study(store, study_name(prefix, m), seed, base, spaces[m])
-            while (trial := _claim(study, trials, storage)) is not None:
-                # a sampler seeded by (seed, trial number): the same trials for the same seed, and a
-                # resumed or shared study draws new parameters rather than repeating the first ones
-                study.sampler = optuna.samplers.TPESampler(seed=seed * 100_003 + trial.number)
-                started = time.perf_counter()
-                head = f"[{m} trial {trial.number}]"
-                try:
-                    value = _objective(trial, m, base, spaces[m])
-                except optuna.TrialPruned as e:
-                    study.tell(trial, state=TrialState.PRUNED)
-                    print(f"{head} {_describe(trial.params)}: pruned, {e} ({time.perf_counter() - started:.1f} s)",
-                          file=log)
-                    continue
-                except BaseException:
-                    study.tell(trial, state=TrialState.FAIL)  # asked again by the next run, same parameters
-                    raise
-                study.tell(trial, value)
-                done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-                print(f"{head} {_describe(trial.params)}: val_acc {value:.4f} ({time.perf_counter() - started:.1f} s; "
-                      f"{done}/{trials} done)", file=log)
+        with _storage_errors(storage):
+            for m in methods:
+                target = trials if spaces[m] else 1
+                with _claim_lock(storage):
+                    study = _open_study(store, study_name(prefix, m), seed, base, spaces[m])
+                while (trial := _claim(study, target, storage, stale_after)) is not None:
+                    # a sampler seeded by (seed, trial number): the same trials for the same seed, and a
+                    # resumed or shared study draws new parameters rather than repeating the first ones
+                    study.sampler = optuna.samplers.TPESampler(seed=seed * 100_003 + trial.number)
+                    started = time.perf_counter()
+                    head = f"[{m} trial {trial.number}]"
+                    try:
+                        value = _objective(trial, m, base, spaces[m])
+                    except optuna.TrialPruned as e:
+                        study.tell(trial, state=TrialState.PRUNED)
+                        print(f"{head} {_describe(trial.params)}: pruned, {e} "
+                              f"({time.perf_counter() - started:.1f} s)", file=log)
+                        continue
+                    except BaseException:
+                        study.tell(trial, state=TrialState.FAIL)  # asked again by the next run, same parameters
+                        raise
+                    study.tell(trial, value)
+                    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+                    print(f"{head} {_describe(trial.params)}: val_acc {value:.4f} "
+                          f"({time.perf_counter() - started:.1f} s; {done}/{target} done)", file=log)
+            if report:
+                _report(storage, methods, trials, prefix, stale_after, log)
     finally:
         optuna.logging.set_verbosity(verbosity)
     return trials_table(storage, methods, prefix)
 
 
-def _checked(base: Config, methods: Sequence[str], trials: int, fixed: Collection[str]):
+def _quiet_tune(*args, **kwargs) -> None:
+    """`tune` in a worker of `tune_in_processes`: the parent has said the warnings and reports at the end."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigWarning)
+        tune(*args, **kwargs, report=False)
+
+
+def _checked(base: Config, methods: Sequence[str], trials: int, fixed: Collection[str],
+             stale_after: float = STALE_AFTER):
     """(base with its validation split, the distinct methods, their search spaces), every method's
-    setting validated (with its largest tau) before any training; bad input: a ConfigError naming it."""
+    setting validated (with its largest tau) before any training; bad input: a ConfigError naming it.
+    A method with nothing left to search is a ConfigWarning: it gets one trial, not ``trials`` copies."""
     methods = list(dict.fromkeys(methods))
     if not methods:
         raise ConfigError(f"algorithm: name at least one of {', '.join(method_names())} (got {methods!r})")
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"trials: must be an integer >= 1 (got {trials!r})")
+    check_stale_after(stale_after)
     unknown = sorted(set(fixed) - set(SEARCHED))
     if unknown:
         raise ConfigError(f"fixed: each must be one of {', '.join(SEARCHED)} (got {unknown[0]!r})")
@@ -335,25 +472,56 @@ def _checked(base: Config, methods: Sequence[str], trials: int, fixed: Collectio
 
     for m in methods:
         validate(method_config(base, m, {n: p.choices[-1] for n, p in spaces[m].items() if p.choices}))
+        if not spaces[m] and trials > 1:
+            given = ", ".join(sorted(search_space(m, base)))
+            warnings.warn(f"fixed: nothing left to search for {m} (every hyperparameter it takes is fixed: {given}); "
+                          f"its {trials} trials would be the same run, so it gets one", ConfigWarning, stacklevel=3)
     return base, methods, spaces
 
 
+def check_stale_after(stale_after: float) -> None:
+    """``stale_after`` is a number of seconds >= 0; else one ConfigError line."""
+    if isinstance(stale_after, bool) or not isinstance(stale_after, (int, float)) or not stale_after >= 0:
+        raise ConfigError(f"stale_after: must be a duration >= 0 such as 90s, 30m, 24h or 2d (got {stale_after!r})")
+
+
 def tune_in_processes(jobs: int, base: Config, methods: Sequence[str], trials: int, storage: str,
-                      prefix: str = "tune", seed: int = 0, fixed: Collection[str] = ()) -> pd.DataFrame:
-    """`tune` in ``jobs`` processes at once (one torch thread each), all working on the same studies
-    through ``storage``: each claims the next missing trial, so together they run ``trials`` per method."""
+                      prefix: str = "tune", seed: int = 0, fixed: Collection[str] = (),
+                      stale_after: float = STALE_AFTER, log=None) -> pd.DataFrame:
+    """`tune` in ``jobs`` processes at once (one torch thread each, ending with this process however it ends),
+    all working on the same studies through ``storage``: each claims the next missing trial, so together
+    they run ``trials`` per method; then the report of `tune` (on ``log``, default sys.stderr)."""
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"jobs: must be an integer >= 1 (got {jobs!r})")
     if jobs == 1:
-        return tune(base, methods, trials, storage, prefix, seed=seed, fixed=fixed)
+        return tune(base, methods, trials, storage, prefix, seed=seed, fixed=fixed, log=log, stale_after=stale_after)
     from grawa_sim.core.processes import process_pool
 
-    _checked(base, methods, trials, fixed)  # bad input: one error here, before any process starts
+    _checked(base, methods, trials, fixed, stale_after)  # bad input: one error here, before any process starts
     open_storage(storage)
     with process_pool(jobs) as pool:
-        for future in [pool.submit(tune, base, methods, trials, storage, prefix, seed, fixed) for _ in range(jobs)]:
+        futures = [pool.submit(_quiet_tune, base, methods, trials, storage, prefix, seed, fixed,
+                               stale_after=stale_after) for _ in range(jobs)]
+        for future in futures:
             future.result()
+    with _storage_errors(storage):
+        _report(storage, methods, trials, prefix, stale_after, log or sys.stderr)
     return trials_table(storage, methods, prefix)
+
+
+def comparison_folder(results: str | os.PathLike, prefix: str, storage: str, default_storage: str) -> Path:
+    """Where the final comparison of the studies ``prefix`` in ``storage`` is stored: ``<results>/tune/<prefix>``
+    for the default storage, ``<results>/tune/<prefix>-<8 hex digits of the storage>`` for any other, so that
+    two databases holding studies of the same name never share (and overwrite) one results.csv."""
+    folder = Path(results) / "tune"
+    if _canonical(storage) == _canonical(default_storage):
+        return folder / prefix
+    return folder / f"{prefix}-{hashlib.sha1(_canonical(storage).encode()).hexdigest()[:8]}"
+
+
+def _canonical(url: str) -> str:
+    path = _sqlite_path(url)
+    return url if path is None else f"sqlite:///{path.resolve()}"
 
 
 def with_validation(base: Config) -> Config:
@@ -364,7 +532,10 @@ def with_validation(base: Config) -> Config:
 def _studies(storage: str, methods: Sequence[str], prefix: str):
     import optuna
 
-    store = open_storage(storage)
+    path = _sqlite_path(storage) if isinstance(storage, str) else None
+    if path is not None and not path.is_file() and methods:  # reading creates no database (and no lock file)
+        raise ConfigError(f"study: no study {study_name(prefix, methods[0])} in the storage (got {storage!r})")
+    store = open_storage(storage, create=False)
     names = set(optuna.get_all_study_names(store))
     for m in methods:
         if study_name(prefix, m) not in names:

@@ -56,7 +56,9 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
-def _write_error(folder: Path, error: BaseException) -> StorageError:
+def write_error(folder: str | os.PathLike, error: BaseException) -> StorageError:
+    """The one-line StorageError of a failed write into ``folder``: ``out: cannot write '<folder>': <why>``."""
+    folder = Path(folder)
     free = ""
     try:
         if shutil.disk_usage(folder if folder.exists() else folder.parent).free < 1 << 20:
@@ -108,7 +110,7 @@ def _write_run(out: str | os.PathLike, config: Config, files: dict[str, Callable
         tmp = out.parent / temp_name(out.name)
         tmp.mkdir()
     except OSError as e:
-        raise _write_error(out, e) from None
+        raise write_error(out, e) from None
     try:
         for name, write in files.items():
             write(tmp / name)
@@ -128,7 +130,7 @@ def _write_run(out: str | os.PathLike, config: Config, files: dict[str, Callable
                 tmp = aside
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)
-        raise _write_error(out, e) from None
+        raise write_error(out, e) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -143,18 +145,38 @@ def _csv(table: pd.DataFrame) -> Callable[[Path], None]:
 def save_result(result: Result, out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write history.csv, weights.csv, params.pt (flatness.csv) and config.json as the folder ``out``.
 
-    params.pt holds the final tensors: {"workers", "buffers", "evaluated", "center"}.
+    params.pt holds the final tensors: {"workers", "buffers", "evaluated", "center"}, each the run's own (a run
+    of a batch stores copies of its rows, not the ensemble's tensors they are views of).
     The folder is replaced whole (nothing of an earlier run stays); one holding a run of another
     configuration is refused unless ``overwrite``, one holding other files always. Write errors
     raise StorageError (an OSError) naming the folder and leave ``out`` as it was.
     """
-    tensors = {"workers": result.workers, "buffers": result.buffers, "evaluated": result.evaluated,
-               "center": result.center}
+    tensors = _own({part: getattr(result, part) for part in ("workers", "buffers", "evaluated", "center")})
     files = {HISTORY: _csv(result.history), WEIGHTS: _csv(result.weights),
              PARAMS: lambda path: torch.save(tensors, path)}
     if result.flatness is not None:
         files[FLATNESS] = _csv(result.flatness)
     return _write_run(out, result.config, files, overwrite)
+
+
+def _own(tensors: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[str, torch.Tensor]]:
+    """The tensors alone: a contiguous copy of each one that is a view into a larger storage (a batched run's
+    rows of the ensemble's R·M workers), since torch.save writes a view's whole storage. Views of the same
+    elements share one copy, as the tensors of a run alone share theirs (EASGD's evaluated model is its center)."""
+    copies: dict[tuple, torch.Tensor] = {}
+
+    def own(tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.detach()
+        storage = tensor.untyped_storage()
+        if (tensor.is_contiguous() and tensor.storage_offset() == 0
+                and storage.nbytes() == tensor.numel() * tensor.element_size()):
+            return tensor
+        key = (tensor.device, storage.data_ptr(), tensor.storage_offset(), tensor.shape, tensor.stride(), tensor.dtype)
+        if key not in copies:
+            copies[key] = tensor.clone(memory_format=torch.contiguous_format)
+        return copies[key].view(tensor.shape)  # a tensor of its own over the shared copy, as a run alone has
+
+    return {part: {name: own(t) for name, t in named.items()} for part, named in tensors.items()}
 
 
 def save_diverged(config: Config, history: pd.DataFrame, step: float, message: str, out: str | os.PathLike,
@@ -184,7 +206,7 @@ def write_csv_atomic(table: pd.DataFrame, path: str | os.PathLike, index: bool =
     try:
         return write_atomic(path, lambda tmp: table.to_csv(tmp, index=index))
     except OSError as e:
-        raise _write_error(Path(path).parent, e) from None
+        raise write_error(Path(path).parent, e) from None
 
 
 # ---------------------------------------------------------------- reading

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 import sys
 import time
@@ -20,7 +21,7 @@ import pandas as pd
 
 from grawa_sim.algorithms.grawa import DivergenceError
 from grawa_sim.config import Config, ConfigError, ConfigWarning, digest, run_identity, to_dict, unused_rules
-from grawa_sim.core.folders import claim, release
+from grawa_sim.core.folders import claim, holder, release
 from grawa_sim.core.processes import process_pool
 from grawa_sim.engine.problem import validate
 from grawa_sim.engine.run_many import batch_key, run_many
@@ -36,6 +37,7 @@ from grawa_sim.results.storage import (
     save_result,
     stored_status,
     write_csv_atomic,
+    write_error,
 )
 
 
@@ -76,10 +78,13 @@ def sweep(configs: Iterable[Config], out: str | os.PathLike, progress: bool | No
     step it diverged at, with NaN metrics). ``out/results.csv`` holds the final row of every run.
     Progress lines go to ``log`` (default: the current sys.stderr). An empty sweep returns an empty frame.
 
-    ``jobs``: processes computing runs at once (one torch thread each). A run is computed under a lock
-    (``out/locks/<key>``, holding the pid), so two jobs, or two sweeps on one folder, never compute the
-    same run: the second waits for the first and reuses its result. The processes are spawned, so a
-    script calling this with ``jobs > 1`` needs the ``if __name__ == "__main__":`` guard.
+    ``jobs``: processes computing runs at once (one torch thread each; they end with this process, even when
+    it is killed). A run is computed under a lock (``out/locks/<key>``, recording the pid, host and process
+    start time), so two jobs, or two sweeps on one folder, never compute the same run: the second waits for
+    the first (one line ``waiting for <key> held by pid N on <host> since <time>``, repeated every
+    WAIT_REPORT_EVERY seconds) and reuses its result; a lock whose process is gone (killed, or its pid now
+    another process's) is taken over. A lock that cannot be written is one StorageError line. The processes
+    are spawned, so a script calling this with ``jobs > 1`` needs the ``if __name__ == "__main__":`` guard.
 
     ``batch_runs``: up to this many compatible runs (`grawa_sim.engine.run_many.batch_key`: the same
     setting apart from seed, lr, momentum, weight decay and prox) train together as one stacked
@@ -136,7 +141,7 @@ def sweep(configs: Iterable[Config], out: str | os.PathLike, progress: bool | No
             together = f" (one ensemble of {len(unit)} runs)" if len(unit) > 1 else ""
             for i, cfg in unit:
                 print(f"[{i}/{len(resolved)}] {run_key(cfg)}: running{together}", file=log)
-            for (i, cfg), outcome in zip(unit, compute_runs([cfg for _, cfg in unit], out, progress)):
+            for (i, cfg), outcome in zip(unit, compute_runs([cfg for _, cfg in unit], out, progress, log)):
                 done(i, cfg, *outcome)
     frames = [_tagged(out / "runs" / run_key(cfg), cfg, run_key(cfg), statuses[run_key(cfg)]) for cfg in resolved]
     histories = pd.concat(frames, ignore_index=True)
@@ -164,20 +169,31 @@ def batches(pending: list[tuple[int, Config]], batch_runs: int | str) -> list[li
     return sorted(units, key=lambda unit: unit[0][0])
 
 
-def compute_runs(cfgs: list[Config], out: str | os.PathLike, progress: bool | None = None
+WAIT_REPORT_EVERY = 600.0  # seconds between two "waiting for <run> held by ..." lines
+
+
+def _claim(lock: Path) -> bool:
+    """`claim`, with a failed write (disk full, a folder remounted read-only) as one StorageError line."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        return claim(lock)
+    except OSError as e:
+        raise write_error(lock.parent, e) from None
+
+
+def compute_runs(cfgs: list[Config], out: str | os.PathLike, progress: bool | None = None, log=None
                  ) -> list[tuple[str, str | None]]:
     """Compute and store runs together (`run_many`) under their locks; one run, runs held by another
     process, or a batch that diverged: run by run (`compute_run`). Returns each run's (status, line)."""
     if len(cfgs) == 1:
-        return [compute_run(cfgs[0], out, progress)]
+        return [compute_run(cfgs[0], out, progress, log)]
     runs = [Path(out) / "runs" / run_key(cfg) for cfg in cfgs]
     locks = [Path(out) / "locks" / run_key(cfg) for cfg in cfgs]
-    locks[0].parent.mkdir(parents=True, exist_ok=True)
     outcomes: list[tuple[str, str | None] | None] = [None] * len(cfgs)
     held = []
     try:
         for lock in locks:
-            if not claim(lock):
+            if not _claim(lock):
                 break
             held.append(lock)
         if len(held) == len(cfgs):
@@ -194,19 +210,25 @@ def compute_runs(cfgs: list[Config], out: str | os.PathLike, progress: bool | No
     finally:
         for lock in held:
             release(lock)
-    return [outcome or compute_run(cfg, out, progress) for outcome, cfg in zip(outcomes, cfgs)]
+    return [outcome or compute_run(cfg, out, progress, log) for outcome, cfg in zip(outcomes, cfgs)]
 
 
-def compute_run(cfg: Config, out: str | os.PathLike, progress: bool | None = None) -> tuple[str, str | None]:
+def compute_run(cfg: Config, out: str | os.PathLike, progress: bool | None = None, log=None
+                ) -> tuple[str, str | None]:
     """Compute one run of a sweep under its lock and store it; returns (status, a line to report or None).
-    If another process holds the lock, wait for it and reuse what it stored (or compute it if it stored
-    nothing, e.g. when it was killed)."""
+    If another live process holds the lock, wait for it, saying so on ``log`` (default sys.stderr) at once and
+    every WAIT_REPORT_EVERY seconds, and reuse what it stored (or compute it if it stored nothing, e.g. when
+    it was killed). A lock whose holder is gone (killed, a reused pid, a reboot) is taken over."""
     key = run_key(cfg)
     run_dir, lock = Path(out) / "runs" / key, Path(out) / "locks" / key
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    waited = False
-    while not claim(lock):
+    waited, told = False, -math.inf
+    while not _claim(lock):
         waited = True
+        found = holder(lock)
+        if found is not None and time.monotonic() - told >= WAIT_REPORT_EVERY:
+            elsewhere = "" if found.on_this_host() else f" (another machine: remove {lock} if that process is gone)"
+            print(f"waiting for {key} held by {found.describe()}{elsewhere}", file=log or sys.stderr, flush=True)
+            told = time.monotonic()
         time.sleep(0.5)
     try:
         status = stored_status(run_dir, cfg)
