@@ -64,8 +64,10 @@ def caption(histories: pd.DataFrame) -> str:
 def figure_legend(fig, ax, histories: pd.DataFrame, columns: int = 7) -> None:
     """One legend for the whole figure (the handles of ``ax``), below the panels, with the `caption`."""
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=columns, bbox_to_anchor=(0.5, -0.08), frameon=False)
-    fig.text(0.5, -0.12, caption(histories), ha="center", fontsize=8, color="0.3")
+    rows = max(1, -(-len(labels) // columns))
+    fig.legend(handles, labels, loc="upper center", ncol=-(-len(labels) // rows), bbox_to_anchor=(0.5, -0.02),
+               frameon=False)
+    fig.text(0.5, -0.04 - 0.055 * rows, caption(histories), ha="center", va="top", fontsize=8, color="0.3")
 
 
 def shared_legend(fig, axes, **where) -> None:
