@@ -98,3 +98,12 @@ def test_uniform_weights_ignore_the_scores_but_keep_the_divergence_check():
     assert torch.allclose(new["w"], torch.full((3, 1), 4.0, dtype=torch.float64))
     with pytest.raises(DivergenceError):
         twin.round(params, state, axis, {"w": torch.tensor([[1.0], [float("nan")], [1.0]])})
+
+
+def test_the_two_twins_are_one_rule():
+    """With uniform weights the per-layer and per-model centers are the same mean: MGRAWA's and LGRAWA's twins
+    give bitwise the same run, so a study may train one and show it beside both."""
+    m, lg = (run(dataclasses.replace(BASE, algorithm=a, weighting="uniform"), progress=False)
+             for a in ("mgrawa", "lgrawa"))
+    assert all(torch.equal(m.workers[n], lg.workers[n]) for n in m.workers)
+    assert m.history["test_acc"].equals(lg.history["test_acc"])
