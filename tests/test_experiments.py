@@ -7,7 +7,7 @@ import pytest
 
 from grawa_sim.experiments import presets as experiments
 
-BUILDERS = [experiments.quickstart_configs, experiments.time_budget_configs, experiments.noniid_configs]
+BUILDERS = [experiments.quickstart_configs, experiments.time_budget_configs]
 
 
 @pytest.mark.parametrize("quick", [True, False], ids=["quick", "full"])
@@ -44,36 +44,11 @@ def test_time_budget_budget_and_settings():
     assert {c.time_budget for c in experiments.time_budget_configs(False)} == {6.0}
 
 
-def test_noniid_steps_and_alphas():
-    configs = experiments.noniid_configs(True, steps=100, alphas=(0.5,))
-    assert {c.steps for c in configs} == {100}
-    assert {(c.partition, c.alpha) for c in configs} == {("dirichlet", 0.5)}
-    default = experiments.noniid_configs(True)
-    assert {(c.partition, c.alpha) for c in default} == {("iid", None), ("dirichlet", 1.0), ("dirichlet", 0.1)}
-    assert len(experiments.noniid_configs(True, alphas=(None, 0.5))) * 3 == len(default) * 2
-
-
 def finals(rows: list[dict]) -> pd.DataFrame:
     """One history row per run (its final one), with the fields the summaries read."""
     frame = pd.DataFrame(rows)
     frame["run"] = [f"r{i}" for i in range(len(frame))]
     return frame
-
-
-def test_noniid_drift_is_the_mean_accuracy_drop_and_spread():
-    rows = []
-    for partition, alpha, accs, spread in (("iid", None, (0.9, 0.8), 1.0), ("dirichlet", 0.1, (0.5, 0.6), 3.0)):
-        for seed, acc in enumerate(accs):
-            rows.append(dict(algorithm="mgrawa", seed=seed, partition=partition, alpha=alpha, test_acc=acc,
-                             spread=spread + seed))
-            rows.append(dict(algorithm="dp", seed=seed, partition=partition, alpha=alpha, test_acc=0.9,
-                             spread=0.0))
-    table = experiments.noniid_drift(finals(rows))
-    assert list(table.columns) == ["IID", "Dirichlet α = 0.1", "accuracy_drop"]
-    assert list(table.index) == ["dp", "mgrawa"]  # smallest drop first
-    assert table.loc["mgrawa", "accuracy_drop"] == pytest.approx(0.85 - 0.55)
-    assert table.loc["mgrawa", "Dirichlet α = 0.1"] == pytest.approx(3.5)
-    assert table.loc["dp", "accuracy_drop"] == pytest.approx(0.0)
 
 
 def test_budget_summary_reports_the_slowest_and_fastest_worker():

@@ -22,7 +22,7 @@ KNOBS = {
                                                    "TAU": "tau", "ALGORITHMS": "algorithms"}),
     "02_time_budget.ipynb": ("time_budget_configs", {"SEEDS": "seeds", "BUDGET": "budget", "WORKERS": "workers",
                                                      "ALGORITHMS": "algorithms", "SETTINGS": "settings"}),
-    "03_noniid.ipynb": ("noniid_configs", {"SEEDS": "seeds", "STEPS": "steps", "WORKERS": "workers",
+    "03_noniid.ipynb": ("noniid.configs", {"SEEDS": "seeds", "STEPS": "steps", "WORKERS": "workers",
                                            "ALGORITHMS": "algorithms", "ALPHAS": "alphas"}),
     "06_scalability.ipynb": ("scalability.configs", {"SEEDS": "seeds", "STEPS": "steps",
                                                      "TOTAL_SAMPLES": "total_samples", "WORKERS": "workers",

@@ -30,7 +30,7 @@ def by_mode(value, quick: bool, quick_value, full_value):
     return (quick_value if quick else full_value) if value is None else value
 
 
-def _comparison_base(quick: bool, steps: int | None = None, workers: int = 8) -> Config:
+def comparison_base(quick: bool, steps: int | None = None, workers: int = 8) -> Config:
     """The comparison's setting: MNIST-1D, 1-D CNN, each algorithm's reference tau/pull/prox
     (steps: 64 quick, 2000 full, unless given)."""
     return Config(dataset="mnist1d", model="cnn", workers=workers, lr=0.05, momentum=0.9,
@@ -56,7 +56,7 @@ def comparison_configs(quick: bool, seeds: int = SEEDS, algorithms: tuple[str, .
 
     Full: 2000 local steps per worker, ``seeds`` seeds. Quick: 64 steps, one seed.
     """
-    configs = grid(_comparison_base(quick), algorithm=list(algorithms), seed=list(range(1 if quick else seeds)))
+    configs = grid(comparison_base(quick), algorithm=list(algorithms), seed=list(range(1 if quick else seeds)))
     return with_twins(configs) if twins else configs
 
 
@@ -115,26 +115,6 @@ def time_budget_configs(quick: bool, seeds: int | None = None, budget: float | N
     return configs
 
 
-NONIID_ALPHAS = (None, 1.0, 0.1)  # None: IID shards
-
-
-def noniid_configs(quick: bool, seeds: int | None = None, steps: int | None = None, workers: int = 8,
-                   algorithms: tuple[str, ...] = COMPARED,
-                   alphas: tuple[float | None, ...] = NONIID_ALPHAS) -> list[Config]:
-    """``algorithms`` (default all) on MNIST-1D (1-D CNN, ``workers`` = 8, reference tau each) with the
-    shards of ``alphas``: None for IID shards, else label-skewed Dirichlet shards with that alpha
-    (default IID, alpha = 1 (mild) and 0.1 (each worker sees few classes)).
-
-    Defaults: full, 2000 local steps and 2 seeds; quick, 64 steps and one seed.
-    """
-    base = grid(_comparison_base(quick, steps, workers), algorithm=list(algorithms),
-                seed=list(range(by_mode(seeds, quick, 1, 2))))
-    configs = []
-    for alpha in alphas:
-        configs += base if alpha is None else [dataclasses.replace(c, partition="dirichlet", alpha=alpha) for c in base]
-    return configs
-
-
 def partition_label(histories: pd.DataFrame) -> pd.Series:
     """'IID' or 'Dirichlet α = <alpha>' for every row."""
     names = {"iid": "IID", "iid_fixed": "IID (fixed shards)"}
@@ -159,28 +139,6 @@ def interval_table(frame: pd.DataFrame, by: str | list[str], value: str = "test_
     table = stats.describe(frame, by, value)
     table["worst"] = frame.groupby(by, sort=False)[value].min().reindex(table.index).to_numpy()
     return table.rename(columns={c: c if c == "n" else f"{value}_{c}" for c in table.columns})
-
-
-def noniid_summary(histories: pd.DataFrame) -> pd.DataFrame:
-    """Final test accuracy per shard setting and algorithm: mean, std, n, 95 % half-width, worst seed."""
-    last = finals(histories).assign(shards=lambda d: partition_label(d))
-    order = list(dict.fromkeys(last["shards"]))
-    table = interval_table(last, ["shards", "algorithm"]).reset_index()
-    table["shards"] = pd.Categorical(table["shards"], order)
-    return table.sort_values(["shards", "test_acc_mean"], ascending=[True, False]).set_index(["shards", "algorithm"])
-
-
-def noniid_drift(histories: pd.DataFrame) -> pd.DataFrame:
-    """Per algorithm: the mean final ``spread`` (mean distance of the workers to their average) in each
-    shard setting, and ``accuracy_drop``, the mean final test accuracy in the first setting (IID by
-    default) minus the one in the last (the most skewed), smallest drop first."""
-    last = finals(histories).assign(shards=lambda d: partition_label(d))
-    order = list(dict.fromkeys(last["shards"]))
-    means = {value: stats.describe(last, ["algorithm", "shards"], value)["mean"].unstack("shards")[order]
-             for value in ("spread", "test_acc")}
-    table = means["spread"].copy()
-    table["accuracy_drop"] = means["test_acc"][order[0]] - means["test_acc"][order[-1]]
-    return table.sort_values("accuracy_drop")
 
 
 def setting(histories: pd.DataFrame) -> pd.Series:

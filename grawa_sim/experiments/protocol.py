@@ -116,3 +116,15 @@ def compare(histories: pd.DataFrame, family: Family, classes: int | None = 10,
     for column in ("pairs", "dropped", "scored_at_chance", "smallest_detectable"):
         table[column] = [extra[c][column] for c in table["contrast"]]
     return table.assign(family=family.name, reference=family.reference, metric=family.metric)
+
+
+def compare_by(histories: pd.DataFrame, family: Family, by: str, classes: int | None = 10) -> pd.DataFrame:
+    """`compare` within every group of the column ``by`` (a setting: shard skew, latency, M, ...), with
+    Holm over the whole study: the family is every contrast in every setting (``p_holm`` recomputed over
+    all rows; ``setting`` names the group)."""
+    tables = [compare(group, family, classes).assign(setting=key)
+              for key, group in histories.groupby(by, sort=False)]
+    table = pd.concat(tables, ignore_index=True)
+    table["p_holm"] = stats.holm(table["p"].to_numpy(float))
+    table["significant_holm"] = table["p_holm"] < stats.ALPHA
+    return table
