@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from grawa_sim import Config
+from grawa_sim import Config, run
 from grawa_sim.config import ALGORITHMS, ConfigError
 from grawa_sim.data.datasets import load, make_shards
 from grawa_sim.experiments.convergence import convex_trajectory, loglog_slope
@@ -94,3 +94,25 @@ def test_loglog_slope_of_a_power_law():
     t = np.arange(1, 1001)
     assert loglog_slope(t, 3.0 / t, 10, 1000) == pytest.approx(-1.0, abs=1e-12)
     assert loglog_slope(t, 2.0 * t**-0.5, 100, 1000) == pytest.approx(-0.5, abs=1e-12)
+
+
+def test_bias_study_rows_are_each_runs_distance_to_the_optimum_and_are_cached(tmp_path, monkeypatch):
+    from grawa_sim.experiments import bias
+
+    configs = bias.configs(True, seeds=2, steps=40)
+    assert {(c.algorithm, c.weighting) for c in configs} == {("mgrawa", None), ("mgrawa", "uniform"),
+                                                             ("localsgd", None), ("dp", None)}
+    assert {(c.partition, c.alpha, c.lr_schedule) for c in configs} == {("dirichlet", 0.1, "inverse")}
+    table = bias.study(configs, tmp_path)
+    best, f = optimum(configs[0]), objective(configs[0])
+    alone = run(configs[1], progress=False)  # the twin, seed 0
+    final = {n: p.double() for n, p in alone.evaluated.items()}
+    row = table.iloc[1]
+    assert row["method"] == "mgrawa+uniform" and row["seed"] == 0
+    assert row["dist"] == pytest.approx(distance(final, best.params), rel=1e-9)
+    assert row["subopt"] == pytest.approx(float(f(final)) - best.value, rel=1e-9)
+    monkeypatch.setattr(bias, "run_many", lambda *a, **k: pytest.fail("a cached run was trained again"))
+    assert bias.study(configs, tmp_path).equals(table)
+    contrasts = bias.contrasts(table)
+    assert len(contrasts) == 6 and set(contrasts["metric"]) == {"subopt", "dist"}
+    assert (contrasts["p_holm"] >= contrasts["p"]).all()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from grawa_sim.plots.flatness import label
-from grawa_sim.plots.runs import COLORS, LINESTYLES, save, shared_legend
+from grawa_sim.plots.runs import COLORS, LABELS, LINESTYLES, save, shared_legend
 
 
 def _reference(ax, steps: np.ndarray, anchor: float, power: float, text: str, at: float | None = None) -> None:
@@ -83,3 +83,27 @@ def nonconvex_figure(table: pd.DataFrame, path: str | Path, title: str) -> Path:
 
 
 __all__ = ["convex_figure", "nonconvex_figure"]
+
+
+def bias_figure(summary: pd.DataFrame, path: str | Path, title: str) -> Path:
+    """Where each method ends on a convex problem with skewed shards: F(x̄_T) − F* and the distances of the
+    evaluated model x̄_T (filled) and the algorithm's center x_C (hollow) to x*, mean ± 95 % interval over seeds."""
+    methods = list(summary.index)
+    x = np.arange(len(methods))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for i, method in enumerate(methods):
+        row, color = summary.loc[method], COLORS.get(method, "k")
+        left.errorbar(i, row["subopt_mean"], yerr=row["subopt_ci95"], marker="o", capsize=3, color=color)
+        right.errorbar(i - 0.08, row["dist_mean"], yerr=row["dist_ci95"], marker="o", capsize=3, color=color)
+        right.errorbar(i + 0.08, row["dist_center_mean"], yerr=row["dist_center_ci95"], marker="o", capsize=3,
+                       color=color, mfc="white")
+    left.set_title("F(x̄_T) − F*")
+    right.set_title("‖x̄_T − x*‖ (filled), ‖x_C − x*‖ (hollow)")
+    for ax in (left, right):
+        ax.set_xticks(x, [LABELS.get(m, m) for m in methods], rotation=15)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.text(0.5, -0.06, "bars: 95 % t-intervals over seeds", ha="center", fontsize=8, color="0.3")
+    out = save(fig, path)
+    plt.close(fig)
+    return out
