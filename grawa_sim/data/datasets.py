@@ -247,8 +247,8 @@ class BatchSampler:
         if shards is None:
             if workers is None:
                 raise ValueError("workers: the per-epoch IID split needs the number of workers (got None)")
-            shards = torch.empty(workers, train_size // workers, dtype=torch.long)  # the shape; dealt per epoch
-            self.epoch = -1  # the epoch whose split is being walked
+            shards = epoch_split(train_size, workers, seed, 0)
+            self.epoch = 0  # the epoch whose split ``shards`` is, walked in its own order
         else:
             self.epoch = None  # fixed shards
         if isinstance(shards, list) and len({len(s) for s in shards}) == 1:
@@ -264,7 +264,7 @@ class BatchSampler:
         self.seed = seed
         self._batches = torch.Generator().manual_seed(seed * 1_000_003 + 1)
         self._probes = torch.Generator().manual_seed(seed * 1_000_003 + 2)
-        self._order = shards[:, :0] if self.ragged is None else None
+        self._order = None if self.ragged is not None else shards if self.epoch is not None else shards[:, :0]
         self._cursor = 0
 
     def next_batch(self) -> torch.Tensor:
@@ -274,7 +274,7 @@ class BatchSampler:
         if self._cursor + self.batch_size > self._order.shape[1]:
             if self.epoch is not None:
                 self.epoch += 1
-                self._order = epoch_split(self.train_size, m, self.seed, self.epoch)
+                self.shards = self._order = epoch_split(self.train_size, m, self.seed, self.epoch)
             else:
                 perm = torch.argsort(torch.rand(m, size, generator=self._batches), dim=1)
                 self._order = torch.gather(self.shards, 1, perm)
