@@ -90,6 +90,7 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round, on
         return recorder.result()
     next_eval, shown, tick_index = cfg.eval_every, 0, 0
     next_time = cfg.eval_seconds if cfg.eval_seconds is not None else math.inf
+
     def communicate() -> None:
         before = None
         if on_round is not None and periodic:
