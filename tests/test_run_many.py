@@ -77,12 +77,33 @@ def test_incompatible_runs_are_refused_naming_the_field(change, field):
         run_many(configs, progress=False)
 
 
-@pytest.mark.parametrize("change, field", [({"schedule": "async"}, "schedule"), ({"time_budget": 1.0}, "time_budget")])
+@pytest.mark.parametrize("change, field", [({"schedule": "async"}, "schedule"), ({"wall_budget": 1.0}, "wall_budget")])
 def test_runs_that_must_run_alone_are_refused(change, field):
     configs = [dataclasses.replace(c, **change) for c in _configs("mgrawa")]
     with pytest.raises(ConfigError, match=f"^{field}: runs in one ensemble need"):
         run_many(configs, progress=False)
     assert batch_key(configs[0]) is None
+
+
+@pytest.mark.parametrize("change, field", [({"straggler_prob": 0.1}, "straggler_prob"),
+                                           ({"speed_spread": 0.3}, "speed_spread")])
+def test_runs_reading_a_seeded_clock_are_refused(change, field):
+    configs = [dataclasses.replace(c, time_budget=0.02, step_time=1e-3, **change) for c in _configs("mgrawa")]
+    with pytest.raises(ConfigError, match=f"^{field}: runs that read the simulated clock"):
+        run_many(configs, progress=False)
+    assert batch_key(configs[0]) is None
+    assert batch_key(dataclasses.replace(configs[0], time_budget=None)) is not None  # a step budget may batch
+
+
+@pytest.mark.parametrize("algorithm", ["mgrawa", "dp", "easgd"])
+def test_time_budgeted_runs_with_one_clock_equal_the_runs_alone(algorithm):
+    """A time budget ending between rounds, evaluations every eval_seconds and a cosine lr over the budget:
+    with no random stragglers every run's clock ticks alike, so the ensemble equals the runs alone."""
+    configs = _configs(algorithm, steps=10_000, eval_every=None, step_time=1e-3, time_budget=0.0215,
+                       eval_seconds=0.006, lr_schedule="cosine", lr_decay_unit="seconds", speeds=(1.0, 1.5, 1.0))
+    for alone, batched in zip((run(c, progress=False) for c in configs), run_many(configs, progress=False)):
+        _assert_same(alone, batched)
+        assert alone.final["sim_time"] >= 0.0215 and len(alone.history) > 3
 
 
 def test_batch_keys_group_what_may_share_an_ensemble():

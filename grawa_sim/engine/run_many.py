@@ -8,8 +8,10 @@ own seed initialises and draws exactly the batches and probes it would draw alon
 `TrainingStream`), keeps its own simulated clock and records its own history. Each Result equals
 ``run(config)`` up to the order of floating-point operations (1e-10 in float64, tested).
 
-Synchronous, step-bounded runs only: the asynchronous schedule lets each run's seeded worker
-speeds decide who steps, and a time or wall budget would end the runs at different ticks. A run
+Synchronous runs only (the asynchronous schedule lets each run's seeded worker speeds decide who
+steps), and no wall budget. A time budget, evaluations every ``eval_seconds`` or an lr schedule in
+simulated seconds need one clock for every run: no random stragglers and no seeded speed spread
+(then every run's clock ticks alike, whatever its seed, and all stop at the same tick). A run
 that reaches its ``target_train_loss`` (or, asked to stop there, its ``target_test_acc``) keeps its
 Result from that evaluation; the ensemble goes on until every run is done.
 """
@@ -35,14 +37,32 @@ from grawa_sim.engine.recorder import Recorder, interactive, progress_bar
 from grawa_sim.engine.result import Result
 
 PER_RUN = ("seed", "lr", "momentum", "weight_decay", "prox")  # may differ between the runs of one ensemble
-ALONE = {"schedule": "sync", "time_budget": None, "wall_budget": None, "eval_seconds": None,
-         "lr_decay_unit": "steps", "backend": "vmap"}  # what a run must have to share an ensemble
+ALONE = {"schedule": "sync", "wall_budget": None, "backend": "vmap"}  # what a run must have to share an ensemble
+# Reading the simulated clock (a time budget, evaluations or lr decay in simulated seconds) needs one clock
+# for every run of the ensemble: one without random stragglers or seeded speed factors (the same ticks
+# whatever the seed).
+CLOCK_READERS = ("time_budget", "eval_seconds")
+
+
+def _reads_clock(cfg: Config) -> bool:
+    return any(getattr(cfg, f) is not None for f in CLOCK_READERS) or cfg.lr_decay_unit == "seconds"
+
+
+def _clock_problem(cfg: Config) -> str | None:
+    """Why ``cfg``'s simulated clock depends on its seed (None when it does not)."""
+    if cfg.straggler_prob > 0:
+        return f"straggler_prob: the straggler draws depend on the seed (got {cfg.straggler_prob!r})"
+    if cfg.speeds is None and cfg.speed_spread > 0:
+        return f"speed_spread: the workers' speeds are drawn from the seed (got {cfg.speed_spread!r})"
+    return None
 
 
 def batch_key(config: Config) -> tuple | None:
     """Runs with equal keys can share one ensemble; None for a run that must run alone."""
     cfg = validate(config)
     if any(getattr(cfg, field) != value for field, value in ALONE.items()):
+        return None
+    if _reads_clock(cfg) and _clock_problem(cfg) is not None:
         return None
     return tuple((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name not in PER_RUN)
 
@@ -56,6 +76,11 @@ def check_compatible(configs: Sequence[Config]) -> list[Config]:
         for c in cfgs:
             if getattr(c, field) != value:
                 raise ConfigError(f"{field}: runs in one ensemble need {field}={value!r} (got {getattr(c, field)!r})")
+    for c in cfgs:
+        why = _clock_problem(c) if _reads_clock(c) else None
+        if why is not None:
+            raise ConfigError(f"{why.split(':')[0]}: runs that read the simulated clock (time_budget, eval_seconds, "
+                              f"lr in seconds) share an ensemble only with one clock for all;{why.split(':', 1)[1]}")
     for f in dataclasses.fields(Config):
         if f.name in PER_RUN:
             continue
@@ -103,7 +128,7 @@ def run_many(configs: Sequence[Config], progress: bool | None = None,
     cfgs = check_compatible(configs)
     base = cfgs[0]
     device = resolve_device(base.device if device is None else device)
-    with memory_errors(dataclasses.replace(base, workers=base.workers * len(cfgs)), device):
+    with memory_errors(dataclasses.replace(base, workers=base.workers * len(cfgs), speeds=None), device):
         return _run_many(cfgs, progress, device)
 
 
@@ -125,7 +150,7 @@ def _run_many(cfgs: list[Config], progress, device) -> list[Result]:
                  for i, (c, (model, _), clock, stream) in enumerate(zip(cfgs, built, clocks, streams))]
 
     def update_lr(step: float) -> None:
-        lrs = [lr_at(c, step) for c in cfgs]
+        lrs = [lr_at(c, step if c.lr_decay_unit == "steps" else clocks[0].totals.sim_time) for c in cfgs]
         if lrs != [rec.lr for rec in recorders]:
             for rec, lr in zip(recorders, lrs):
                 rec.lr = lr
@@ -140,12 +165,14 @@ def _run_many(cfgs: list[Config], progress, device) -> list[Result]:
         for i in live:
             recorders[i].add_round(_run_info(info, slice(i * m, (i + 1) * m)))
 
-    bar = progress_bar(dataclasses.replace(base, workers=m * r), interactive() if progress is None else progress)
+    bar = progress_bar(dataclasses.replace(base, workers=m * r, speeds=None), interactive() if progress is None else progress)
     update_lr(0)
     for rec in recorders:
         rec.evaluate(0)
     results: list[Result | None] = [rec.result() if rec.stop_at_target() else None for rec in recorders]
     next_eval, shown = base.eval_every, 0
+    next_time = base.eval_seconds if base.eval_seconds is not None else math.inf
+    periodic = not kind.communicates_every_step
     try:
         for ticks in zip(*(c.ticks() for c in clocks)):
             if all(res is not None for res in results):
@@ -156,7 +183,6 @@ def _run_many(cfgs: list[Config], progress, device) -> list[Result]:
             step = int(step) if step.is_integer() else round(step, 3)
             for i in live:
                 recorders[i].add_losses(step, losses[i * m:(i + 1) * m])
-            periodic = not kind.communicates_every_step
             if ticks[0].round and periodic:
                 for i in live:
                     recorders[i].check_finite()
@@ -165,13 +191,16 @@ def _run_many(cfgs: list[Config], progress, device) -> list[Result]:
                 for i in live:
                     recorders[i].add_round(None)
             update_lr(step)
-            done = step >= base.steps
+            now = clocks[0].totals.sim_time  # every run's clock: one clock when it is read (check_compatible)
+            done = step >= base.steps or (base.time_budget is not None and now >= base.time_budget)
             if done and periodic and not ticks[0].round:  # ends between rounds: one last round, as run() does
                 for i in live:
                     recorders[i].check_finite()
                     clocks[i].final_round()
                 communicate(live)
-            if step >= next_eval or done:
+                now = clocks[0].totals.sim_time
+            timed = ticks[0].round and now >= next_time  # right after a round, once per eval_seconds mark
+            if step >= next_eval or timed or done:
                 for i in live:
                     recorders[i].check_finite()
                     recorders[i].evaluate(step)
@@ -179,6 +208,8 @@ def _run_many(cfgs: list[Config], progress, device) -> list[Result]:
                         results[i] = recorders[i].result()
                 while next_eval <= step:
                     next_eval += base.eval_every
+                while next_time <= now:
+                    next_time += base.eval_seconds
                 bar.set_postfix(test_acc=f"{min(recorders[i].rows[-1]['test_acc'] for i in live):.3f}", refresh=False)
             bar.update(math.floor(step) - shown)
             shown = math.floor(step)
