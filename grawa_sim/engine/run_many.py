@@ -165,7 +165,8 @@ def _run_many(cfgs: list[Config], progress, device) -> list[Result]:
         for i in live:
             recorders[i].add_round(_run_info(info, slice(i * m, (i + 1) * m)))
 
-    bar = progress_bar(dataclasses.replace(base, workers=m * r, speeds=None), interactive() if progress is None else progress)
+    bar = progress_bar(dataclasses.replace(base, workers=m * r, speeds=None),
+                       interactive() if progress is None else progress)
     update_lr(0)
     for rec in recorders:
         rec.evaluate(0)
