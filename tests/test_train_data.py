@@ -48,7 +48,7 @@ def test_a_corrupt_cache_file_is_regenerated_with_one_warning(cache):
     assert np.array_equal(arrays[0], _fresh()[0])
     with np.load(path) as f:  # written again, whole
         assert len(f["x"]) == 4000
-    assert not list(cache.glob("*.tmp"))
+    assert sorted(p.name for p in cache.iterdir()) == [path.name]  # no temporary file left beside it
 
 
 def test_train_size_takes_fewer_or_generates_more_and_keeps_the_test_set(cache):
