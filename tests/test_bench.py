@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from grawa_sim.bench import training as bench
 
 
@@ -51,3 +53,31 @@ def test_parallel_sweeps_times_four_ways_and_their_speedups():
     for k in ways:
         assert abs(row[f"{k}_speedup"] - row["jobs1_s"] / row[f"{k}_s"]) < 0.02 * row[f"{k}_speedup"] + 0.01
     assert json.loads(out.getvalue()) == row
+
+
+def test_calibration_fit_recovers_the_clocks_alpha_and_beta():
+    """Timings made by the clock's own α-β formula (engine/clock.py) give back its α and β."""
+    from grawa_sim.bench.calibrate import fit_alpha_beta
+    from grawa_sim.core.collectives import Collective
+    from grawa_sim.engine.clock import collective_time
+
+    alpha, bandwidth = 2e-4, 5e8
+    rows = [{"processes": m, "bytes": 4 * v,
+             "seconds": collective_time(Collective("all_reduce", v), m, bandwidth, alpha)}
+            for m in (2, 4, 8) for v in (1_000, 10_000, 100_000, 1_000_000)]
+    fit = fit_alpha_beta(rows)
+    assert fit["alpha_s"] == pytest.approx(alpha, rel=1e-9)
+    assert fit["bandwidth_bytes_per_s"] == pytest.approx(bandwidth, rel=1e-9)
+    assert fit["r2"] == pytest.approx(1.0) and fit["median_relative_error"] < 1e-9
+    with pytest.raises(ValueError, match="^rows: "):
+        fit_alpha_beta(rows[:1])
+
+
+def test_calibrate_times_gloo_all_reduce_and_fits(capsys):
+    from grawa_sim.bench.calibrate import calibrate
+
+    result = calibrate(processes=(2,), sizes=(1_000, 100_000), repeats=3)
+    assert [(r["processes"], r["bytes"]) for r in result["rows"]] == [(2, 4_000), (2, 400_000)]
+    assert all(r["seconds"] > 0 for r in result["rows"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and '"fit"' in lines[-1]

@@ -251,6 +251,11 @@ def cmd_bench(args) -> None:
     if args.distributed:
         bench.distributed()
         return
+    if args.calibrate:
+        from grawa_sim.bench import calibrate
+
+        calibrate.calibrate()
+        return
     if args.batched:
         bench.batched_runs(tuple(args.models.split(",")), repeats=args.repeats, device=device)
         return
@@ -477,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel-sweep", action="store_true",
                    help="the 18-run comparison sweep (100 steps) with --jobs 1 against --jobs 2, each with and "
                         "without --batch-runs auto, instead (CPU)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit the clock's all-reduce latency alpha and bandwidth 1/beta to gloo timings of 2, 4 and 8 "
+                        "processes on this machine (message sizes 4 kB to 4 MB) instead")
     p.add_argument("--memory", action="store_true",
                    help="peak CPU memory per worker (M = 64 and 1024, B = 3, each in a fresh process) instead")
     p.add_argument("--gpu", action="store_true",
