@@ -39,7 +39,7 @@ GROUPS = {
                "test_invariants", "test_diloco", "test_mechanism", "test_run_many", "test_control", "test_targets"),
     "e2e": ("test_runner", "test_sweep", "test_cli", "test_reliability", "test_notebooks", "test_anchor",
             "test_bench", "test_bench_gpu", "test_cifar_runs", "test_paper", "test_convergence",
-            "test_convergence_study", "test_tune", "test_noniid"),
+            "test_convergence_study", "test_tune", "test_noniid", "test_time_budget"),
 }
 
 

@@ -20,8 +20,9 @@ NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 KNOBS = {
     "01_quickstart.ipynb": ("quickstart_configs", {"SEEDS": "seeds", "STEPS": "steps", "WORKERS": "workers",
                                                    "TAU": "tau", "ALGORITHMS": "algorithms"}),
-    "02_time_budget.ipynb": ("time_budget_configs", {"SEEDS": "seeds", "BUDGET": "budget", "WORKERS": "workers",
-                                                     "ALGORITHMS": "algorithms", "SETTINGS": "settings"}),
+    "02_time_budget.ipynb": ("time_budget.configs", {"SEEDS": "seeds", "BUDGET": "budget", "WORKERS": "workers",
+                                                     "ALGORITHMS": "algorithms", "CLOCKS": "clocks",
+                                                     "STRAGGLERS": "stragglers"}),
     "03_noniid.ipynb": ("noniid.configs", {"SEEDS": "seeds", "STEPS": "steps", "WORKERS": "workers",
                                            "ALGORITHMS": "algorithms", "ALPHAS": "alphas"}),
     "06_scalability.ipynb": ("scalability.configs", {"SEEDS": "seeds", "STEPS": "steps",

@@ -48,7 +48,9 @@ def draw(kind: str, frame: pd.DataFrame, path):
     if kind == "comparison":
         return plots.comparison_figure(frame, path, "MNIST-1D, MLP, M = 8, τ = 32")
     if kind == "time_budget":
-        return plots.time_budget_figure(frame, experiments.setting(frame), path, 0.2)
+        labels = frame["schedule"] + ", " + frame["straggler_prob"].map(lambda p: "stragglers" if p else "none")
+        return plots.panels_figure(frame, labels, path, x="sim_time", marker=0.2,
+                                   marker_label="budget (0.2 simulated s)")
     return plots.panels_figure(frame, experiments.partition_label(frame), path)
 
 

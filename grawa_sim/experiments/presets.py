@@ -88,31 +88,7 @@ def quickstart_configs(quick: bool, seeds: int = 1, steps: int | None = None, wo
 
 
 TIME_BUDGET_CLOCK = dict(step_time=0.01, bandwidth=1.25e8, latency=5e-4)  # 10 ms steps, 1 Gbit/s, 0.5 ms
-
-
-TIME_BUDGET_SETTINGS = (("sync", 0.0), ("sync", 0.1), ("async", 0.1))  # (schedule, straggler_prob)
-
-
-def time_budget_configs(quick: bool, seeds: int | None = None, budget: float | None = None, workers: int = 8,
-                        algorithms: tuple[str, ...] = COMPARED,
-                        settings: tuple[tuple[str, float], ...] = TIME_BUDGET_SETTINGS) -> list[Config]:
-    """``algorithms`` (default all) on MNIST-1D (1-D CNN, ``workers`` = 8) under one simulated-time
-    ``budget``, in each of ``settings`` (schedule, straggler probability); by default three: sync
-    without stragglers, sync and async with stragglers (each step 4x slower with probability 0.1).
-    Async without stragglers is left out: with equal speeds it equals sync exactly (tested).
-
-    The clock models a 10 ms GPU step and a 1 Gbit/s network with 0.5 ms latency, so DP's
-    per-step all-reduce costs about 0.7x a step while GRAWA communicates every 32 steps.
-    Defaults: full, a 6 s budget (about 600 local steps) and 5 seeds; quick, 0.3 s and one seed.
-    """
-    base = Config(dataset="mnist1d", model="cnn", workers=workers, lr=0.05, momentum=0.9, weight_decay=1e-4,
-                  batch_size=32, steps=100_000, time_budget=by_mode(budget, quick, 0.3, 6.0),
-                  eval_every=8 if quick else 32, **TIME_BUDGET_CLOCK)
-    configs = []
-    for schedule, straggler_prob in settings:
-        configs += grid(dataclasses.replace(base, schedule=schedule, straggler_prob=straggler_prob),
-                        algorithm=list(algorithms), seed=list(range(by_mode(seeds, quick, 1, SEEDS))))
-    return configs
+# (the ablations' clock; the time-budget study varies the latency: grawa_sim/experiments/time_budget.py)
 
 
 def partition_label(histories: pd.DataFrame) -> pd.Series:
@@ -139,27 +115,6 @@ def interval_table(frame: pd.DataFrame, by: str | list[str], value: str = "test_
     table = stats.describe(frame, by, value)
     table["worst"] = frame.groupby(by, sort=False)[value].min().reindex(table.index).to_numpy()
     return table.rename(columns={c: c if c == "n" else f"{value}_{c}" for c in table.columns})
-
-
-def setting(histories: pd.DataFrame) -> pd.Series:
-    """A readable label of the schedule and straggler setting of every row."""
-    stragglers = histories["straggler_prob"].map(lambda p: "stragglers" if p > 0 else "no stragglers")
-    return histories["schedule"] + ", " + stragglers
-
-
-def budget_summary(histories: pd.DataFrame) -> pd.DataFrame:
-    """Final test accuracy within the budget per setting and algorithm (mean, std, n, 95 % half-width,
-    worst seed), with the means over seeds of the local steps per worker (``steps``: the workers'
-    mean, ``steps_min`` / ``steps_max``: the slowest and the fastest worker), the rounds and the share
-    of simulated time spent communicating."""
-    last = finals(histories).assign(setting=lambda d: setting(d))
-    table = interval_table(last, ["setting", "algorithm"])
-    extra = last.groupby(["setting", "algorithm"]).agg(
-        steps=("steps_mean", "mean"), steps_min=("steps_min", "mean"), steps_max=("steps_max", "mean"),
-        rounds=("round", "mean"), comm_time=("comm_time", "mean"), sim_time=("sim_time", "mean"))
-    table = table.join(extra)
-    table["comm_share"] = table.pop("comm_time") / table["sim_time"]
-    return table.sort_values(["setting", "test_acc_mean"], ascending=[True, False])
 
 
 def summary(histories: pd.DataFrame, by: str | list[str] = "algorithm", reference: str | None = None) -> pd.DataFrame:

@@ -129,12 +129,6 @@ def panels_figure(histories: pd.DataFrame, labels: pd.Series, path: str | Path, 
     return out
 
 
-def time_budget_figure(histories: pd.DataFrame, settings: pd.Series, path: str | Path, budget: float) -> Path:
-    """Test accuracy against simulated time, one panel per setting, the budget dotted."""
-    return panels_figure(histories, settings, path, x="sim_time", marker=budget,
-                         marker_label=f"budget ({budget:g} simulated s)")
-
-
 def paper_figure(histories: pd.DataFrame, path: str | Path) -> Path:
     """The paper's setting: test error against simulated time, one panel per number of workers M
     (``histories`` with a ``test_error`` column, as `experiments.paper.with_method` gives)."""
@@ -167,6 +161,47 @@ def anchor_figure(singles: pd.DataFrame, ensemble: pd.DataFrame, path: str | Pat
     right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     for ax in (left, right):
         ax.grid(alpha=0.3, axis="y")
+    out = save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def budget_latency_figure(accuracy: pd.DataFrame, times: pd.DataFrame, latencies: dict[str, float],
+                          path: str | Path, level: float = 0.9) -> Path:
+    """One column per straggler mode: top, test accuracy at the long budget (filled) and the short one
+    (hollow) against the latency α; bottom, the simulated seconds to ``level`` of the best accuracy (runs
+    that never got there are left out and counted in the table). Mean ± 95 % interval over seeds."""
+    settings = list(dict.fromkeys(accuracy.index.get_level_values("setting")))
+    modes = list(dict.fromkeys(s.split(", ", 1)[1] for s in settings))
+    budgets = sorted(set(accuracy.index.get_level_values("budget")))
+    methods = list(dict.fromkeys(accuracy.index.get_level_values("method")))
+    fig, axes = plt.subplots(2, len(modes), figsize=(4.6 * len(modes), 7.2), squeeze=False, sharex=True)
+    for col, mode in enumerate(modes):
+        top, bottom = axes[0][col], axes[1][col]
+        clocks = [s.split(", ", 1)[0] for s in settings if s.split(", ", 1)[1] == mode]
+        alphas = np.array([latencies[c] for c in clocks])
+        for method in methods:
+            color, style = COLORS.get(method), LINESTYLES.get(method, "-")
+            for budget, filled in ((budgets[-1], True), (budgets[0], False)):
+                rows = accuracy.xs((method, budget), level=("method", "budget")).reindex(
+                    [f"{c}, {mode}" for c in clocks])
+                top.errorbar(alphas, rows["test_acc_mean_finished"], yerr=rows["test_acc_ci95_finished"],
+                             color=color, ls=style if filled else ":", marker="o", ms=4, capsize=2,
+                             mfc=color if filled else "white",
+                             label=LABELS.get(method, method) if filled else None)
+            t = times.xs((method, level), level=("method", "level")).reindex([f"{c}, {mode}" for c in clocks])
+            bottom.errorbar(alphas, t["time_mean"], yerr=t["time_ci95"], color=color, ls=style, marker="o", ms=4,
+                            capsize=2)
+        top.set_title(f"stragglers: {mode}")
+        bottom.set_xscale("log")
+        bottom.set_xlabel("latency α (s)")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"test accuracy at {budgets[-1]:g} s (filled), {budgets[0]:g} s (hollow)")
+    axes[1][0].set_ylabel(f"simulated s to {level:.0%} of the best")
+    shared_legend(fig, axes[0], loc="upper center", bbox_to_anchor=(0.5, 1.0))
+    fig.text(0.5, -0.01, "bars: 95 % t-intervals over seeds", ha="center", fontsize=8, color="0.3")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     out = save(fig, path)
     plt.close(fig)
     return out
