@@ -116,3 +116,14 @@ def test_bias_study_rows_are_each_runs_distance_to_the_optimum_and_are_cached(tm
     contrasts = bias.contrasts(table)
     assert len(contrasts) == 6 and set(contrasts["metric"]) == {"subopt", "dist"}
     assert (contrasts["p_holm"] >= contrasts["p"]).all()
+
+
+def test_bias_study_keeps_a_diverged_run_as_a_counted_row(tmp_path):
+    from grawa_sim.experiments import bias
+
+    configs = [dataclasses.replace(c, lr=1e6) if c.algorithm == "dp" and c.seed == 1 else c
+               for c in bias.configs(True, seeds=2, steps=40, algorithms=("dp",))]
+    table = bias.study(configs, tmp_path)
+    assert list(table["status"]) == ["finished", "diverged"] and np.isnan(table["dist"].iloc[1])
+    summary = bias.summary(table)
+    assert (summary.loc["dp", "n"], summary.loc["dp", "total"]) == (1, 2)

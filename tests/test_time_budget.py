@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -59,7 +60,7 @@ def test_labels_budgets_and_time_to_target_on_hand_made_runs():
 def test_a_quick_study_end_to_end(tmp_path):
     configs = tb.configs(True, seeds=2, budget=0.2, algorithms=("dp", "mgrawa"), clocks=("fabric",),
                          stragglers=("none", "per step"))
-    histories = sweep(configs, tmp_path, progress=False, batch_runs="auto", log=open(tmp_path / "log", "w"))
+    histories = sweep(configs, tmp_path, progress=False, batch_runs="auto", log=io.StringIO())
     accuracy = tb.accuracy(histories, budgets=(0.1, 0.2))
     assert set(accuracy.index.get_level_values("setting")) == {"fabric, none", "fabric, per step"}
     assert (accuracy["total"] == 2).all()

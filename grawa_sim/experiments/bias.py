@@ -21,12 +21,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from grawa_sim.algorithms.grawa import DivergenceError
 from grawa_sim.config import Config, resolve
 from grawa_sim.engine.run_many import run_many
+from grawa_sim.engine.runner import run
 from grawa_sim.experiments import protocol
 from grawa_sim.experiments.convergence import CONVEX_PROBLEMS
 from grawa_sim.experiments.objectives import distance, objective, optimum
 from grawa_sim.experiments.presets import by_mode, method_name, with_twins
+from grawa_sim.results.storage import write_csv_atomic
 from grawa_sim.results.sweep import run_key
 
 METHODS = ("mgrawa", "localsgd", "dp")  # and MGRAWA's twin
@@ -55,12 +58,16 @@ def family() -> protocol.Family:
                                                        ("mgrawa", "dp")), metric="dist", higher_is_better=False)
 
 
+def _identity(config: Config) -> dict:
+    return {"method": method_name(config.algorithm, config.sam, config.weighting), "algorithm": config.algorithm,
+            "weighting": config.weighting, "sam": config.sam, "seed": config.seed, "run": run_key(resolve(config)),
+            "step": config.steps}
+
+
 def _row(config: Config, result, f, best) -> dict:
     evaluated = {n: p.double() for n, p in result.evaluated.items()}
     center = {n: p.double() for n, p in result.center.items()}
-    return {"method": method_name(config.algorithm, config.sam, config.weighting), "algorithm": config.algorithm,
-            "weighting": config.weighting, "sam": config.sam, "seed": config.seed, "run": run_key(resolve(config)),
-            "step": config.steps, "status": "finished",
+    return {**_identity(config), "status": "finished",
             "subopt": float(f(evaluated)) - best.value, "dist": distance(evaluated, best.params),
             "dist_center": distance(center, best.params), "spread": float(result.final["spread"])}
 
@@ -78,18 +85,34 @@ def study(configs_: list[Config], cache: str | os.PathLike | None = None) -> pd.
         else:
             missing.setdefault((cfg.algorithm, cfg.weighting), []).append((cfg, path))
     for group in missing.values():
-        for (cfg, path), result in zip(group, run_many([c for c, _ in group], progress=False)):
-            rows[cfg] = _row(cfg, result, f, best)
+        for (cfg, path), row in zip(group, _train([c for c, _ in group], f, best)):
+            rows[cfg] = row
             if path is not None:
-                from grawa_sim.results.storage import write_csv_atomic
-
                 path.parent.mkdir(parents=True, exist_ok=True)
-                write_csv_atomic(pd.DataFrame([rows[cfg]]), path)
+                write_csv_atomic(pd.DataFrame([row]), path)
     return pd.DataFrame([rows[c] for c in configs_])
 
 
+def _train(group: list[Config], f, best) -> list[dict]:
+    """The rows of one ensemble; when a run diverges the ensemble is trained again run by run, and a diverged
+    run is kept as a row with status "diverged" and NaN metrics (counted by the tables, never dropped)."""
+    try:
+        return [_row(c, r, f, best) for c, r in zip(group, run_many(group, progress=False))]
+    except DivergenceError:
+        rows = []
+        for cfg in group:
+            try:
+                rows.append(_row(cfg, run(cfg, progress=False), f, best))
+            except DivergenceError:
+                nan = float("nan")
+                rows.append({**_identity(cfg), "status": "diverged", "subopt": nan, "dist": nan,
+                             "dist_center": nan, "spread": nan})
+        return rows
+
+
 def summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per method: mean ± 95 % half-width over seeds of F(x̄_T) − F*, ‖x̄_T − x*‖ and ‖x_C − x*‖."""
+    """Per method: mean ± 95 % half-width over finished seeds of F(x̄_T) − F*, ‖x̄_T − x*‖ and ‖x_C − x*‖,
+    ``n`` finished of ``total`` runs."""
     from grawa_sim.core import stats
 
     out = {}
@@ -97,6 +120,7 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
         d = stats.describe(table, "method", metric)
         out[f"{metric}_mean"], out[f"{metric}_ci95"] = d["mean"], d["ci95"]
         out["n"] = d["n"]
+    out["total"] = table.groupby("method", sort=False).size()
     return pd.DataFrame(out)
 
 

@@ -30,7 +30,7 @@ from grawa_sim.core import stats
 from grawa_sim.data.datasets import dirichlet_shards, load
 from grawa_sim.experiments import protocol
 from grawa_sim.experiments.presets import by_mode, comparison_base, finals, partition_label, with_twins
-from grawa_sim.results.storage import load_weights
+from grawa_sim.results.storage import load_config, load_weights
 from grawa_sim.results.sweep import grid
 
 ALPHAS: tuple[float | None, ...] = (None, 1.0, 0.3, 0.1)  # None: IID shards (dealt afresh every epoch)
@@ -106,15 +106,12 @@ def weight_entropy_correlation(histories: pd.DataFrame, out: str | os.PathLike) 
     h = named(histories)
     for _, history in h[h["partition"].eq("dirichlet") & h["method"].isin(protocol.GRAWA)].groupby("run", sort=False):
         first = history.iloc[0]
-        weights = load_weights(Path(out) / "runs" / str(first["run"]))
+        folder = Path(out) / "runs" / str(first["run"])
+        weights = load_weights(folder)
         if weights.empty:
             continue
         per_worker = weights.groupby("worker")["weight"].mean().sort_index().to_numpy()
-        config = Config(dataset=first["dataset"], workers=int(first["workers"]), partition="dirichlet",
-                        alpha=float(first["alpha"]), batch_size=int(first["batch_size"]), seed=int(first["seed"]),
-                        algorithm="dp", model=first["model"],
-                        train_size=None if pd.isna(first.get("train_size", np.nan)) else int(first["train_size"]))
-        entropy = shard_entropies(config)
+        entropy = shard_entropies(load_config(folder))  # the run's own config: its shards dealt again
         rho = float(sps.spearmanr(per_worker, entropy).statistic)
         rows.append({"method": first["method"], "shards": first["shards"], "alpha": float(first["alpha"]),
                      "seed": int(first["seed"]), "rho": rho, "entropy_min": float(entropy.min()),
