@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # pyproject.toml asks only for a range, which CUDA builds satisfy. torchvision stays out.
 CONSTRAINTS := constraints.txt
 
-.PHONY: test test-fast reproduce notebooks anchor bench gpu-check lint strip clean
+.PHONY: test test-fast reproduce report notebooks anchor bench gpu-check lint strip clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,12 +36,18 @@ reproduce: $(VENV)/.installed
 	$(PY) -m grawa_sim reproduce
 	$(PY) -m grawa_sim notebooks
 	$(PY) -m grawa_sim tune $(TUNE_FLAGS)
+	$(PY) -m grawa_sim report
+
+# docs/results.md's tables from figures/*.csv (report --check: exit 1 when they differ; run by the tests)
+report: $(VENV)/.installed
+	$(PY) -m grawa_sim report
 
 notebooks: $(VENV)/.installed
 	$(PY) -m grawa_sim notebooks
 
 anchor: $(VENV)/.installed
 	$(PY) -m grawa_sim anchor
+	$(PY) -m grawa_sim report
 
 bench: $(VENV)/.installed
 	$(PY) -m grawa_sim bench

@@ -159,6 +159,7 @@ def cmd_reproduce(args) -> None:
     quick, figures = _experiment_setup(args)
     from grawa_sim.experiments import presets as experiments
     from grawa_sim.plots import runs as plots
+    from grawa_sim.results.report_tables import save_tables
     from grawa_sim.results.storage import write_csv_atomic
     from grawa_sim.results.sweep import sweep
 
@@ -180,6 +181,7 @@ def cmd_reproduce(args) -> None:
     contrasts_path = write_csv_atomic(contrasts, Path(args.out) / "contrasts.csv")
     outcomes = protocol.outcomes(histories)
     write_csv_atomic(outcomes, Path(args.out) / "outcomes.csv", index=True)
+    save_tables(figures, "comparison", summary=table, contrasts=contrasts, outcomes=outcomes)
     print(experiments.format_table(table).to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"\ndeclared family '{family.name}' (reference {family.reference}), paired by seed, Holm-adjusted:")
     print(contrasts[["contrast", "n", "difference", "low", "high", "p", "p_holm", "significant_holm",
@@ -212,11 +214,13 @@ def cmd_anchor(args) -> None:
     quick, figures = _experiment_setup(args)
     from grawa_sim.experiments import anchor
     from grawa_sim.plots import runs as plots
+    from grawa_sim.results.report_tables import save_tables
 
     singles, ensemble = anchor.anchor(args.out, quick=quick, seeds=args.seeds, progress=_progress(args),
                                       device=args.device)
     print(anchor.report(singles, ensemble))
     fig = plots.anchor_figure(singles, ensemble, figures / "anchor_mnist1d.png", anchor.PUBLISHED["cnn"])
+    save_tables(figures, "anchor", single=singles, ensemble=ensemble)
     print(f"wrote {fig}, {Path(args.out) / 'single' / 'anchor.csv'} and {Path(args.out) / 'ensemble' / 'anchor.csv'}")
 
 
@@ -281,6 +285,21 @@ def cmd_notebooks(args) -> None:
         resolve_device(args.device)  # a one-line error here rather than a failing cell
     notebook_runner.main([*args.paths, *(["--quick"] if args.quick else []),
                           *(["--device", args.device] if args.device is not None else [])])
+
+
+def cmd_report(args) -> int:
+    from grawa_sim import report
+
+    doc = Path(args.doc) if args.doc else report.default_document()
+    figures = Path(args.figures) if args.figures else doc.parent.parent / "figures"
+    changed = report.update(doc, figures, check=args.check)
+    if args.check and changed:
+        print(f"{doc}: {len(changed)} generated table(s) differ from their CSVs: {', '.join(changed)} "
+              "(run python -m grawa_sim report)", file=sys.stderr)
+        return 1
+    verb = "are up to date" if not changed else ("would change" if args.check else "rewritten")
+    print(f"{doc}: {len(changed) if changed else 'all'} generated table(s) {verb}")
+    return 0
 
 
 def cmd_flatness(args) -> None:
@@ -545,6 +564,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "pid recorded, or another host) once it is this old: 90s, 30m, 24h, 2d (default: 24h)")
     p.set_defaults(func=cmd_tune)
 
+    p = sub.add_parser("report", help="rewrite the generated tables of docs/results.md from figures/*.csv")
+    p.add_argument("--check", action="store_true",
+                   help="only compare: exit 1 when a committed table differs from what its CSV gives")
+    p.add_argument("--doc", default=None, help="the markdown file (default: docs/results.md of the project)")
+    p.add_argument("--figures", default=None, help="the folder of the summary CSVs (default: figures/ beside docs/)")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("notebooks", help="execute notebooks/*.ipynb headless (regenerates their figures)")
     p.add_argument("paths", nargs="*", help="notebooks to run (default: every notebooks/*.ipynb)")
     p.add_argument("--quick", action="store_true",
@@ -571,9 +597,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     argv = sys.argv[1:] if argv is None else list(argv)
 
-    def command() -> None:
+    def command() -> int | None:
         args = build_parser().parse_args(argv)
-        args.func(args)
+        return args.func(args)
 
     try:
         return one_line_errors(command)

@@ -16,7 +16,8 @@ import pandas as pd
 
 from grawa_sim.algorithms import COMPARED
 from grawa_sim.config import Config
-from grawa_sim.experiments.presets import summary
+from grawa_sim.experiments.presets import summary, with_twins
+from grawa_sim.experiments.protocol import with_methods
 from grawa_sim.results.sweep import grid, sweep
 
 PUBLISHED = {"logistic": 0.32, "mlp": 0.68, "cnn": 0.94}  # MNIST-1D README, test accuracy
@@ -32,10 +33,11 @@ def single_configs(quick: bool, seeds: int = 3) -> list[Config]:
 
 
 def ensemble_configs(quick: bool, seeds: int = 3) -> list[Config]:
-    """The CNN with M = 8 workers under every algorithm (reference tau/pull/prox), 3000 steps, cosine lr."""
+    """The CNN with M = 8 workers under every algorithm (reference tau/pull/prox) and GRAWA's uniform twin,
+    3000 steps, cosine lr."""
     base = Config(workers=8, dataset="mnist1d", model="cnn", lr=0.05, momentum=0.9, weight_decay=1e-4,
                   batch_size=32, steps=64 if quick else 3000, eval_every=32 if quick else None, lr_schedule="cosine")
-    return grid(base, algorithm=list(COMPARED), seed=list(range(1 if quick else seeds)))
+    return with_twins(grid(base, algorithm=list(COMPARED), seed=list(range(1 if quick else seeds))))
 
 
 def anchor(out: str | Path, quick: bool = False, seeds: int = 3, progress: bool | None = None,
@@ -49,10 +51,12 @@ def anchor(out: str | Path, quick: bool = False, seeds: int = 3, progress: bool 
     def on(configs: list[Config]) -> list[Config]:
         return [dataclasses.replace(c, device=device) for c in configs]
 
-    singles = summary(sweep(on(single_configs(quick, seeds)), out / "single", progress, log), by="model")
+    singles = summary(sweep(on(single_configs(quick, seeds)), out / "single", progress, log, batch_runs="auto"),
+                      by="model")
     singles = singles.reindex(list(SINGLE_MODELS))
     singles.insert(0, "published", [PUBLISHED.get(m, float("nan")) for m in singles.index])
-    ensemble = summary(sweep(on(ensemble_configs(quick, seeds)), out / "ensemble", progress, log))
+    runs = with_methods(sweep(on(ensemble_configs(quick, seeds)), out / "ensemble", progress, log, batch_runs="auto"))
+    ensemble = summary(runs.assign(algorithm=runs["method"]), reference="localsgd")
     singles.to_csv(out / "single" / "anchor.csv")
     ensemble.to_csv(out / "ensemble" / "anchor.csv")
     return singles, ensemble

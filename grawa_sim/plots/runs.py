@@ -95,8 +95,10 @@ def save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for target in (path, path.with_suffix(".pdf")):
-        write_atomic(target, lambda tmp, kind=target.suffix[1:]: fig.savefig(tmp, format=kind, dpi=120,
-                                                                             bbox_inches="tight"))
+        kind = target.suffix[1:]
+        stamp = {"CreationDate": None} if kind == "pdf" else {}  # the same figure gives the same file
+        write_atomic(target, lambda tmp, kind=kind, stamp=stamp: fig.savefig(tmp, format=kind, dpi=120,
+                                                                             bbox_inches="tight", metadata=stamp))
     return path
 
 

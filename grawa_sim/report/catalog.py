@@ -1,0 +1,278 @@
+"""The tables of docs/results.md: for each marker name, the summary CSV it reads and how it is written.
+
+The CSVs (``figures/<study>_<table>.csv``) are written by the runs that draw the figures: `reproduce`
+(comparison), `anchor`, and the notebooks (quickstart, time budget, non-IID, convergence, mechanism,
+weights, flatness, scalability, communication).
+"""
+
+from __future__ import annotations
+
+from grawa_sim.report.formatting import method_label
+from grawa_sim.report.tables import Column, Pivot, Rows, Table
+
+ACC = "{test_acc_mean:.3f} ± {test_acc_ci95:.3f}"
+ACC_FINISHED = "{test_acc_mean_finished:.3f} ± {test_acc_ci95_finished:.3f}"
+DIFF_CI = "{difference:+.3f} [{low:+.3f}, {high:+.3f}]"
+METHODS = ("dp", "dp+sam", "localsgd", "mgrawa", "lgrawa", "mgrawa+uniform", "lgrawa+uniform", "easgd", "lsgd")
+ONE_TWIN = ("dp", "localsgd", "mgrawa", "lgrawa", "mgrawa+uniform", "easgd", "lsgd")  # the twins are one run
+
+
+def _contrast_rows(csv: str, where: dict | None = None) -> Rows:
+    return Rows(csv, (
+        Column("contrast", "{contrast!m}"),
+        Column("n", "{n}"),
+        Column("difference [95 % CI]", DIFF_CI),
+        Column("p", "{p:p}"),
+        Column("Holm p", "{p_holm:p}", bold_if="significant_holm"),
+        Column("detectable", "{smallest_detectable:.3f}"),
+    ), where=where or {})
+
+
+COMPARISON = {
+    "comparison_summary": Rows("comparison_summary", (
+        Column("method", "{algorithm!m}"),
+        Column("test acc (mean ± 95 % CI)", ACC),
+        Column("n", "{n}/{total}"),
+        Column("worst seed", "{test_acc_worst:.3f}"),
+        Column("− LocalSGD (paired)", "{diff_vs_ref:+.3f}", only_if="p_vs_ref"),
+        Column("Holm p", "{p_holm:p}", bold_if="significant"),
+        Column("spread ‖x_i − x̄‖", "{spread:.2f}"),
+    )),
+    "comparison_contrasts": _contrast_rows("comparison_contrasts"),
+}
+
+ANCHOR = {
+    "anchor_single": Rows("anchor_single", (
+        Column("model (one worker)", "{model}"),
+        Column("published", "{published:.0%}"),
+        Column("grawa-sim (mean ± 95 % CI)", ACC),
+        Column("n", "{n}"),
+    )),
+    "anchor_ensemble": Rows("anchor_ensemble", (
+        Column("1-D CNN, M = 8", "{algorithm!m}"),
+        Column("test acc (mean ± 95 % CI)", ACC),
+        Column("n", "{n}/{total}"),
+        Column("− LocalSGD (paired)", "{diff_vs_ref:+.3f}", only_if="p_vs_ref"),
+        Column("Holm p", "{p_holm:p}", bold_if="significant"),
+    )),
+}
+
+QUICKSTART = {
+    "quickstart_summary": Rows("quickstart_summary", (
+        Column("method", "{algorithm!m}"),
+        Column("test acc (one seed)", "{test_acc_mean:.3f}"),
+        Column("test loss", "{test_loss:.3f}"),
+    )),
+}
+
+TWIN_CONTRASTS = ("mgrawa − mgrawa+uniform", "lgrawa − lgrawa+uniform")
+BASELINE_CONTRASTS = ("mgrawa − dp", "lgrawa − dp", "mgrawa − localsgd", "lgrawa − localsgd")
+TWIN_CELL = DIFF_CI + " (Holm {p_holm:p}; detectable {smallest_detectable:.3f})"
+HOLM_CELL = "{difference:+.3f} ({p_holm:p})"
+
+
+def _budget(budget: float) -> dict:
+    return {
+        f"time_budget_accuracy_{budget:g}s": Pivot("time_budget_accuracy", "setting", "method", ACC_FINISHED,
+                                                   "network, stragglers", where={"budget": budget},
+                                                   column_order=ONE_TWIN),
+        f"time_budget_twin_{budget:g}s": Pivot("time_budget_contrasts", "setting", "contrast", TWIN_CELL,
+                                               "network, stragglers", where={"budget": budget,
+                                                                             "contrast": TWIN_CONTRASTS},
+                                               bold_if="significant_holm"),
+        f"time_budget_baselines_{budget:g}s": Pivot("time_budget_contrasts", "setting", "contrast", HOLM_CELL,
+                                                    "network, stragglers",
+                                                    where={"budget": budget, "contrast": BASELINE_CONTRASTS},
+                                                    column_order=BASELINE_CONTRASTS, bold_if="significant_holm"),
+    }
+
+
+TIME_BUDGET = {
+    **_budget(6.0), **_budget(2.0),
+    "time_budget_times": Pivot("time_budget_times", "setting", "method",
+                               "{time_mean:.1f} ± {time_ci95:.1f} ({reached}/{runs})", "network, stragglers",
+                               where={"level": 0.9}, column_order=ONE_TWIN),
+}
+
+NONIID = {
+    "noniid_accuracy": Pivot("noniid_accuracy", "shards", "method", ACC_FINISHED, "shards", column_order=ONE_TWIN),
+    "noniid_twin": Pivot("noniid_contrasts", "contrast", "setting", DIFF_CI + " ({p_holm:p})", "contrast (Holm p)",
+                         row_label="{value!m}", column_label="{value}", where={"contrast": TWIN_CONTRASTS},
+                         bold_if="significant_holm"),
+    "noniid_detectable": Pivot("noniid_contrasts", "contrast", "setting", "{smallest_detectable:.3f}",
+                               "smallest detectable difference", row_label="{value!m}", column_label="{value}",
+                               where={"contrast": TWIN_CONTRASTS}),
+    "noniid_baselines": Pivot("noniid_contrasts", "contrast", "setting", HOLM_CELL, "contrast (Holm p)",
+                              row_label="{value!m}", column_label="{value}", row_order=BASELINE_CONTRASTS,
+                              where={"contrast": BASELINE_CONTRASTS}, bold_if="significant_holm"),
+    "noniid_correlation": Rows("noniid_correlation", (
+        Column("method", "{method!m}"),
+        Column("shards", "{shards}"),
+        Column("Spearman ρ(weight, label entropy), mean ± 95 % CI", "{rho_mean:+.2f} ± {rho_ci95:.2f}"),
+        Column("seeds", "{n}"),
+        Column("Holm p", "{p_holm:p}"),
+    )),
+}
+
+ALGORITHMS = ("dp", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa")
+
+
+def _rates(problem: str) -> Pivot:
+    return Pivot("convergence_rates", "algorithm", "workers",
+                 "{reduction:e1} (slope {slope_subopt:.2f})", "algorithm", row_label="{value!m}",
+                 column_label="M = {value}", where={"problem": problem}, row_order=ALGORITHMS)
+
+
+CONVERGENCE = {
+    "convergence_rates_lstsq": _rates("lstsq"),
+    "convergence_rates_logistic": _rates("logistic"),
+    "convergence_floors": Pivot("convergence_floors", "algorithm", "lr", "{floor:e1}", "algorithm (logistic, M = 4)",
+                                row_label="{value!m}", column_label="η = {value}",
+                                where={"problem": "logistic", "workers": 4}, row_order=ALGORITHMS),
+    "convergence_nonconvex": Pivot("convergence_nonconvex", "algorithm", "T", "{min_grad_sq:.4f}",
+                                   "min ‖∇F‖² by horizon T", row_label="{value!m}", column_label="T = {value}",
+                                   row_order=ALGORITHMS),
+    "convergence_horizon_slopes": Rows("convergence_horizon_slopes", (
+        Column("algorithm", "{algorithm!m}"), Column("M", "{workers}"),
+        Column("slope of log min ‖∇F‖² on log T", "{slope:+.2f}"))),
+    "convergence_bias": Rows("convergence_bias", (
+        Column("method", "{method!m}"),
+        Column("F(x̄_T) − F*", "{subopt_mean:.4f} ± {subopt_ci95:.4f}"),
+        Column("‖x̄_T − x*‖", "{dist_mean:.3f} ± {dist_ci95:.3f}"),
+        Column("‖x_C − x*‖", "{dist_center_mean:.3f} ± {dist_center_ci95:.3f}"),
+        Column("seeds", "{n}/{total}"),
+    )),
+    "convergence_bias_contrasts": Rows("convergence_bias_contrasts", (
+        Column("measure", "{metric!m}"),
+        *_contrast_rows("convergence_bias_contrasts").columns,
+    )),
+}
+
+SHARE = "{model_wide:.2f} [{model_low:.2f}, {model_high:.2f}]"
+BASIN_METHODS = ("dp", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa")
+
+
+def _shares(csv: str) -> Rows:
+    return Rows(csv, (
+        Column("method", "{algorithm!m}"),
+        Column("model ends wide (95 % Wilson CI)", SHARE),
+        Column("own center ends wide", "{center_wide:.2f} [{center_low:.2f}, {center_high:.2f}]"),
+        Column("workers end wide", "{worker_wide:.2f}"),
+        Column("runs", "{runs}"),
+    ))
+
+
+def _versus(csv: str) -> Rows:
+    return Rows(csv, (
+        Column("method", "{algorithm!m}"),
+        Column("wide share − LocalSGD's", "{difference:+.2f}"),
+        Column("Fisher p", "{p:p}", bold_if="significant"),
+    ))
+
+
+MECHANISM = {
+    "mechanism_shares": _shares("mechanism_shares"),
+    "mechanism_versus": _versus("mechanism_versus"),
+    "mechanism_tau": Pivot("mechanism_grid", "algorithm", "tau", SHARE, "model ends wide (λ = 0.5)",
+                           row_label="{value!m}", column_label="τ = {value}", where={"pull": 0.5},
+                           row_order=BASIN_METHODS),
+    "mechanism_pull": Pivot("mechanism_grid", "algorithm", "pull", SHARE, "model ends wide (τ = 8)",
+                            row_label="{value!m}", column_label="λ = {value}", where={"tau": 8},
+                            row_order=("easgd", "lsgd", "mgrawa"), column_order=(0.1, 0.5, 1.0)),
+    "mechanism_shares_10d": _shares("mechanism_shares_10d"),
+    "mechanism_versus_10d": _versus("mechanism_versus_10d"),
+    "weights_correlation": Rows("weights_correlation", (
+        Column("pair", "{pair}"),
+        Column("Spearman ρ per round, mean over seeds ± 95 % CI", "{rho_mean:+.3f} ± {rho_half_width:.3f}"),
+        Column("seeds / rounds", "{seeds} / {rounds}"),
+        Column("rounds with ρ < 0", "{negative_share:.0%}"),
+        Column("t-test against 0, p", "{p_vs_0:p}"),
+    )),
+}
+
+NETS = {"cnn": "CNN", "cnn_bn": "BN CNN", "all": "both"}
+FLAT_METHODS = ("dp", "dp+sam", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa")
+
+
+def _flatness(csv: str) -> Rows:
+    return Rows(csv, (
+        Column("net", "{net!m}"),
+        Column("method", "{method!m}"),
+        Column("λ_max", "{lambda_max:.1f} ± {lambda_max_ci95:.1f}"),
+        Column("Hutchinson trace", "{trace:.1f} ± {trace_ci95:.1f}"),
+        Column("Ritz sum", "{ritz_sum:.1f} ± {ritz_sum_ci95:.1f}"),
+        Column("ε-sharpness (%)", "{eps_sharpness:.1f} ± {eps_sharpness_ci95:.1f}"),
+        Column("test acc", "{test_acc:.3f} ± {test_acc_ci95:.3f}"),
+        Column("n", "{n}"),
+    ))
+
+
+def _against_dp(metric: str) -> Pivot:
+    return Pivot(f"flatness_versus_{metric}", "method", "net", "{difference:+.1f} ({p:p})",
+                 f"{method_label(metric)}: − DP's (Welch p)", row_label="{value!m}", column_label="{value!m}",
+                 row_order=FLAT_METHODS, bold_if="significant")
+
+
+FLATNESS = {
+    "flatness_summary": _flatness("flatness_summary"),
+    "flatness_centers": _flatness("flatness_centers"),
+    **{f"flatness_versus_{m}": _against_dp(m) for m in ("lambda_max", "ritz_sum", "eps_sharpness")},
+    "flatness_agreement": Rows("flatness_agreement", (
+        Column("net", "{net!m}"), Column("measure", "{metric!m}"), Column("methods", "{methods}"),
+        Column("Spearman ρ with the published table", "{spearman_rho:+.2f}"), Column("p", "{p:p}"))),
+    "flatness_correlations": Rows("flatness_correlations", (
+        Column("λ_max against", "{y!m}"), Column("net", "{net!m}"), Column("Spearman ρ", "{rho:+.2f}"),
+        Column("p", "{p:p}"), Column("runs", "{n}"))),
+}
+
+REGIMES = {"fixed steps": "steps", "fixed samples": "samples"}
+GRAWAS = ("mgrawa", "lgrawa")
+
+
+def _per_regime(name: str, make) -> dict:
+    return {f"{name}_{short}": make(regime) for regime, short in REGIMES.items()}
+
+
+SCALABILITY = {
+    **_per_regime("scalability_accuracy", lambda r: Pivot(
+        "scalability_accuracy", "workers", "algorithm", ACC, f"M ({r})", where={"regime": r},
+        column_order=ALGORITHMS)),
+    **_per_regime("scalability_gaps", lambda r: Pivot(
+        "scalability_gaps", "workers", "method", "{difference:+.3f} ({p:p}; {baseline!m})",
+        f"M ({r}): GRAWA − best baseline (Welch p; baseline)", where={"regime": r}, column_order=GRAWAS,
+        bold_if="significant")),
+    "scalability_gap_trends": Rows("scalability_gap_trends", (
+        Column("regime", "{regime}"), Column("method", "{method!m}"),
+        Column("gap to the best baseline, slope per doubling of M", "{slope_per_doubling:+.3f} ± {ci95:.3f}"),
+        Column("p", "{p:p}", bold_if="significant"), Column("runs", "{n}"))),
+    "scalability_times": Pivot("scalability_times", "workers", "algorithm", "{mean:.2f} ({reached}/{n})",
+                               "M (fixed steps): simulated s to the target", where={"regime": "fixed steps"},
+                               column_order=ALGORITHMS),
+    "scalability_comm": Pivot("scalability_comm", "workers", "algorithm", "{comm_bytes_mean:e2}",
+                              "M (fixed steps): bytes sent", where={"regime": "fixed steps"},
+                              column_order=ALGORITHMS),
+    "scalability_entropy": Pivot("scalability_entropy", "workers", "algorithm",
+                                 "{ratio_mean:.3f} ± {ratio_ci95:.3f}", "M (fixed steps): weight entropy / log M",
+                                 where={"regime": "fixed steps"}, column_order=GRAWAS),
+}
+
+PERIODIC = ("localsgd", "easgd", "lsgd", "mgrawa", "lgrawa")
+TREND = (Column("method", "{algorithm!m}"), Column("slope per doubling", "{slope_per_doubling:+.3f} ± {ci95:.3f}"),
+         Column("p", "{p:p}", bold_if="significant"), Column("runs", "{n}"))
+
+COMMUNICATION = {
+    "communication_reference": Rows("communication_reference", (
+        Column("every-step reference", "{algorithm!m}"), Column("test acc", ACC), Column("n", "{n}"))),
+    "communication_by_tau": Pivot("communication_by_tau", "tau", "algorithm", ACC + " ({p:p})",
+                                  "τ (Welch p against DP)", column_order=PERIODIC, bold_if="significant"),
+    "communication_tau_trends": Rows("communication_tau_trends", TREND),
+    "communication_costs": Pivot("communication_costs", "tau", "algorithm",
+                                 "{rounds_mean:.0f} / {bytes_mean:e2} ({reached}/{n})",
+                                 "τ: rounds / bytes to the target", row_label="{value:.0f}", column_order=PERIODIC),
+    "communication_by_pull": Pivot("communication_by_pull", "pull", "algorithm", ACC + " ({p:p})",
+                                   "λ (Welch p against DP)", column_order=PERIODIC, bold_if="significant"),
+    "communication_pull_trends": Rows("communication_pull_trends", TREND),
+}
+
+TABLES: dict[str, Table] = {**COMPARISON, **ANCHOR, **QUICKSTART, **TIME_BUDGET, **NONIID, **CONVERGENCE,
+                            **MECHANISM, **FLATNESS, **SCALABILITY, **COMMUNICATION}
