@@ -52,6 +52,7 @@ class Setup:
     spread: float = 0.5  # scatter of the starting points around the ridge
     dim: int = 2
     seed: int = 0
+    weighting: str = "inverse_norm"  # GRAWA's weights; "uniform": its twin (w_i = 1/M, the rest unchanged)
 
 
 @dataclass
@@ -77,8 +78,13 @@ def _hyper(setup: Setup) -> tuple[Hyper, float]:
     kind = algorithms.get(setup.algorithm)
     pull = {"localsgd": 1.0}.get(setup.algorithm, setup.pull)  # the study's design: LocalSGD averages fully
     tau = 1 if kind.communicates_every_step else setup.tau
-    hyper = kind.hyper_type.from_config(cfg)
-    return dataclasses.replace(hyper, pull=pull, tau=tau), cfg.prox
+    hyper = dataclasses.replace(kind.hyper_type.from_config(cfg), pull=pull, tau=tau)
+    if hasattr(hyper, "weighting"):
+        hyper = dataclasses.replace(hyper, weighting=setup.weighting)
+    elif setup.weighting != "inverse_norm":
+        raise ValueError(f"weighting: only MGRAWA and LGRAWA have weights (got {setup.weighting!r} for "
+                         f"{setup.algorithm})")
+    return hyper, cfg.prox
 
 
 def simulate(setup: Setup) -> Outcome:
@@ -155,8 +161,13 @@ def versus(table: pd.DataFrame, reference: str, what: str = "model") -> pd.DataF
 
 
 def setup_key(setup: Setup) -> str:
-    """A stable file name for a setup's cached table row."""
-    return f"{setup.algorithm}-tau{setup.tau}-pull{setup.pull:g}-{digest(dataclasses.asdict(setup))}"
+    """A stable file name for a setup's cached table row (``weighting`` counts only when it is not the default,
+    so the keys of setups cached before the field existed are unchanged)."""
+    fields = dataclasses.asdict(setup)
+    if fields["weighting"] == "inverse_norm":
+        del fields["weighting"]
+    twin = "" if setup.weighting == "inverse_norm" else f"-{setup.weighting}"
+    return f"{setup.algorithm}{twin}-tau{setup.tau}-pull{setup.pull:g}-{digest(fields)}"
 
 
 def study(methods: tuple[str, ...] = METHODS, taus: tuple[int, ...] = (8,), pulls: tuple[float, ...] = (0.5,),

@@ -2,10 +2,16 @@
 
 At every round of an MGRAWA run, just before the round, each worker's largest Hessian eigenvalue
 lambda_max(x_i) is measured on the fixed flatness probe set (320 training samples), all workers at
-once (a vmapped power iteration, grawa_sim.flatness). Beside it stand the round's weight w_i and
-its score n^_i (the smoothed gradient norm the weight is the inverse of). Per round, Spearman's
+once (a vmapped power iteration, grawa_sim.flatness), and so is its full-batch gradient norm
+||grad F(x_i)|| on the whole training set. Beside them stand the round's weight w_i and its score
+n^_i (the smoothed probe-batch gradient norm the weight is the inverse of). Per round, Spearman's
 rank correlation between w_i and lambda_max(x_i) over the M workers says whether the flatter
 workers got the larger weights (a negative rho); over rounds and seeds it gets a 95 % interval.
+
+How much of that rho noise lets through: the score's reliability r is Spearman's rho between the
+score and the full-batch gradient norm it estimates (per round, averaged); Spearman's correction
+for attenuation gives rho / sqrt(r) (lambda_max taken as measured without error), and sqrt(r) is
+the largest |rho| the design could show were weight and sharpness perfectly related.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ from grawa_sim.core import stats
 from grawa_sim.engine.problem import model_and_data
 from grawa_sim.engine.runner import run
 from grawa_sim.flatness import Settings, measure_workers, model_loss
+from grawa_sim.flatness.core import Batched
 from grawa_sim.results.storage import cached_csv
 from grawa_sim.results.sweep import run_key
 
 BASE = Config(algorithm="mgrawa", workers=8, dataset="mnist1d", model="mlp", steps=2000, dtype="float32")
+SPREAD = dataclasses.replace(BASE, pull=0.1)  # a weak pull: the workers stay apart and differ more in sharpness
 SETTINGS = Settings(power_iters=50, power_tol=1e-3)
 
 
@@ -36,17 +44,23 @@ def record(config: Config, settings: Settings = SETTINGS, every: int = 1, progre
     ``every``-th round."""
     model, data = model_and_data(config)
     loss_fn = model_loss(model, data)
+    full_loss = model_loss(model, data, probe=None, batch=None)
+    pull = resolve(config).pull
     rows = []
 
     def on_round(index: int, before: dict[str, torch.Tensor], info) -> None:
         if info is None or info.weights is None or index % every:
             return
         table = measure_workers(loss_fn, before, metrics=("lambda_max",), settings=settings)
+        full = Batched(full_loss, {n: p.detach() for n, p in before.items()}, execution="vmap")
+        grad_norms = full.value_and_grad(full.x0)[1].norm(dim=1).double().cpu().numpy()
         weights = info.weights.detach().cpu().double().numpy()
         scores = info.scores.detach().cpu().double().numpy()
         for worker in range(len(weights)):
-            rows.append({"seed": config.seed, "round": index, "worker": worker, "weight": float(weights[worker]),
-                         "score": float(scores[worker]), "lambda_max": float(table["lambda_max"].iloc[worker])})
+            rows.append({"seed": config.seed, "pull": pull, "round": index, "worker": worker,
+                         "weight": float(weights[worker]), "score": float(scores[worker]),
+                         "full_grad_norm": float(grad_norms[worker]),
+                         "lambda_max": float(table["lambda_max"].iloc[worker])})
 
     run(config, progress=progress, on_round=on_round)
     return pd.DataFrame(rows)
@@ -58,7 +72,7 @@ def study(seeds: int = 3, base: Config = BASE, settings: Settings = SETTINGS, ev
     rows are kept in ``cache/<run key>-<settings digest>.csv`` and reused."""
     from tqdm.auto import tqdm
 
-    key = digest([dataclasses.asdict(settings), every], 8)
+    key = digest([dataclasses.asdict(settings), every, "full_grad_norm"], 8)
     frames = []
     for s in tqdm(range(seeds), desc="weights vs sharpness", disable=not progress):
         cfg = dataclasses.replace(base, seed=s)
@@ -92,4 +106,32 @@ def correlation_summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-__all__ = ["BASE", "SETTINGS", "correlation_summary", "record", "round_correlations", "study"]
+def _per_seed_interval(per_seed: pd.Series) -> tuple[float, float]:
+    ci = stats.interval(per_seed)
+    return ci.mean, ci.half_width
+
+
+def reliability_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per design (``pull``): the observed rho(weight, lambda_max), the score's reliability r = rho(score,
+    full-batch gradient norm), the attenuation-corrected rho / sqrt(r), the largest visible |rho| = sqrt(r),
+    and how much the workers' lambda_max differ within a round (coefficient of variation), each the mean
+    over seeds with its 95 % half-width (seeds are the independent units)."""
+    out = []
+    for pull, design in table.groupby("pull", sort=False):
+        observed = round_correlations(design, "weight", "lambda_max").groupby("seed")["rho"].mean()
+        reliability = round_correlations(design, "score", "full_grad_norm").groupby("seed")["rho"].mean()
+        spread = design.groupby(["seed", "round"])["lambda_max"].agg(lambda v: v.std() / v.mean())
+        spread = spread.groupby("seed").mean()
+        ceiling = np.sqrt(reliability.clip(lower=0))
+        corrected = observed / ceiling.replace(0, np.nan)
+        row = {"pull": pull, "seeds": len(observed)}
+        for name, values in (("rho", observed), ("reliability", reliability), ("ceiling", ceiling),
+                             ("corrected", corrected), ("lambda_cv", spread)):
+            row[f"{name}_mean"], row[f"{name}_ci95"] = _per_seed_interval(values.dropna())
+        row["p_rho"] = float(sps.ttest_1samp(observed, 0.0).pvalue) if len(observed) > 1 else float("nan")
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+__all__ = ["BASE", "SETTINGS", "SPREAD", "correlation_summary", "record", "reliability_summary",
+           "round_correlations", "study"]

@@ -13,7 +13,6 @@ from grawa_sim.report.tables import Column, Pivot, Rows, Table
 ACC = "{test_acc_mean:.3f} ± {test_acc_ci95:.3f}"
 ACC_FINISHED = "{test_acc_mean_finished:.3f} ± {test_acc_ci95_finished:.3f}"
 DIFF_CI = "{difference:+.3f} [{low:+.3f}, {high:+.3f}]"
-METHODS = ("dp", "dp+sam", "localsgd", "mgrawa", "lgrawa", "mgrawa+uniform", "lgrawa+uniform", "easgd", "lsgd")
 ONE_TWIN = ("dp", "localsgd", "mgrawa", "lgrawa", "mgrawa+uniform", "easgd", "lsgd")  # the twins are one run
 
 
@@ -181,6 +180,24 @@ MECHANISM = {
                             row_order=("easgd", "lsgd", "mgrawa"), column_order=(0.1, 0.5, 1.0)),
     "mechanism_shares_10d": _shares("mechanism_shares_10d"),
     "mechanism_versus_10d": _versus("mechanism_versus_10d"),
+    "mechanism_control_shares": Pivot("mechanism_control_shares", ("dim", "product", "method"), "tau",
+                                      "{wide:.2f} [{low:.2f}, {high:.2f}]", "d, lr·κ_sharp, method: model ends wide",
+                                      row_label="{dim}-D, {product:g}, {method!m}", column_label="τ = {value}"),
+    "mechanism_control_contrasts": Pivot("mechanism_control_contrasts", ("dim", "product", "contrast"), "tau",
+                                         "{difference:+.2f} ({only_a}:{only_b}, {p_holm:p})",
+                                         "d, lr·κ_sharp, contrast: difference (discordant runs, Holm p)",
+                                         row_label="{dim}-D, {product:g}, {contrast!m}", column_label="τ = {value}",
+                                         bold_if="significant_holm"),
+    "weights_reliability": Rows("weights_reliability", (
+        Column("design (pull λ)", "{pull}"),
+        Column("ρ(weight, λ_max)", "{rho_mean:+.3f} ± {rho_ci95:.3f}"),
+        Column("p (t-test against 0)", "{p_rho:p}"),
+        Column("score reliability r", "{reliability_mean:.2f} ± {reliability_ci95:.2f}"),
+        Column("largest visible ρ, √r", "{ceiling_mean:.2f} ± {ceiling_ci95:.2f}"),
+        Column("corrected ρ / √r", "{corrected_mean:+.3f} ± {corrected_ci95:.3f}"),
+        Column("λ_max spread in a round (CV)", "{lambda_cv_mean:.3f} ± {lambda_cv_ci95:.3f}"),
+        Column("seeds", "{seeds}"),
+    )),
     "weights_correlation": Rows("weights_correlation", (
         Column("pair", "{pair}"),
         Column("Spearman ρ per round, mean over seeds ± 95 % CI", "{rho_mean:+.3f} ± {rho_half_width:.3f}"),

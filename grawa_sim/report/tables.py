@@ -43,7 +43,7 @@ class Rows:
 @dataclasses.dataclass(frozen=True)
 class Pivot:
     csv: str
-    rows: str
+    rows: str | tuple[str, ...]  # one column, or several whose values together name a row
     columns: str
     cell: str
     row_header: str
@@ -129,12 +129,20 @@ def render_rows(table: Rows, frame: pd.DataFrame) -> list[str]:
 
 def render_pivot(table: Pivot, frame: pd.DataFrame) -> list[str]:
     frame = select(frame, table.where, table.csv)
-    for column in (table.rows, table.columns):
+    row_columns = (table.rows,) if isinstance(table.rows, str) else table.rows
+    for column in (*row_columns, table.columns):
         if column not in frame:
             raise ReportError(f"{table.csv}.csv: no column {column!r} (has {', '.join(frame.columns)})")
-    rows = _ordered(frame[table.rows].tolist(), table.row_order)
+    records = frame.to_dict("records")
+
+    def row_key(record: dict) -> str:
+        return "|".join(str(record[c]) for c in row_columns)
+
+    order = None if table.row_order is None else tuple(
+        v if isinstance(v, str) or isinstance(table.rows, str) else "|".join(map(str, v)) for v in table.row_order)
+    rows = _ordered([row_key(r) if len(row_columns) > 1 else r[table.rows] for r in records], order)
     columns = _ordered(frame[table.columns].tolist(), table.column_order)
-    keyed = {(str(r[table.rows]), str(r[table.columns])): r for r in frame.to_dict("records")}
+    keyed = {(row_key(r), str(r[table.columns])): r for r in records}
     headers = [table.row_header] + [_cell(table.column_label, {"value": c}, table.csv) for c in columns]
     headers += [c.header for c in table.extra]
     body = []

@@ -1,0 +1,111 @@
+"""The two-basins control (GRAWA against its twin from the same starts) and the score's reliability in the
+weights-against-sharpness study, against hand counts and hand-built tables."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from grawa_sim.config import digest
+from grawa_sim.core.stats import holm, mcnemar
+from grawa_sim.data.two_basins import basins, landscape
+from grawa_sim.experiments import basins_control as control
+from grawa_sim.experiments import weights_sharpness as ws
+from grawa_sim.experiments.mechanism import Setup, setup_key, simulate
+
+
+@pytest.mark.parametrize("dim", [2, 10])
+def test_the_lr_puts_lr_times_the_sharp_curvature_at_the_product(dim):
+    for product in control.PRODUCTS:
+        assert control.lr_for(product, dim) * basins(landscape(dim=dim)).sharp_curvature == pytest.approx(product)
+    with pytest.raises(ValueError, match="product"):
+        control.lr_for(0.0)
+
+
+def test_the_default_weighting_keeps_the_old_cache_keys():
+    setup = Setup()
+    fields = dataclasses.asdict(setup)
+    del fields["weighting"]
+    assert setup_key(setup) == f"mgrawa-tau8-pull0.5-{digest(fields)}"
+    assert setup_key(dataclasses.replace(setup, weighting="uniform")).startswith("mgrawa-uniform-tau8")
+    with pytest.raises(ValueError, match="weighting"):
+        simulate(Setup(algorithm="localsgd", weighting="uniform", runs=2, steps=2))
+
+
+def test_the_twin_shares_starts_and_noise_and_differs_only_by_its_weights():
+    base = Setup(runs=6, steps=16, tau=4)
+    grawa, twin = simulate(base), simulate(dataclasses.replace(base, weighting="uniform"))
+    assert np.allclose(grawa.path[0].numpy(), twin.path[0].numpy())  # run 0's starts
+    # before the first round the workers have taken the same noisy steps
+    assert np.allclose(grawa.path[3].numpy(), twin.path[3].numpy())
+    assert not np.allclose(grawa.workers.numpy(), twin.workers.numpy())
+
+
+def _runs() -> pd.DataFrame:
+    a = [True, True, False, True, False, True, True, False]
+    b = [False, True, False, False, False, True, False, False]
+    c = [True, False, True, True, False, True, True, True]
+    rows = []
+    for method, wide in (("mgrawa", a), ("mgrawa+uniform", b), ("localsgd", c)):
+        rows += [{"method": method, "dim": 2, "product": 0.8, "tau": 8, "lr": 0.05, "pull": 0.5, "run": i,
+                  "model_wide": w, "center_wide": w} for i, w in enumerate(wide)]
+    return pd.DataFrame(rows), a, b, c
+
+
+def test_shares_and_paired_contrasts_match_hand_counts():
+    runs, a, b, c = _runs()
+    shares = control.shares(runs).set_index("method")
+    assert shares.loc["mgrawa", "wide"] == pytest.approx(np.mean(a))
+    assert shares.loc["mgrawa", "low"] < np.mean(a) < shares.loc["mgrawa", "high"]
+    table = control.contrasts(runs).set_index("contrast")
+    twin = table.loc["mgrawa − mgrawa+uniform"]
+    assert (twin["only_a"], twin["only_b"]) == (3, 0)  # runs 0, 3, 6: only MGRAWA ends wide
+    assert twin["difference"] == pytest.approx(np.mean(a) - np.mean(b))
+    assert twin["p"] == pytest.approx(mcnemar(a, b).p)
+    local = table.loc["mgrawa − localsgd"]
+    assert (local["only_a"], local["only_b"]) == (1, 2)
+    assert list(table["p_holm"]) == pytest.approx(holm([mcnemar(a, b).p, mcnemar(a, c).p]))
+
+
+def test_a_small_grid_runs_every_method_in_every_cell(tmp_path):
+    cells = control.grid((0.8,), (4,), (2,), base=Setup(runs=4, steps=8))
+    runs = control.study(cells, cache=tmp_path)
+    assert sorted(runs["method"].unique()) == ["localsgd", "mgrawa", "mgrawa+uniform"]
+    assert len(list(tmp_path.glob("*.runs.csv"))) == 3
+    again = control.study(cells, cache=tmp_path)  # read back from the cache
+    pd.testing.assert_frame_equal(runs, again, check_dtype=False)
+
+
+def _weights_table(score_noise: float, seeds: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(seeds):
+        for index in range(20):
+            sharp = rng.uniform(1, 2, 8)
+            full = rng.uniform(0.1, 1.0, 8)
+            score = full + score_noise * rng.normal(size=8)
+            weight = (1 / score) / (1 / score).sum() if score_noise == 0 else rng.uniform(0.1, 0.2, 8)
+            rows += [{"seed": seed, "pull": 0.5, "round": index, "worker": w, "weight": weight[w], "score": score[w],
+                      "full_grad_norm": full[w], "lambda_max": sharp[w]} for w in range(8)]
+    return pd.DataFrame(rows)
+
+
+def test_a_score_that_ranks_like_the_full_gradient_is_fully_reliable():
+    summary = ws.reliability_summary(_weights_table(0.0)).iloc[0]
+    assert summary["reliability_mean"] == pytest.approx(1.0)
+    assert summary["ceiling_mean"] == pytest.approx(1.0)
+    assert summary["corrected_mean"] == pytest.approx(summary["rho_mean"])
+
+
+def test_a_noisy_score_lowers_the_ceiling_and_the_correction_divides_by_it():
+    table = _weights_table(0.5)
+    summary = ws.reliability_summary(table).iloc[0]
+    assert 0 < summary["reliability_mean"] < 0.9
+    per_seed = []
+    for _, g in table.groupby("seed"):
+        rho = ws.round_correlations(g, "weight", "lambda_max")["rho"].mean()
+        r = ws.round_correlations(g, "score", "full_grad_norm")["rho"].mean()
+        per_seed.append(rho / np.sqrt(r))
+    assert summary["corrected_mean"] == pytest.approx(np.mean(per_seed))
+    assert summary["ceiling_mean"] < 1
