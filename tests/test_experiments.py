@@ -23,7 +23,14 @@ def test_workers_and_algorithms_reach_every_config(builder):
     configs = builder(True, workers=4, algorithms=("mgrawa", "dp"))
     assert {c.workers for c in configs} == {4}
     assert {c.algorithm for c in configs} == {"mgrawa", "dp"}
-    assert len(configs) == 2 * len(builder(True, algorithms=("mgrawa",)))
+    assert len(configs) == len(builder(True, algorithms=("mgrawa",))) + len(builder(True, algorithms=("dp",)))
+
+
+def test_quickstart_shows_mgrawa_beside_its_uniform_twin():
+    configs = experiments.quickstart_configs(True)
+    assert [(c.algorithm, c.weighting) for c in configs if c.algorithm == "mgrawa"] == [
+        ("mgrawa", None), ("mgrawa", "uniform")]
+    assert all(c.weighting is None for c in configs if c.algorithm != "mgrawa")
 
 
 def test_quickstart_steps_and_tau():

@@ -482,6 +482,21 @@ def test_measure_run_writes_flatness_csv(tmp_path):
     assert summary["flat_worker_trace"] == pytest.approx(csv["trace"][2:].mean())
 
 
+def test_the_half_row_measures_the_first_half_of_the_workers_as_the_reference_script_does():
+    cfg = grawa_sim.Config(algorithm="localsgd", workers=4, steps=6, tau=4, dataset="digits", model="mlp",
+                           batch_size=8)
+    result = grawa_sim.run(cfg, progress=False)
+    settings = F.Settings(power_iters=5, trace_samples=2, lanczos_steps=4, lanczos_starts=1, eps_steps=2)
+    table = run_flatness.measure_result(result, settings=settings, workers=False, half=True)
+    assert list(table["model"]) == ["average", "half"]
+    loss = F.model_loss(*grawa_sim.engine.problem.model_and_data(cfg))
+    first_two = {n: p[:2].mean(0) for n, p in result.workers.items()}
+    assert table.loc[1, "loss"] == pytest.approx(float(loss(first_two)), rel=1e-5)
+    dp = grawa_sim.Config(algorithm="dp", workers=4, steps=3, dataset="digits", model="mlp", batch_size=8)
+    assert "half" not in set(run_flatness.measure_result(grawa_sim.run(dp, progress=False), settings=settings,
+                                                         workers=False, half=True)["model"])  # DP: one model
+
+
 def test_bad_arguments_raise_one_line_errors(tmp_path):
     loss, params = small_mlp()
     with pytest.raises(ValueError, match="run: not a finished run"):

@@ -272,3 +272,19 @@ def test_holm_table_adjusts_the_declared_family():
     assert math.isnan(table.loc[2, "low"])  # McNemar has no interval
     welch = stats.holm_table([("w", stats.welch([1.0, 1.1, 0.9], [0.0, 0.1, -0.1]))])
     assert math.isnan(welch.loc[0, "n"]) and welch.loc[0, "p_holm"] == welch.loc[0, "p"]
+
+
+def test_spearman_exact_matches_the_permutation_test_and_the_tabled_critical_value():
+    from grawa_sim.core.stats import spearman_exact
+
+    x = np.array([33.9, 28.5, 9.5, 10.8, 10.9, 13.3])
+    y = np.array([6.8, 1.1, 3.2, 4.1, 2.4, 3.7])
+    test = spearman_exact(x, y)
+    reference = sps.permutation_test((x,), lambda a: sps.spearmanr(a, y).statistic, permutation_type="pairings",
+                                     n_resamples=np.inf)
+    assert test.rho == pytest.approx(sps.spearmanr(x, y).statistic)
+    assert test.p == pytest.approx(reference.pvalue)
+    assert test.critical == pytest.approx(0.886, abs=1e-3)  # the two-sided 5 % value for n = 6 in the tables
+    assert spearman_exact(range(6), range(6)).p == pytest.approx(2 / 720)  # only the two extreme orderings
+    with pytest.raises(ValueError, match="between 3 and 9"):
+        spearman_exact(range(12), range(12))

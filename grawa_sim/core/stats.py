@@ -366,6 +366,41 @@ def mcnemar(a: Sequence[bool] | np.ndarray | pd.Series, b: Sequence[bool] | np.n
     return McNemar(b01, b10, len(xa), p)
 
 
+@dataclass(frozen=True)
+class Spearman:
+    """Spearman's rank correlation of n pairs with its exact two-sided p (every permutation of the ranks,
+    n <= 9) and the critical |rho| at ``ALPHA``: the smallest |rho| whose exact p is below it."""
+
+    rho: float
+    p: float
+    n: int
+    critical: float
+
+
+def _rank_rhos(n: int) -> np.ndarray:
+    import itertools
+
+    ranks = np.arange(n, dtype=float)
+    d2 = np.array([((ranks - np.array(perm)) ** 2).sum() for perm in itertools.permutations(range(n))])
+    return 1 - 6 * d2 / (n * (n * n - 1))
+
+
+def spearman_exact(x: Sequence[float] | np.ndarray | pd.Series, y: Sequence[float] | np.ndarray | pd.Series,
+                   alpha: float = ALPHA) -> Spearman:
+    """Spearman's rho with its exact permutation p-value (no ties; 3 <= n <= 9): P(|rho_perm| >= |rho|)
+    over all n! orderings, and the critical |rho| of a two-sided test at ``alpha`` (n = 6: 0.886)."""
+    xa, ya = np.asarray(x, float), np.asarray(y, float)
+    n = len(xa)
+    if n != len(ya) or not 3 <= n <= 9:
+        raise ValueError(f"x, y: need the same length between 3 and 9 (got {len(xa)} and {len(ya)})")
+    rho = float(sps.spearmanr(xa, ya).statistic)
+    rhos = np.abs(_rank_rhos(n))
+    p = float((rhos >= abs(rho) - 1e-12).mean())
+    candidates = np.unique(rhos)
+    critical = float(next(c for c in candidates if (rhos >= c - 1e-12).mean() < alpha))
+    return Spearman(rho, p, n, critical)
+
+
 def holm(p_values: Sequence[float] | np.ndarray | pd.Series | Mapping[str, float]
          ) -> list[float] | dict[str, float] | pd.Series:
     """Holm's step-down adjusted p-values of one family of tests, in the input's shape (a list for a sequence,

@@ -17,7 +17,7 @@ import pandas as pd
 from grawa_sim.algorithms import COMPARED
 from grawa_sim.config import Config
 from grawa_sim.experiments.presets import summary, with_twins
-from grawa_sim.experiments.protocol import with_methods
+from grawa_sim.experiments.protocol import by_method
 from grawa_sim.results.sweep import grid, sweep
 
 PUBLISHED = {"logistic": 0.32, "mlp": 0.68, "cnn": 0.94}  # MNIST-1D README, test accuracy
@@ -55,8 +55,8 @@ def anchor(out: str | Path, quick: bool = False, seeds: int = 3, progress: bool 
                       by="model")
     singles = singles.reindex(list(SINGLE_MODELS))
     singles.insert(0, "published", [PUBLISHED.get(m, float("nan")) for m in singles.index])
-    runs = with_methods(sweep(on(ensemble_configs(quick, seeds)), out / "ensemble", progress, log, batch_runs="auto"))
-    ensemble = summary(runs.assign(algorithm=runs["method"]), reference="localsgd")
+    runs = by_method(sweep(on(ensemble_configs(quick, seeds)), out / "ensemble", progress, log, batch_runs="auto"))
+    ensemble = summary(runs, reference="localsgd")
     singles.to_csv(out / "single" / "anchor.csv")
     ensemble.to_csv(out / "ensemble" / "anchor.csv")
     return singles, ensemble

@@ -39,9 +39,10 @@ SETTINGS = Settings(power_iters=100, power_tol=1e-4, trace_samples=100, lanczos_
 QUICK_SETTINGS = Settings(power_iters=5, trace_samples=2, lanczos_steps=4, lanczos_starts=1, eps_steps=2)
 
 
-def table_name(settings: Settings) -> str:
-    """The cache file of a run's flatness rows under ``settings`` (other settings, another file)."""
-    return f"flatness-study-{digest(dataclasses.asdict(settings), 8)}.csv"
+def table_name(settings: Settings, half: bool = False) -> str:
+    """The cache file of a run's flatness rows under ``settings`` (other settings, another file; with the
+    ``half`` row, another file)."""
+    return f"flatness-study-{digest(dataclasses.asdict(settings), 8)}{'-half' if half else ''}.csv"
 
 # The authors' table (DenseNet-121 on CIFAR-100, 8 workers, 3 seeds): mean top eigenvalue / Ritz sum
 PUBLISHED = pd.DataFrame({"lambda_max": [33.9, 28.5, 9.5, 10.8, 10.9, 13.3],
@@ -60,16 +61,18 @@ def configs(quick: bool, seeds: int = 3) -> list[Config]:
 
 
 def measure(configs_: list[Config], out: str | os.PathLike, settings: Settings = SETTINGS,
-            progress=None, jobs: int = 1) -> pd.DataFrame:
-    """The flatness rows (uniform average and center) of every finished run of ``configs_`` under
-    ``out/runs``, with the run's method, net, seed and final accuracies; cached per run and settings
-    in ``out/flatness-study/<run key>-flatness-study-<settings digest>.csv`` (computed when missing,
-    by ``jobs`` processes of one torch thread each; ``progress``: a tqdm-like wrapper)."""
+            progress=None, jobs: int = 1, half: bool = False) -> pd.DataFrame:
+    """The flatness rows (uniform average and center; with ``half``, also the average of the first half of
+    the workers, as the reference's script measures) of every finished run of ``configs_`` under
+    ``out/runs``, with the run's method, net, seed, final accuracies, train loss, steps and simulated
+    time; cached per run and settings in ``out/flatness-study/<run key>-flatness-study-<settings
+    digest>.csv`` (computed when missing, by ``jobs`` processes of one torch thread each; ``progress``: a
+    tqdm-like wrapper)."""
     resolved = [validate(cfg) for cfg in configs_]
-    paths = [Path(out) / "flatness-study" / f"{run_key(cfg)}-{table_name(settings)}" for cfg in resolved]
+    paths = [Path(out) / "flatness-study" / f"{run_key(cfg)}-{table_name(settings, half)}" for cfg in resolved]
     missing = list(dict.fromkeys((run_key(cfg), str(path)) for cfg, path in zip(resolved, paths)
                                  if not path.is_file()))
-    todo = [(str(Path(out) / "runs" / key), path, settings) for key, path in missing]
+    todo = [(str(Path(out) / "runs" / key), path, settings, half) for key, path in missing]
     if jobs > 1 and len(todo) > 1:
         from concurrent.futures import as_completed
 
@@ -85,15 +88,16 @@ def measure(configs_: list[Config], out: str | os.PathLike, settings: Settings =
         final = load_history(Path(out) / "runs" / run_key(cfg)).iloc[-1]
         rows.append(pd.read_csv(path).assign(
             method=method_name(cfg.algorithm, cfg.sam, cfg.weighting), net=cfg.model, seed=cfg.seed,
-            test_acc=final["test_acc"],
-            train_acc=final["train_acc"], gap=final["train_acc"] - final["test_acc"], run=run_key(cfg)))
+            test_acc=final["test_acc"], train_acc=final["train_acc"], gap=final["train_acc"] - final["test_acc"],
+            train_loss=final["train_loss"], steps=final["step"], sim_time=final.get("sim_time", float("nan")),
+            run=run_key(cfg)))
     return pd.concat(rows, ignore_index=True)
 
 
-def _measure_run(run_dir: str, path: str, settings: Settings) -> None:
-    """Measure one finished run (average and center) and store its rows at ``path``."""
+def _measure_run(run_dir: str, path: str, settings: Settings, half: bool = False) -> None:
+    """Measure one finished run (average and center, and ``half``) and store its rows at ``path``."""
     table = measure_tensors(load_config(run_dir), load_params(run_dir), metrics=METRICS, settings=settings,
-                            workers=False)
+                            workers=False, half=half)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(table, Path(path))
 
@@ -121,14 +125,15 @@ def versus(table: pd.DataFrame, metric: str = "lambda_max", reference: str = "dp
 
 
 def ranking_agreement(summary_: pd.DataFrame, net: str) -> pd.DataFrame:
-    """Spearman's rho between the published means and ours (the methods both tables have), per metric."""
+    """Spearman's rho between the published means and ours (the methods both tables have), per metric, with its
+    exact permutation p and the critical |rho| at 0.05 for that many methods (`stats.spearman_exact`)."""
     ours = summary_.loc[net]
     common = [m for m in PUBLISHED.index if m in ours.index]
     out = []
     for metric in ("lambda_max", "ritz_sum"):
-        rho, p = sps.spearmanr(PUBLISHED.loc[common, metric], ours.loc[common, metric])
-        out.append({"net": net, "metric": metric, "methods": len(common), "spearman_rho": float(rho),
-                    "p": float(p)})
+        test = stats.spearman_exact(PUBLISHED.loc[common, metric], ours.loc[common, metric])
+        out.append({"net": net, "metric": metric, "methods": len(common), "spearman_rho": test.rho, "p": test.p,
+                    "critical_rho": test.critical})
     return pd.DataFrame(out)
 
 

@@ -73,8 +73,9 @@ def method_name(algorithm: str, sam: bool, weighting: str | None = None) -> str:
 
 def quickstart_configs(quick: bool, seeds: int = 1, steps: int | None = None, workers: int = 8, tau: int = 32,
                        algorithms: tuple[str, ...] = QUICKSTART_ALGORITHMS) -> list[Config]:
-    """``algorithms`` (default MGRAWA, LGRAWA, LocalSGD and DP) on MNIST-1D (MLP, ``workers`` = 8, ``tau`` = 32
-    for all but DP, which takes none), ``seeds`` seeds (default one): about a minute in full mode.
+    """``algorithms`` (default MGRAWA, LGRAWA, LocalSGD and DP; with MGRAWA, its uniform twin) on MNIST-1D (MLP,
+    ``workers`` = 8, ``tau`` = 32 for all but DP, which takes none), ``seeds`` seeds (default one): about a
+    minute in full mode.
 
     ``steps``: local steps per worker, default 3000 (quick: 64).
     """
@@ -84,6 +85,8 @@ def quickstart_configs(quick: bool, seeds: int = 1, steps: int | None = None, wo
     for algorithm in algorithms:
         one = dataclasses.replace(base, algorithm=algorithm, tau=None if algorithm == "dp" else tau)
         configs += grid(one, seed=list(range(seeds)))
+        if algorithm == "mgrawa":  # GRAWA's uniform twin (LGRAWA's is the same rule, so one run)
+            configs += grid(dataclasses.replace(one, weighting="uniform"), seed=list(range(seeds)))
     return configs
 
 

@@ -61,6 +61,13 @@ def with_methods(histories: pd.DataFrame) -> pd.DataFrame:
                                     for a, s, w in zip(histories["algorithm"], sam, weighting)])
 
 
+def by_method(histories: pd.DataFrame) -> pd.DataFrame:
+    """`with_methods`, and ``algorithm`` replaced by the method name, so that tables and figures that group by
+    algorithm show the twins (and DP+SAM) apart."""
+    named = with_methods(histories)
+    return named.assign(algorithm=named["method"])
+
+
 def _diverged(last: pd.DataFrame) -> pd.Series:
     if "status" in last:
         return last["status"].eq("diverged")

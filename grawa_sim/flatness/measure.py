@@ -168,12 +168,14 @@ def measure_workers(loss_fn: LossClosure, stacked: Params, buffers: Params | Non
     return df
 
 
-def measured_models(algorithm: str) -> list[tuple[str, str]]:
+def measured_models(algorithm: str, half: bool = False) -> list[tuple[str, str]]:
     """(row name, what it measures) of the non-worker rows of a flatness table.
 
     ``average``: the uniform average of the workers, for every algorithm (DP: its one model,
-    which every worker equals), where the reference code measures flatness; ``center``: the
-    algorithm's own center where it has one (EASGD's x~, LSGD's leader, GRAWA's x_C).
+    which every worker equals); ``center``: the algorithm's own center where it has one (EASGD's
+    x~, LSGD's leader, GRAWA's x_C); with ``half``, ``half``: the uniform average of the first half
+    of the workers, what the reference code's flatness script measures (it averages the final
+    parameters of 4 of its 8 workers, those saved on one machine; for DP it loads the one model).
     """
     from grawa_sim import algorithms
 
@@ -182,6 +184,8 @@ def measured_models(algorithm: str) -> list[tuple[str, str]]:
     rows = [("average", "the model (all workers equal)" if same else "uniform average of the workers")]
     if kind.center_description is not None:
         rows.append(("center", kind.center_description))
+    if half and not same:
+        rows.append(("half", "uniform average of the first half of the workers (the reference's flatness script)"))
     return rows
 
 
@@ -189,7 +193,7 @@ def measure_tensors(config, tensors: dict[str, Params], model: nn.Module, data, 
                     probe: int | None = 320,
                     probe_seed: int = 0, batch: int | None = 32, metrics: Sequence[str] = METRICS,
                     settings: Settings = Settings(), center: bool = True, workers: bool = True,
-                    execution: str = "auto") -> pd.DataFrame:
+                    execution: str = "auto", half: bool = False) -> pd.DataFrame:
     """The flatness table of a finished run given its final tensors (`storage.load_params` layout), its
     freshly built model template and data set (`grawa_sim.engine.problem.model_and_data`;
     `grawa_sim.results.run_flatness` builds them for a config, a Result or a saved run).
@@ -204,14 +208,15 @@ def measure_tensors(config, tensors: dict[str, Params], model: nn.Module, data, 
     vmap; `grawa_sim.models.execution.choose_execution`). The loss is `model_loss` (``mode``,
     ``probe`` samples drawn with ``probe_seed``, ``batch``); in eval mode the average and the
     center use the mean of the workers' running statistics. Columns ``mode``, ``probe`` and
-    ``batch`` record the choice.
+    ``batch`` record the choice. ``half=True`` adds the row ``half`` (see `measured_models`).
     """
     stacked_workers, wbuf = tensors["workers"], tensors.get("buffers") or {}
     model = model.to(next(iter(stacked_workers.values())).device)
     loss_fn = model_loss(model, data, mode=mode, probe=probe, seed=probe_seed, batch=batch)
-    named = [r for r in measured_models(config.algorithm) if center or r[0] != "center"]
+    named = [r for r in measured_models(config.algorithm, half) if center or r[0] != "center"]
     m = next(iter(stacked_workers.values())).shape[0] if workers else 0
-    heads = {"average": {n: w.mean(0) for n, w in stacked_workers.items()}, "center": tensors.get("center")}
+    heads = {"average": {n: w.mean(0) for n, w in stacked_workers.items()}, "center": tensors.get("center"),
+             "half": {n: w[: max(1, w.shape[0] // 2)].mean(0) for n, w in stacked_workers.items()}}
     stacked = {n: torch.cat([torch.stack([heads[name][n].to(w.dtype) for name, _ in named]), w[:m]])
                for n, w in stacked_workers.items()}
     buffers = None

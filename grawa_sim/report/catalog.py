@@ -7,6 +7,8 @@ weights, flatness, scalability, communication).
 
 from __future__ import annotations
 
+import dataclasses
+
 from grawa_sim.report.formatting import method_label
 from grawa_sim.report.tables import Column, Pivot, Rows, Table
 
@@ -236,7 +238,8 @@ FLATNESS = {
     **{f"flatness_versus_{m}": _against_dp(m) for m in ("lambda_max", "ritz_sum", "eps_sharpness")},
     "flatness_agreement": Rows("flatness_agreement", (
         Column("net", "{net!m}"), Column("measure", "{metric!m}"), Column("methods", "{methods}"),
-        Column("Spearman ρ with the published table", "{spearman_rho:+.2f}"), Column("p", "{p:p}"))),
+        Column("Spearman ρ with the published table", "{spearman_rho:+.2f}"), Column("exact p", "{p:p}"),
+        Column("critical |ρ| at 0.05", "{critical_rho:.3f}"))),
     "flatness_correlations": Rows("flatness_correlations", (
         Column("λ_max against", "{y!m}"), Column("net", "{net!m}"), Column("Spearman ρ", "{rho:+.2f}"),
         Column("p", "{p:p}"), Column("runs", "{n}"))),
@@ -291,5 +294,20 @@ COMMUNICATION = {
     "communication_pull_trends": Rows("communication_pull_trends", TREND),
 }
 
+MATCHED = {
+    "flatness_matched_reached": Rows("flatness_matched_reached", (
+        Column("net", "{net!m}"), Column("method", "{method!m}"), Column("reached / runs", "{reached}/{runs}"),
+        Column("steps", "{steps_mean:.0f} ± {steps_ci95:.0f}"),
+        Column("simulated s", "{seconds_mean:.1f} ± {seconds_ci95:.1f}"),
+        Column("train loss at the stop", "{train_loss_mean:.4f}"))),
+    **{f"flatness_matched_{part}": _flatness(f"flatness_matched_{part}") for part in ("summary", "half", "centers")},
+    "flatness_matched_contrasts": Rows("flatness_matched_contrasts", (
+        Column("net", "{net!m}"), Column("measure", "{measure!m}"), Column("contrast", "{contrast!m}"),
+        Column("n", "{n}"), Column("difference [95 % CI]", "{difference:+.2f} [{low:+.2f}, {high:+.2f}]"),
+        Column("p", "{p:p}"), Column("Holm p", "{p_holm:p}", bold_if="significant_holm"),
+        Column("detectable", "{smallest_detectable:.2f}"))),
+    "flatness_matched_agreement": dataclasses.replace(FLATNESS["flatness_agreement"], csv="flatness_matched_agreement"),
+}
+
 TABLES: dict[str, Table] = {**COMPARISON, **ANCHOR, **QUICKSTART, **TIME_BUDGET, **NONIID, **CONVERGENCE,
-                            **MECHANISM, **FLATNESS, **SCALABILITY, **COMMUNICATION}
+                            **MECHANISM, **FLATNESS, **MATCHED, **SCALABILITY, **COMMUNICATION}

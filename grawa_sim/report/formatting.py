@@ -19,6 +19,7 @@ LABELS = {  # methods, nets and measures as the figures name them
     "mgrawa": "MGRAWA", "lgrawa": "LGRAWA", "diloco": "DiLoCo",
     "mgrawa+uniform": "MGRAWA (uniform)", "lgrawa+uniform": "LGRAWA (uniform)",
     "cnn": "CNN", "cnn_bn": "BN CNN", "all": "both nets", "lambda_max": "λ_max", "ritz_sum": "Ritz sum",
+    "trace": "Hutchinson trace",
     "eps_sharpness": "ε-sharpness (%)", "test_acc": "test accuracy", "gap": "train − test accuracy",
     "subopt": "F(x̄_T) − F*", "dist": "‖x̄_T − x*‖",
 }
