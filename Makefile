@@ -23,7 +23,7 @@ $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) $(VENV)/.installed
 	touch $@
 
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=20
 
 # the unit group only (about a minute): formulas, rounds, statistics, plots, the layers
 test-fast: $(VENV)/.installed-dev

@@ -13,7 +13,10 @@ import os
 import shutil
 import tempfile
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+# forced, not defaulted: a value inherited from the shell (or a machine's 16 cores) would give every xdist worker,
+# torchrun rank, spawned sweep job and notebook kernel as many threads, and a loaded machine would then crawl
+for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GRAWA_JOB_THREADS"):
+    os.environ[_threads] = "1"
 if "GRAWA_SCRATCH" not in os.environ:
     _scratch = tempfile.mkdtemp(prefix="grawa-tests-")
     atexit.register(shutil.rmtree, _scratch, ignore_errors=True)
@@ -33,8 +36,8 @@ torch.set_num_threads(1)
 GROUPS = {
     "unit": ("test_algorithms", "test_augment", "test_batchnorm", "test_cli_help", "test_layers", "test_lr_schedule",
              "test_rounds", "test_clock", "test_shards", "test_stats", "test_plots", "test_experiments",
-             "test_objectives", "test_flatness", "test_cifar", "test_ablations", "test_train_data",
-             "test_protocol", "test_report"),
+             "test_objectives", "test_flatness", "test_cifar", "test_ablations", "test_train_data", "test_stateless",
+             "test_protocol", "test_report", "test_mechanism_control"),
     "parity": ("test_parity", "test_distributed", "test_sharded", "test_deep_models", "test_devices",
                "test_invariants", "test_diloco", "test_mechanism", "test_run_many", "test_control", "test_targets"),
     "e2e": ("test_runner", "test_sweep", "test_cli", "test_reliability", "test_notebooks", "test_anchor",

@@ -21,11 +21,13 @@ def test_anchor_quick_reports_and_resumes(tmp_path, capsys):
     assert list(singles["published"].iloc[:3]) == [0.32, 0.68, 0.94] and singles["published"].isna().iloc[3]
     assert singles["test_acc_mean"].between(0, 1).all()
     ensemble = pd.read_csv(out / "ensemble" / "anchor.csv", index_col=0)
-    assert sorted(ensemble.index) == sorted(COMPARED)
+    assert sorted(ensemble.index) == sorted([*COMPARED, "mgrawa+uniform", "lgrawa+uniform"])  # GRAWA's twins
+    assert ensemble.loc["localsgd", "diff_vs_ref"] == 0 and "p_holm" in ensemble  # paired against LocalSGD
     assert (tmp_path / "fig" / "anchor_mnist1d.png").stat().st_size > 0
+    assert (tmp_path / "fig" / "anchor_ensemble.csv").is_file() and (tmp_path / "fig" / "anchor_single.csv").is_file()
     assert main(args) == 0
-    assert captured.err.count("running") == 4 + 6
-    assert capsys.readouterr().err.count("done before, reused") == 4 + 6
+    assert captured.err.count("running") == 4 + 8
+    assert capsys.readouterr().err.count("done before, reused") == 4 + 8
 
 
 def test_anchor_rejects_bad_seeds(capsys):

@@ -6,6 +6,7 @@ import io
 import json
 
 import pytest
+import torch
 
 from grawa_sim.bench import training as bench
 
@@ -20,6 +21,7 @@ def test_backends_rows_for_vector_and_image_models():
         ratio = r["vmap_steps_per_s"] / r["loop_steps_per_s"]
         assert abs(r["vmap_over_loop"] - ratio) < 0.02 * ratio + 0.01
     assert [r["auto"] for r in rows] == ["vmap", "unrolled"]  # 2-D convolutions on the CPU run unrolled
+    assert rows[0]["vmap_over_plain_MB"] > 0 and "vmap_over_plain_MB" not in rows[1]  # plain PyTorch: MNIST-1D only
 
 
 def test_step_costs_and_batched_runs_report_their_ratios():
@@ -29,6 +31,8 @@ def test_step_costs_and_batched_runs_report_their_ratios():
     step = rows[0]
     ratio = step["single_MB_steps_per_s"] / step["stacked_steps_per_s"]
     assert abs(step["stacked_over_single"] - ratio) < 0.02 * ratio + 0.01
+    ratio = step["plain_MB_steps_per_s"] / step["stacked_steps_per_s"]
+    assert abs(step["stacked_over_plain"] - ratio) < 0.02 * ratio + 0.01
     assert all(r["round_over_steps"] > 0 for r in rows[1:])
     assert len(out.getvalue().splitlines()) == 3
     batched = bench.batched_runs(("mlp",), seeds=2, steps=8, repeats=1, out=io.StringIO())
@@ -81,3 +85,59 @@ def test_calibrate_times_gloo_all_reduce_and_fits(capsys):
     assert all(r["seconds"] > 0 for r in result["rows"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and '"fit"' in lines[-1]
+
+
+def test_the_plain_baseline_trains_the_runs_own_model_from_the_same_start():
+    from grawa_sim import Config
+    from grawa_sim.bench.plain import PlainTrainer, plain_run
+    from grawa_sim.engine.problem import model_and_data
+
+    for model in ("mlp", "cnn"):
+        ours, _ = model_and_data(Config(algorithm="dp", workers=1, model=model, seed=3))
+        theirs = PlainTrainer(model, 32, seed=3).model
+        assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters()))
+    rows = plain_run("mlp", batch_size=64, steps=60, eval_every=30)
+    assert [r["step"] for r in rows] == [0, 30, 60]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] and 0 < rows[-1]["test_acc"] <= 1
+
+
+def test_end_to_end_and_the_step_profile_report_consistent_ratios():
+    from grawa_sim.bench import baselines
+
+    out = io.StringIO()
+    rows = baselines.end_to_end((("mlp", 2, 40), ("mlp", 1, 8)), eval_every=20, repeats=1, out=out)
+    assert [(r["workers"], r["plain_batch"]) for r in rows] == [(2, 64), (1, 100)]
+    for r in rows:
+        assert r["run_over_plain"] == pytest.approx(r["run_s"] / r["plain_s"], rel=0.05)
+    assert rows[0]["run_over_engine_m1"] > 0 and "run_over_engine_m1" not in rows[1]
+    assert len(out.getvalue().splitlines()) == 2
+    row = baselines.step_profile("mlp", 2, steps=40, eval_every=20, repeats=1, out=io.StringIO())
+    for side, count in (("run", 9), ("plain", 6)):
+        parts = {k: v for k, v in row.items() if k.startswith(f"{side}_") and k.endswith("_ms")}
+        assert len(parts) == count, parts  # the parts and the rest (python_other)
+        assert sum(parts.values()) == pytest.approx(row[f"{side}_ms_per_step"], abs=1e-3)
+        assert parts[f"{side}_forward_backward_ms"] > 0 and parts[f"{side}_evaluation_ms"] > 0
+    assert row["run_round_ms"] > 0 and row["run_clock_ms"] > 0  # 40 steps of tau = 32: one round
+    from grawa_sim.engine.clock import Clock
+    from grawa_sim.engine.ensemble import VmapEngine
+
+    assert Clock.ticks.__qualname__ == "Clock.ticks" and VmapEngine.local_step.__qualname__ == "VmapEngine.local_step"
+
+
+def test_compiled_steps_count_their_graphs_and_stay_within_float32_rounding():
+    """torch.compile of the stacked forward (aot_eager here: no C++ build in the test) trains the same numbers."""
+    from grawa_sim.bench.compiled import compile_steps
+
+    row = compile_steps(("mlp",), workers=2, steps=28, chunks=2, backend="aot_eager", out=io.StringIO())[0]
+    assert row["graphs"] >= 1 and row["first_step_s"] > 0
+    assert row["param_gap_20_steps"] <= 1e-6
+    assert row["compiled_over_eager"] == pytest.approx(row["compiled_ms_per_step"] / row["eager_ms_per_step"],
+                                                       rel=0.01, abs=0.002)
+
+
+def test_contention_times_a_run_alone_and_beside_its_twin():
+    from grawa_sim.bench.contention import contention
+
+    row = contention("mlp", workers=2, steps=40, threads=(1,), repeats=1, out=io.StringIO())[0]
+    assert row["threads"] == 1 and row["alone_s"] > 0 and row["paired_s"] > 0
+    assert row["slowdown"] == pytest.approx(row["paired_s"] / row["alone_s"], rel=0.02, abs=0.01)

@@ -59,7 +59,14 @@ class DP(Algorithm):
         return DPState(center={n: x.clone() for n, x in params.items()})
 
     def reduce_grads(self, grads: Params, axis: StackedAxis) -> Params:
-        return {n: axis.all_reduce_mean(g).expand_as(g).contiguous() for n, g in grads.items()}
+        """Every worker's gradient replaced by the workers' mean, in the memory layout of its own gradient (which
+        the engine keeps its parameters in: the SGD update then needs no copy). One worker on one process: its
+        own gradients, as they are (the mean of one value is that value)."""
+        if type(axis) is StackedAxis and axis.workers == 1:
+            return grads
+        means = {n: axis.all_reduce_mean(g).expand_as(g) for n, g in grads.items()}
+        return {n: m if m.stride() == grads[n].stride() else torch.empty_like(grads[n]).copy_(m)
+                for n, m in means.items()}
 
     def round(self, params, state, axis, probe_grads):
         raise RuntimeError("DP communicates through reduce_grads every step, not in rounds")

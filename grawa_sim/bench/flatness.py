@@ -113,7 +113,7 @@ def _ours(contender: str, loss_fn, stacked, init, probes, iters: int):
 
 def compare(models: tuple[str, ...] = ("mlp", "cnn"), dataset: str = "mnist1d", workers: int = 8,
             probe: int = 320, iters: int = 100, samples: int = 100, train_steps: int = 200, repeats: int = 3,
-            contenders: tuple[str, ...] = ("auto/reverse", "vmap/reverse", "vmap/forward", "unrolled/reverse"),
+            contenders: tuple[str, ...] = ("vmap/reverse", "unrolled/reverse"),
             seed: int = 0,
             out=None, device: torch.device | str = "cpu") -> list[dict]:
     """Our lambda_max and Hutchinson trace vs PyHessian's: agreement (%) and seconds per worker.
@@ -122,9 +122,14 @@ def compare(models: tuple[str, ...] = ("mlp", "cnn"), dataset: str = "mnist1d", 
     all workers in one vmapped call per product, ``unrolled`` one model after another in one
     call (``auto`` picks one of the two for the model, as training does); ``reverse`` reuses
     the gradient graph (as PyHessian does), ``forward`` is
-    ``jvp(grad(.))``. One JSON line per model and contender. ``device``: where both sides measure
-    (the workers are trained on the CPU, then moved); CUDA timings are synchronised.
+    ``jvp(grad(.))``. One JSON line per model and contender; ``auto_picks`` names what ``auto`` runs for
+    the model (`choose_execution` with ``second_order``), so auto's row is the contender it picks (the
+    default leaves out ``auto/reverse``, which would time that contender twice, and ``vmap/forward``,
+    0.49x PyHessian on the MLP and the slowest of them: docs/benchmarks.md). ``device``: where both sides
+    measure (the workers are trained on the CPU, then moved); CUDA timings are synchronised.
     """
+    from grawa_sim.models.execution import choose_execution
+
     out = out or sys.stdout  # the current one (not the one at import)
     device = torch.device(device)
     hessian = _pyhessian()
@@ -151,6 +156,7 @@ def compare(models: tuple[str, ...] = ("mlp", "cnn"), dataset: str = "mnist1d", 
             for name, fn in runs.items():
                 values[name], seconds = timed_call(fn, device)
                 times[name].append(seconds)
+        auto = choose_execution(template, "auto", device, second_order=True)
         ref_lam, ref_tr = values["pyhessian"]
         theirs_s = statistics.median(times["pyhessian"]) / workers
         n = Layout(stacked, lead=1).size
@@ -159,7 +165,7 @@ def compare(models: tuple[str, ...] = ("mlp", "cnn"), dataset: str = "mnist1d", 
             ours_s = statistics.median(times[name]) / workers
             row = {
                 "model": model, "params": n, "workers": workers, "probe": probe, "iters": iters, "samples": samples,
-                "threads": torch.get_num_threads(), "device": str(device), "contender": name,
+                "threads": torch.get_num_threads(), "device": str(device), "contender": name, "auto_picks": auto,
                 "lambda_max_pyhessian": round(statistics.mean(ref_lam), 4),
                 "trace_pyhessian": round(statistics.mean(ref_tr), 3),
                 "lambda_agreement_pct": float(f"{max(_pct(a, b) for a, b in zip(lam, ref_lam)):.2e}"),

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from grawa_sim import algorithms
+from grawa_sim.bench.plain import PlainTrainer
 from grawa_sim.config import IMAGE_MODELS, Config
 from grawa_sim.core.collectives import StackedAxis
 from grawa_sim.data import cifar
@@ -106,6 +107,8 @@ def _backend_row(model: str, m: int, budget: float, repeats: int, tmp: str,
         "unrolled": _stepper(dataclasses.replace(base, execution="unrolled"), device=device),
         "loop": _stepper(dataclasses.replace(base, backend="loop"), device=device),
     }
+    if not images and torch.device(device).type == "cpu":  # plain PyTorch: one model on the FLOP-equal batch M*B
+        contenders["plain_MB"] = PlainTrainer(model, 32 * m).steps
     t0 = time.perf_counter()
     contenders["loop"](3)
     _sync(device)
@@ -115,6 +118,7 @@ def _backend_row(model: str, m: int, budget: float, repeats: int, tmp: str,
             **{f"{k}_steps_per_s": round(v, 2) for k, v in rate.items()},
             "vmap_over_loop": round(rate["vmap"] / rate["loop"], 2),
             "unrolled_over_loop": round(rate["unrolled"] / rate["loop"], 2),
+            **({"vmap_over_plain_MB": round(rate["vmap"] / rate["plain_MB"], 2)} if "plain_MB" in rate else {}),
             "auto": resolve_execution(base, device)}
 
 
@@ -179,8 +183,9 @@ def step_costs(workers: tuple[int, ...] = (16, 64), repeats: int = 5, out=None,
                device: torch.device | str = "cpu") -> list[dict]:
     """Two overheads of the stacked engine, measured side by side (MLP, MNIST-1D, B = 32):
 
-    - ``stacked_over_single``: seconds of one stacked SGD step of M workers over one step of a single
-      model on the FLOP-equal batch M*B (what a perfectly batched engine would cost);
+    - ``stacked_over_plain``: seconds of one stacked SGD step of M workers over one step of plain PyTorch
+      (`grawa_sim.bench.plain`: an nn.Module and torch.optim.SGD) on the FLOP-equal batch M*B;
+    - ``stacked_over_single``: the same against the engine's own single model (M = 1) on the batch M*B;
     - ``round_over_steps``: seconds of one MGRAWA / LGRAWA round (probe gradients, scores, weights,
       the pull) over tau = 32 local steps of the same M workers.
     """
@@ -189,12 +194,16 @@ def step_costs(workers: tuple[int, ...] = (16, 64), repeats: int = 5, out=None,
     for m in workers:
         stacked = build_problem(Config(algorithm="localsgd", workers=m, tau=32, batch_size=32), device)
         single = build_problem(Config(algorithm="localsgd", workers=1, tau=32, batch_size=32 * m), device)
-        rate = side_by_side({"stacked": _train(stacked, rounds=False), "single": _train(single, rounds=False)},
-                            20, repeats, device)
+        contenders = {"stacked": _train(stacked, rounds=False), "single": _train(single, rounds=False)}
+        if torch.device(device).type == "cpu":
+            contenders["plain"] = PlainTrainer("mlp", 32 * m).steps
+        rate = side_by_side(contenders, 20, repeats, device)
         rows.append({"what": "step", "model": "mlp", "workers": m, "device": str(device),
                      "stacked_steps_per_s": round(rate["stacked"], 1),
                      "single_MB_steps_per_s": round(rate["single"], 1),
-                     "stacked_over_single": round(rate["single"] / rate["stacked"], 2)})
+                     "stacked_over_single": round(rate["single"] / rate["stacked"], 2),
+                     **({"plain_MB_steps_per_s": round(rate["plain"], 1),
+                         "stacked_over_plain": round(rate["plain"] / rate["stacked"], 2)} if "plain" in rate else {})})
         print(json.dumps(rows[-1]), file=out, flush=True)
         for algorithm in ("mgrawa", "lgrawa"):
             problem = build_problem(Config(algorithm=algorithm, workers=m, tau=32, batch_size=32), device)

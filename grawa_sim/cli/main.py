@@ -1,4 +1,4 @@
-"""Command line: python -m grawa_sim {run, sweep, reproduce, anchor, bench, flatness, tune, notebooks}.
+"""Command line: python -m grawa_sim {run, sweep, reproduce, anchor, bench, flatness, tune, notebooks, report}.
 
 Bad input (an --out folder that cannot be written included, checked before any training) prints one
 line ``error: <field>: <why> (got <value>)`` and exits 2; a diverged run, running out of memory and a
@@ -170,8 +170,7 @@ def cmd_reproduce(args) -> None:
     configs = [dataclasses.replace(c, device=args.device)
                for c in experiments.comparison_configs(quick, seeds=args.seeds)]
     histories = sweep(configs, args.out, progress=_progress(args), jobs=args.jobs, batch_runs=args.batch_runs)
-    named = protocol.with_methods(histories)
-    named = named.assign(algorithm=named["method"])  # figures and tables group by it: the twins apart
+    named = protocol.by_method(histories)  # figures and tables group by algorithm: the twins apart
     family = protocol.grawa_family("comparison", list(dict.fromkeys(named["method"])), reference="localsgd")
     table = experiments.summary(named, reference=family.reference)
     fig = plots.comparison_figure(named, figures / "comparison_mnist1d.png",
@@ -250,7 +249,7 @@ def cmd_bench(args) -> None:
     if args.flatness:
         from grawa_sim.bench import flatness as bench_flatness
 
-        bench_flatness.compare(tuple(args.models.split(",")), workers=8, device=device)
+        bench_flatness.compare(tuple(args.models.split(",")), workers=8, repeats=args.repeats, device=device)
         return
     if args.distributed:
         bench.distributed()
@@ -271,6 +270,30 @@ def cmd_bench(args) -> None:
         return
     if args.memory:
         bench.memory(tuple(args.models.split(",")))
+        return
+    if args.plain or args.profile:
+        import torch
+
+        from grawa_sim.bench import baselines
+
+        torch.set_num_threads(1)  # the documented protocol: one thread, timed in CPU seconds (baselines.timer)
+    if args.plain:
+        baselines.end_to_end(repeats=args.repeats)
+        return
+    if args.profile:
+        for model in args.models.split(","):
+            for m in (1, *(int(v) for v in args.workers.split(","))):
+                baselines.step_profile(model, m, repeats=args.repeats)
+        return
+    if args.contention:
+        from grawa_sim.bench.contention import contention
+
+        contention(repeats=args.repeats)
+        return
+    if args.compile:
+        from grawa_sim.bench import compiled
+
+        compiled.compile_steps(tuple(args.models.split(",")))
         return
     workers = tuple(int(v) for v in args.workers.split(","))
     bench.backends(tuple(args.models.split(",")), workers, budget=args.budget, repeats=args.repeats, device=device)
@@ -489,23 +512,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=0.5, help="seconds per loop-backend repeat")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per case (the median is reported)")
     p.add_argument("--float32-gap", action="store_true", help="vmap-vs-loop gap in float32 and float64 instead")
-    p.add_argument("--flatness", action="store_true",
-                   help="lambda_max and trace against PyHessian (pip install -e '.[bench]') instead")
-    p.add_argument("--distributed", action="store_true",
-                   help="the simulator (M = 8, one process) against 8 gloo processes instead")
-    p.add_argument("--batched", action="store_true",
-                   help="8 seeds of the comparison setting (M = 8) one by one against one ensemble (run_many) instead")
-    p.add_argument("--step-costs", action="store_true",
-                   help="the MLP's stacked step against one model on the FLOP-equal batch M*B, and a GRAWA round "
-                        "against tau = 32 local steps, at M = 16 and 64, instead")
-    p.add_argument("--parallel-sweep", action="store_true",
-                   help="the 18-run comparison sweep (100 steps) with --jobs 1 against --jobs 2, each with and "
-                        "without --batch-runs auto, instead (CPU)")
-    p.add_argument("--calibrate", action="store_true",
-                   help="fit the clock's all-reduce latency alpha and bandwidth 1/beta to gloo timings of 2, 4 and 8 "
-                        "processes on this machine (message sizes 4 kB to 4 MB) instead")
-    p.add_argument("--memory", action="store_true",
-                   help="peak CPU memory per worker (M = 64 and 1024, B = 3, each in a fresh process) instead")
+    bench_modes = (  # each measures something else instead of the stacked-vs-loop table
+        ("--flatness", "lambda_max and trace against PyHessian (pip install -e '.[bench]') instead"),
+        ("--distributed", "the simulator (M = 8, one process) against 8 gloo processes instead"),
+        ("--batched", "8 seeds of the comparison setting (M = 8) one by one against one ensemble (run_many) instead"),
+        ("--step-costs", "the MLP's stacked step against one model on the FLOP-equal batch M*B, and a GRAWA round "
+         "against tau = 32 local steps, at M = 16 and 64, instead"),
+        ("--parallel-sweep", "the 18-run comparison sweep (100 steps) with --jobs 1 against --jobs 2, each with and "
+         "without --batch-runs auto, instead (CPU)"),
+        ("--calibrate", "fit the clock's all-reduce latency alpha and bandwidth 1/beta to gloo timings of 2, 4 and 8 "
+         "processes on this machine (message sizes 4 kB to 4 MB) instead"),
+        ("--memory", "peak CPU memory per worker (M = 64 and 1024, B = 3, each in a fresh process) instead"),
+        ("--plain", "whole runs against plain PyTorch (one nn.Module, torch.optim.SGD) on the FLOP-equal batch "
+         "M*B, and at M = 1, an evaluation every 100 steps, instead (CPU, one thread)"),
+        ("--profile", "where a run's time per step goes (forward/backward, update, data, clock, recorder, "
+         "evaluation, Python) beside the plain loop's, at M = 1 and each --workers, instead (CPU, "
+         "one thread)"),
+        ("--contention", "a 2000-step run alone against the same run beside a second one, with torch's default "
+         "threads and with one, instead (fresh processes)"),
+        ("--compile", "the stacked step with torch.compile (inductor) against eager: compile time, recompiles, "
+         "time per step over 2000 steps, instead (CPU; needs a C++ compiler)"),
+    )
+    for flag, text in bench_modes:
+        p.add_argument(flag, action="store_true", help=text)
     p.add_argument("--gpu", action="store_true",
                    help="the prepared GPU check (under 5 minutes on one CUDA GPU): stacked vs loop at M = 8, 64, "
                         "256 for mlp, cnn, resnet20, peak memory per worker, vmapped flatness vs PyHessian")

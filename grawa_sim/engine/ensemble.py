@@ -1,7 +1,8 @@
 """The stacked engine: M workers as stacked parameters, buffers and momentum on one device.
 
 Forward passes run all workers at once with ``torch.vmap`` over
-``torch.func.functional_call`` on a 'meta' copy of the model (or, for
+the model called with the stacked tensors in place of its own (`grawa_sim.models.stateless`: what
+``torch.func.functional_call`` computes, with the slots looked up once) on a 'meta' copy of the model (or, for
 2-D convolutions on CPU where vmap's grouped convolutions are slow, one call per
 worker slice: ``execution="unrolled"``; ``"auto"`` picks per model and device,
 `grawa_sim.models.execution.choose_execution`). Gradients come from one backward of
@@ -16,12 +17,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from grawa_sim.algorithms import Algorithm, Params, RoundInfo
 from grawa_sim.algorithms.base import squeeze_worker
 from grawa_sim.core.collectives import StackedAxis
 from grawa_sim.models.execution import choose_execution
+from grawa_sim.models.stateless import stateless
 
 
 class StackedModel:
@@ -30,12 +31,8 @@ class StackedModel:
     def __init__(self, model: nn.Module, execution: str):
         self.meta = copy.deepcopy(model).to("meta")
         self.execution = choose_execution(model, execution, next(model.parameters()).device)
-
-        def forward(p: Params, b: Params, x: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.meta, (p, b), (x,))
-
-        self._vmapped = torch.vmap(forward, randomness="different")
-        self._single = forward
+        self._single = stateless(self.meta)
+        self._vmapped = torch.vmap(self._single, randomness="different")
 
     def forward(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
         """Outputs [M, B, ...] of every worker on its own inputs x [M, B, ...] (train mode).

@@ -45,7 +45,7 @@ COMPARISON = {
 ANCHOR = {
     "anchor_single": Rows("anchor_single", (
         Column("model (one worker)", "{model}"),
-        Column("published", "{published:.0%}"),
+        Column("published", "{published:.2f}"),
         Column("grawa-sim (mean ± 95 % CI)", ACC),
         Column("n", "{n}"),
     )),
@@ -239,7 +239,7 @@ FLATNESS = {
     "flatness_agreement": Rows("flatness_agreement", (
         Column("net", "{net!m}"), Column("measure", "{metric!m}"), Column("methods", "{methods}"),
         Column("Spearman ρ with the published table", "{spearman_rho:+.2f}"), Column("exact p", "{p:p}"),
-        Column("critical |ρ| at 0.05", "{critical_rho:.3f}"))),
+        Column("critical ρ at 0.05 (two-sided)", "±{critical_rho:.3f}"))),
     "flatness_correlations": Rows("flatness_correlations", (
         Column("λ_max against", "{y!m}"), Column("net", "{net!m}"), Column("Spearman ρ", "{rho:+.2f}"),
         Column("p", "{p:p}"), Column("runs", "{n}"))),
@@ -298,7 +298,7 @@ MATCHED = {
     "flatness_matched_reached": Rows("flatness_matched_reached", (
         Column("net", "{net!m}"), Column("method", "{method!m}"), Column("reached / runs", "{reached}/{runs}"),
         Column("steps", "{steps_mean:.0f} ± {steps_ci95:.0f}"),
-        Column("simulated s", "{seconds_mean:.1f} ± {seconds_ci95:.1f}"),
+        Column("simulated s", "{seconds_mean:.3f} ± {seconds_ci95:.3f}"),
         Column("train loss at the stop", "{train_loss_mean:.4f}"))),
     **{f"flatness_matched_{part}": _flatness(f"flatness_matched_{part}") for part in ("summary", "half", "centers")},
     "flatness_matched_contrasts": Rows("flatness_matched_contrasts", (

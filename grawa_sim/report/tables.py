@@ -105,7 +105,7 @@ def _column_cell(column: Column, row: dict, csv: str) -> str:
 
 
 def _line(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 
 def _markdown(headers: list[str], body: list[list[str]]) -> list[str]:
