@@ -77,6 +77,7 @@ def test_min_grad_norms_against_a_module_backward():
     base = dataclasses.replace(cv.NONCONVEX, algorithm="localsgd", workers=2, width=8, dtype="float64")
     table = cv.min_grad_norms(base, (16, 32), lr_scale=0.5)
     assert list(table["T"]) == [16, 32] and (table["min_grad_sq"] <= table["final_grad_sq"]).all()
+    assert (table["min_grad_sq"] <= table["mean_grad_sq"]).all()
     assert table["lr"].tolist() == pytest.approx([0.5 / 4, 0.5 / np.sqrt(32)])
     cfg = dataclasses.replace(base, steps=32, lr=0.5 / np.sqrt(32), eval_every=8)
     result = run(cfg, progress=False)
@@ -88,6 +89,27 @@ def test_min_grad_norms_against_a_module_backward():
     assert table["final_grad_sq"].iloc[1] == pytest.approx(by_hand, rel=1e-9)
     slopes = cv.horizon_slopes(table)
     assert np.isfinite(slopes["slope"]).all()
+
+
+def test_horizon_slopes_are_fitted_per_seed_with_an_interval_over_seeds():
+    t = np.array([10.0, 100.0, 1000.0])
+    rows = [pd.DataFrame({"algorithm": "dp", "workers": 4, "T": t, "seed": seed, "min_grad_sq": t ** slope,
+                          "mean_grad_sq": 2 * t ** slope, "argmin_is_start": [1, 0, 0]})
+            for seed, slope in enumerate((-0.4, -0.5, -0.6))]
+    table = pd.concat(rows, ignore_index=True)
+    slopes = cv.horizon_slopes(table).iloc[0]
+    assert slopes["slope"] == pytest.approx(-0.5) and slopes["seeds"] == 3
+    assert slopes["slope_ci95"] == pytest.approx(stats_t_half_width([-0.4, -0.5, -0.6]))
+    summary = cv.horizon_summary(table).set_index("T")
+    assert summary.loc[10.0, "min_at_start"] == 1 and summary.loc[100.0, "min_at_start"] == 0
+    assert summary.loc[10.0, "mean_grad_sq_mean"] == pytest.approx(2 * np.mean([10 ** -0.4, 10 ** -0.5, 10 ** -0.6]))
+
+
+def stats_t_half_width(values):
+    from scipy import stats as sps
+
+    v = np.asarray(values)
+    return sps.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
 
 
 def test_convergence_figures_write_png_and_pdf(tmp_path):

@@ -24,6 +24,7 @@ import pandas as pd
 from grawa_sim import algorithms as algorithms_
 from grawa_sim.algorithms import COMPARED
 from grawa_sim.config import Config, resolve
+from grawa_sim.core import stats
 from grawa_sim.engine.runner import run
 from grawa_sim.experiments.objectives import Optimum, distance, grad_norm, gradient, objective, optimum
 from grawa_sim.results.storage import cached_csv
@@ -155,9 +156,12 @@ NONCONVEX = Config(dataset="mnist1d", model="mlp", momentum=0.0, weight_decay=0.
 
 def min_grad_norms(config: Config, horizons: tuple[int, ...], lr_scale: float,
                    cache: str | os.PathLike | None = None) -> pd.DataFrame:
-    """For each T in ``horizons``: a run of T steps at lr = lr_scale / sqrt(T), and
-    min over its evaluations t <= T of ||grad F(x̄_t)||^2 (full-batch F of the training set, with
-    about 50 evaluations per run). ``cache``: one CSV per run, reused (see `convex_study`)."""
+    """For each T in ``horizons``: a run of T steps at lr = lr_scale / sqrt(T), and over its evaluations
+    t = 0, ..., T (full-batch F of the training set, about 50 evaluations per run) the min and the mean of
+    ||grad F(x̄_t)||^2, and the last. SGD theory bounds the mean over iterates (hence the min) by
+    O(1/sqrt T); the min includes the initial point, whose gradient can be the smallest of the run (a
+    network near its initialisation sits in a flat region), so the mean is the informative one.
+    ``cache``: one CSV per run, reused (see `convex_study`)."""
     rows = []
     for horizon in horizons:
         tau = config.tau or 1  # DP: every step
@@ -169,34 +173,75 @@ def min_grad_norms(config: Config, horizons: tuple[int, ...], lr_scale: float,
             norms: list[float] = []
             run(cfg, progress=False, on_evaluate=lambda step, p: norms.append(grad_norm(f, p) ** 2))
             return pd.DataFrame([{"algorithm": cfg.algorithm, "workers": cfg.workers, "T": cfg.steps, "lr": cfg.lr,
-                                  "min_grad_sq": min(norms), "final_grad_sq": norms[-1]}])
+                                  "min_grad_sq": min(norms), "mean_grad_sq": float(np.mean(norms)),
+                                  "final_grad_sq": norms[-1], "argmin_is_start": int(np.argmin(norms) == 0)}])
 
-        path = None if cache is None else Path(cache) / f"{run_key(resolve(cfg))}.csv"
+        path = None if cache is None else Path(cache) / f"{run_key(resolve(cfg))}-mean.csv"
         rows.append(cached_csv(path, compute))
     return pd.concat(rows, ignore_index=True)
 
 
-def horizon_slopes(table: pd.DataFrame) -> pd.DataFrame:
-    """Per algorithm: the log-log slope of min ||grad F||^2 against the horizon T (O(1/sqrt T): -1/2 or below)."""
-    rows = [{"algorithm": a, "workers": int(g["workers"].iloc[0]),
-             "slope": loglog_slope(g["T"], g["min_grad_sq"], g["T"].min(), g["T"].max())}
-            for a, g in table.groupby("algorithm", sort=False)]
+def horizon_slopes(table: pd.DataFrame, value: str = "min_grad_sq") -> pd.DataFrame:
+    """Per algorithm: the log-log slope of ``value`` (min or mean ||grad F||^2) against the horizon T (O(1/sqrt
+    T): -1/2 or below), fitted per seed; the mean over seeds with its 95 % t-interval (seeds are the
+    independent units; one seed: no interval)."""
+    seeds = table["seed"] if "seed" in table else pd.Series(0, index=table.index)
+    rows = []
+    for a, g in table.assign(seed=seeds).groupby("algorithm", sort=False):
+        per_seed = [loglog_slope(one["T"], one[value], one["T"].min(), one["T"].max())
+                    for _, one in g.groupby("seed")]
+        ci = stats.interval(per_seed)
+        rows.append({"algorithm": a, "workers": int(g["workers"].iloc[0]), "value": value, "slope": ci.mean,
+                     "slope_ci95": ci.half_width, "seeds": ci.n})
     return pd.DataFrame(rows)
+
+
+def horizon_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per algorithm and horizon T: the min and the mean of ||grad F||^2 over the run (mean over seeds with its
+    95 % half-width), and the share of runs whose min is the initial point."""
+    values = [v for v in ("min_grad_sq", "mean_grad_sq") if v in table]
+    parts = [stats.describe(table, ["algorithm", "T"], v)[["mean", "ci95"]].add_prefix(f"{v}_") for v in values]
+    groups = table.groupby(["algorithm", "T"], sort=False)
+    if "argmin_is_start" in table:
+        parts.append(groups["argmin_is_start"].mean().rename("min_at_start"))
+    return pd.concat([*parts, groups.size().rename("n")], axis=1).reset_index()
+
+
+def _nonconvex_one(config: Config, horizons: tuple[int, ...], lr_scale: float, cache) -> pd.DataFrame:
+    return min_grad_norms(config, horizons, lr_scale, cache).assign(seed=config.seed)
 
 
 def nonconvex_study(algorithms: tuple[str, ...], horizons: tuple[int, ...], lr_scale: float = 4.0,
                     base: Config = NONCONVEX, cache: str | os.PathLike | None = None,
-                    progress: bool = False) -> pd.DataFrame:
-    """`min_grad_norms` of every algorithm (its own tau, pull and prox defaults unless ``base`` sets them)."""
+                    progress: bool = False, seeds: int = 1, jobs: int = 1) -> pd.DataFrame:
+    """`min_grad_norms` of every algorithm (its own tau, pull and prox defaults unless ``base`` sets them; a
+    name ``<grawa>+uniform`` is GRAWA's uniform-weight twin) for seeds 0 .. ``seeds`` - 1, by ``jobs``
+    processes of one torch thread each; the column ``algorithm`` holds the method name."""
     from tqdm.auto import tqdm
 
-    frames = [min_grad_norms(dataclasses.replace(base, algorithm=a,
-                                                 tau=None if algorithms_.get(a).communicates_every_step else base.tau),
-                             horizons, lr_scale, cache)
-              for a in tqdm(algorithms, desc="non-convex", disable=not progress)]
-    return pd.concat(frames, ignore_index=True)
+    configs = []
+    for name in algorithms:
+        algorithm, _, twin = name.partition("+")
+        every_step = algorithms_.get(algorithm).communicates_every_step
+        one = dataclasses.replace(base, algorithm=algorithm, tau=None if every_step else base.tau,
+                                  weighting="uniform" if twin == "uniform" else None)
+        configs += [(name, dataclasses.replace(one, seed=seed)) for seed in range(seeds)]
+    if jobs > 1 and len(configs) > 1:
+        from concurrent.futures import as_completed
+
+        from grawa_sim.core.processes import process_pool
+
+        with process_pool(min(jobs, len(configs))) as pool:
+            futures = [pool.submit(_nonconvex_one, cfg, horizons, lr_scale, cache) for _, cfg in configs]
+            for future in tqdm(as_completed(futures), total=len(futures), desc="non-convex", disable=not progress):
+                future.result()
+        parts = [future.result().assign(algorithm=name) for future, (name, _) in zip(futures, configs)]
+    else:
+        parts = [_nonconvex_one(cfg, horizons, lr_scale, cache).assign(algorithm=name)
+                 for name, cfg in tqdm(configs, desc="non-convex", disable=not progress)]
+    return pd.concat(parts, ignore_index=True)
 
 
 __all__ = ["CONVEX_PROBLEMS", "NONCONVEX", "PROBLEM_LABELS", "Problem", "convex_configs", "convex_study",
-           "convex_trajectory", "gradient", "horizon_slopes", "loglog_slope", "min_grad_norms", "nonconvex_study",
-           "plateaus", "reductions", "schedule_label", "slopes"]
+           "convex_trajectory", "gradient", "horizon_slopes", "horizon_summary", "loglog_slope", "min_grad_norms",
+           "nonconvex_study", "plateaus", "reductions", "schedule_label", "slopes"]

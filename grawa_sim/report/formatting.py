@@ -21,7 +21,7 @@ LABELS = {  # methods, nets and measures as the figures name them
     "cnn": "CNN", "cnn_bn": "BN CNN", "all": "both nets", "lambda_max": "λ_max", "ritz_sum": "Ritz sum",
     "trace": "Hutchinson trace",
     "eps_sharpness": "ε-sharpness (%)", "test_acc": "test accuracy", "gap": "train − test accuracy",
-    "subopt": "F(x̄_T) − F*", "dist": "‖x̄_T − x*‖",
+    "subopt": "F(x̄_T) − F*", "dist": "‖x̄_T − x*‖", "min_grad_sq": "min ‖∇F‖²", "mean_grad_sq": "mean ‖∇F‖²",
 }
 MISSING = "—"
 MINUS = "−"
