@@ -109,3 +109,28 @@ def test_a_noisy_score_lowers_the_ceiling_and_the_correction_divides_by_it():
         per_seed.append(rho / np.sqrt(r))
     assert summary["corrected_mean"] == pytest.approx(np.mean(per_seed))
     assert summary["ceiling_mean"] < 1
+
+
+def test_matched_flatness_contrasts_are_paired_by_seed_with_holm_over_the_family():
+    from scipy import stats as sps
+
+    from grawa_sim.experiments import flatness_matched as fm
+
+    values = {"mgrawa": [4.0, 5.0, 6.5], "mgrawa+uniform": [4.5, 5.1, 6.0], "lgrawa": [4.2, 5.5, 6.1],
+              "dp": [20.0, 25.0, 19.0], "localsgd": [5.0, 5.5, 7.0]}
+    rows = [{"model": "average", "net": "cnn", "method": m, "seed": s, "run": f"{m}-{s}", "lambda_max": v,
+             "trace": 10 * v, "train_loss": 0.04 + 0.02 * (m == "dp" and s == 2), "steps": 100 * (s + 1),
+             "sim_time": 0.1 * (s + 1)}
+            for m, vs in values.items() for s, v in enumerate(vs)]
+    table = pd.DataFrame(rows)
+    out = fm.contrasts(table).set_index(["measure", "contrast"])
+    assert len(out) == 2 * len(fm.CONTRASTS)
+    twin = out.loc[("lambda_max", "mgrawa − mgrawa+uniform")]
+    assert twin["difference"] == pytest.approx(np.mean(np.subtract(values["mgrawa"], values["mgrawa+uniform"])))
+    assert twin["p"] == pytest.approx(sps.ttest_rel(values["mgrawa"], values["mgrawa+uniform"]).pvalue)
+    lgrawa = out.loc[("lambda_max", "lgrawa − lgrawa+uniform")]  # the one twin serves LGRAWA too
+    assert lgrawa["p"] == pytest.approx(sps.ttest_rel(values["lgrawa"], values["mgrawa+uniform"]).pvalue)
+    assert list(out["p_holm"]) == pytest.approx(holm(list(out["p"])))
+    reached = fm.reached(table, 0.05).set_index("method")
+    assert reached.loc["dp", "reached"] == 2 and reached.loc["mgrawa", "reached"] == 3
+    assert reached.loc["mgrawa", "steps_mean"] == pytest.approx(200)

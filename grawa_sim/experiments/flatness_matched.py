@@ -21,6 +21,7 @@ import pandas as pd
 
 from grawa_sim.config import Config
 from grawa_sim.core import stats
+from grawa_sim.experiments import protocol
 from grawa_sim.experiments.flatness_study import METHODS, NETS
 from grawa_sim.experiments.presets import comparison_configs, with_twins
 from grawa_sim.flatness import Settings
@@ -72,25 +73,18 @@ def reached(table: pd.DataFrame, target: float) -> pd.DataFrame:
 
 
 def contrasts(table: pd.DataFrame, row: str = "average", measures: tuple[str, ...] = MEASURES) -> pd.DataFrame:
-    """The declared family on the ``row`` model: per net and measure, each contrast paired by seed
-    (`stats.paired`), Holm over all of them (negative: the first method is flatter)."""
+    """The declared family on the ``row`` model (`protocol.compare_by` per measure, paired by seed), Holm over every
+    net, measure and contrast (negative: the first method is flatter). One twin serves both GRAWA variants."""
     part = table[table["model"] == row]
-    tested, keys = [], []
-    for net, by_net in part.groupby("net", sort=False):
-        for measure in measures:
-            values = {m: g.set_index("seed")[measure] for m, g in by_net.groupby("method")}
-            if "lgrawa+uniform" not in values and "mgrawa+uniform" in values:  # one twin serves both
-                values["lgrawa+uniform"] = values["mgrawa+uniform"]
-            for a, b in CONTRASTS:
-                if a not in values or b not in values:
-                    continue
-                common = values[a].index.intersection(values[b].index)
-                tested.append((f"{net}|{measure}|{a} − {b}",
-                               stats.paired(values[a].loc[common].to_numpy(), values[b].loc[common].to_numpy())))
-                keys.append((net, measure, f"{a} − {b}"))
-    out = stats.holm_table(tested)
-    out[["net", "measure", "contrast"]] = pd.DataFrame(keys, index=out.index)
-    out["smallest_detectable"] = [r.smallest_detectable for _, r in tested]
+    runs = part.assign(algorithm=part["method"], sam=False, weighting=None)
+    twin = runs[runs["method"] == "mgrawa+uniform"]
+    runs = pd.concat([runs, twin.assign(algorithm="lgrawa+uniform", run=twin["run"] + "-as-lgrawa-twin")])
+    tables = [protocol.compare_by(runs, protocol.Family("matched flatness", "localsgd", CONTRASTS, measure,
+                                                        higher_is_better=False), "net", classes=None)
+              .assign(measure=measure) for measure in measures]
+    out = pd.concat(tables, ignore_index=True).rename(columns={"setting": "net"})
+    out["p_holm"] = stats.holm(out["p"].to_numpy(float))
+    out["significant_holm"] = out["p_holm"] < stats.ALPHA
     return out
 
 
