@@ -1,4 +1,4 @@
-"""The ablation studies' logic (scalability in M, fewer communications) against small hand-computed inputs."""
+"""The budgeted ablation studies' logic (scalability in M, fewer communications) against small hand-computed inputs."""
 
 from __future__ import annotations
 
@@ -13,63 +13,9 @@ from grawa_sim import algorithms
 from grawa_sim.algorithms import COMPARED
 from grawa_sim.core import stats
 from grawa_sim.core.errors import ConfigError
-from grawa_sim.experiments import ablations, communication, scalability
+from grawa_sim.experiments import communication, scalability
 
-
-def history(accs, sim_times=None, rounds=None, **tags) -> pd.DataFrame:
-    """One run's history: evaluations at steps 0, 10, 20, ... with the given test accuracies."""
-    n = len(accs)
-    steps = [10 * i for i in range(n)]
-    frame = pd.DataFrame({"step": steps, "round": rounds or [s // 5 for s in steps],
-                          "sim_time": sim_times or [0.5 * s for s in steps], "comm_bytes": [100 * s for s in steps],
-                          "test_acc": accs})
-    return frame.assign(**tags)
-
-
-def finals_frame(rows: list[tuple]) -> pd.DataFrame:
-    """Histories of one row per run from (regime, workers, algorithm, seed, test_acc)."""
-    frame = pd.DataFrame(rows, columns=["regime", "workers", "algorithm", "seed", "test_acc"])
-    frame["run"] = [f"{r}/{a}-M{m}-s{s}" for r, m, a, s, _ in rows]
-    return frame
-
-
-# ---------------------------------------------------------------- shared: target, trend, table
-
-
-def test_first_reach_reads_the_costs_at_the_first_hit():
-    h = history([0.1, 0.4, 0.6, 0.5, 0.7])
-    hit = ablations.first_reach(h, 0.5)
-    assert hit["reached"] and hit["step"] == 20 and hit["round"] == 4 and hit["sim_time"] == 10.0
-    assert hit["comm_bytes"] == 2000
-    assert ablations.first_reach(h, 0.4)["step"] == 10  # >= target counts
-
-
-def test_first_reach_never_reached_is_nan_and_bad_target_fails():
-    miss = ablations.first_reach(history([0.1, 0.2, 0.3]), 0.5)
-    assert not miss["reached"]
-    assert all(math.isnan(miss[c]) for c in ablations.COSTS)
-    for bad in (0, 1.5, -0.1, "0.5", True):
-        with pytest.raises(ConfigError, match=r"^target: must be an accuracy in \(0, 1\]"):
-            ablations.first_reach(history([0.1]), bad)
-
-
-def test_reach_summary_averages_only_the_runs_that_reached():
-    runs = pd.concat([history([0.1, 0.6], algorithm="a", seed=0, run="a0"),
-                      history([0.1, 0.2, 0.7], algorithm="a", seed=1, run="a1"),
-                      history([0.1, 0.2], algorithm="b", seed=0, run="b0"),
-                      history([0.1, 0.9], algorithm="c", seed=0, run="c0"),
-                      history([0.1, 0.9], algorithm="c", seed=1, run="c1")], ignore_index=True)
-    reached = ablations.reach(runs, 0.5, ["algorithm"])
-    assert list(reached["reached"]) == [True, True, False, True, True]
-    table = ablations.reach_summary(reached, ["algorithm"], "step")
-    assert table.loc["a", "mean"] == 15.0 and table.loc["a", "defined"]
-    assert table.loc["a", "ci95"] == pytest.approx(sps.t.ppf(0.975, 1) * np.std([10, 20], ddof=1) / math.sqrt(2))
-    assert table.loc["b", "reached"] == 0 and math.isnan(table.loc["b", "mean"]) and not table.loc["b", "defined"]
-    text = ablations.format_reach(table, digits=1)
-    assert text["b"] == "not reached" and text["a"].startswith("15.0 ± ")
-    partial = ablations.reach_summary(reached.assign(algorithm="all"), ["algorithm"], "step")
-    assert ablations.format_reach(partial, digits=1)["all"] == f"{12.5:.1f} ± " \
-        f"{sps.t.ppf(0.975, 3) * np.std([10, 20, 10, 10], ddof=1) / 2:.1f} (4/5 reached)"
+# ---------------------------------------------------------------- shared: the trend
 
 
 def test_trend_matches_linregress_and_a_hand_slope():
@@ -88,44 +34,23 @@ def test_trend_matches_linregress_and_a_hand_slope():
         stats.trend([0, 1], [0])
 
 
-def test_wide_puts_one_interval_cell_per_algorithm_in_order():
-    table = pd.DataFrame({"workers": [4, 4, 2, 2], "algorithm": ["b", "a", "b", "a"],
-                          "test_acc_mean": [0.5, 0.6, 0.7, 0.8], "test_acc_ci95": [0.01, np.nan, 0.02, 0.03]})
-    out = ablations.wide(table.set_index(["workers", "algorithm"]))
-    assert list(out.columns) == ["b", "a"] and list(out.index) == [4, 2]
-    assert out.loc[4, "b"] == "0.500 ± 0.010" and out.loc[4, "a"] == "0.600"
-
-
-def test_sweep_groups_needs_a_group():
-    with pytest.raises(ConfigError, match="^regime: needs at least one group"):
-        ablations.sweep_groups({}, "unused", "regime")
-
-
 # ---------------------------------------------------------------- scalability
 
 
-def test_fixed_samples_steps_and_its_bad_input():
-    assert scalability.fixed_samples_steps(2**17, 8, 16) == 1024
-    assert scalability.fixed_samples_steps(2**17, 128, 16) == 64
-    assert scalability.fixed_samples_steps(96, 3, 32) == 1
-    with pytest.raises(ConfigError, match=r"^total_samples: must be a multiple of workers x batch_size = 48"):
-        scalability.fixed_samples_steps(100, 3, 16)
-    with pytest.raises(ConfigError, match="^workers: must be an integer >= 1"):
-        scalability.fixed_samples_steps(100, 0, 16)
-    with pytest.raises(ConfigError, match="^batch_size: must be an integer >= 1"):
-        scalability.fixed_samples_steps(100, 2, 1.5)
-
-
-def test_regime_configs_follow_the_knobs():
-    groups = scalability.configs(False, seeds=2, steps=64, total_samples=2**12, workers=(2, 8),
-                                 algorithms=("dp", "mgrawa"))
-    assert set(groups) == set(scalability.REGIMES)
-    assert {(c.workers, c.steps) for c in groups[scalability.FIXED_STEPS]} == {(2, 64), (8, 64)}
-    assert {(c.workers, c.steps) for c in groups[scalability.FIXED_SAMPLES]} == {(2, 128), (8, 32)}
-    assert all(len(g) == 2 * 2 * 2 for g in groups.values())
-    full = scalability.configs(False)
-    assert {c.algorithm for c in full[scalability.FIXED_STEPS]} == set(COMPARED)
-    assert {c.workers for c in full[scalability.FIXED_SAMPLES]} == set(scalability.WORKERS)
+def test_configs_grow_the_data_with_m_and_follow_the_declared_lr_rule():
+    configs = scalability.configs(False, seeds=2, budget=3.0, workers=(2, 16), algorithms=("dp", "mgrawa"))
+    assert len(configs) == 2 * 2 * 3  # M x seeds x (DP, MGRAWA, its twin)
+    assert {c.train_size for c in configs if c.workers == 16} == {8000}
+    assert {(c.time_budget, c.latency, c.batch_size) for c in configs} == {(3.0, 1e-4, 32)}
+    dp = {c.workers: c for c in configs if c.algorithm == "dp"}
+    assert dp[2].lr == pytest.approx(0.05) and dp[16].lr == pytest.approx(0.1)  # 0.05 · max(1, M / 8)
+    assert dp[16].warmup == pytest.approx(0.25) and dp[16].lr_decay_unit == "seconds"
+    periodic = [c for c in configs if c.algorithm == "mgrawa"]
+    assert {c.lr for c in periodic} == {0.05} and {c.warmup for c in periodic} == {0.0}
+    assert {c.weighting for c in periodic} == {None, "uniform"}
+    assert {c.workers for c in scalability.configs(False)} == set(scalability.WORKERS)
+    with pytest.raises(ConfigError, match="^workers: 1024 workers x 500 samples exceed"):
+        scalability.train_size(1024)
 
 
 def test_grawa_methods_are_the_grawa_classes_of_the_registry():
@@ -136,57 +61,50 @@ def test_grawa_methods_are_the_grawa_classes_of_the_registry():
     assert scalability.grawa_methods(("dp", "lsgd")) == ()
 
 
-GAP_ROWS = [  # regime r, M = 2: baseline b is best; M = 4: baseline c is best
-    ("r", 2, "g", 0, 0.60), ("r", 2, "g", 1, 0.62), ("r", 2, "g", 2, 0.64),
-    ("r", 2, "b", 0, 0.58), ("r", 2, "b", 1, 0.61), ("r", 2, "b", 2, 0.61),
-    ("r", 2, "c", 0, 0.40), ("r", 2, "c", 1, 0.41), ("r", 2, "c", 2, 0.42),
-    ("r", 4, "g", 0, 0.70), ("r", 4, "g", 1, 0.69), ("r", 4, "g", 2, 0.74),
-    ("r", 4, "b", 0, 0.50), ("r", 4, "b", 1, 0.50), ("r", 4, "b", 2, 0.52),
-    ("r", 4, "c", 0, 0.60), ("r", 4, "c", 1, 0.61), ("r", 4, "c", 2, 0.62),
-]
+def budget_runs(accuracy, seeds=(0, 1, 2), workers=(2, 4, 8)) -> pd.DataFrame:
+    """One evaluation per run at 1 s: ``accuracy(method, M, seed)``; twins by ``weighting``."""
+    rows = []
+    for m in workers:
+        for method in ("dp", "localsgd", "mgrawa", "mgrawa+uniform"):
+            for seed in seeds:
+                algorithm, _, twin = method.partition("+")
+                rows.append({"algorithm": algorithm, "weighting": twin or None, "workers": m, "seed": seed,
+                             "run": f"{method}-M{m}-s{seed}", "sim_time": 1.0, "time_budget": 1.0,
+                             "steps_mean": 10.0, "test_acc": accuracy(method, m, seed)})
+    return pd.DataFrame(rows)
 
 
-def test_gaps_pick_the_best_baseline_per_m_and_run_welch():
-    table = scalability.gaps(finals_frame(GAP_ROWS), methods=("g",))
-    at2, at4 = table.loc[("r", 2, "g")], table.loc[("r", 4, "g")]
-    assert at2["baseline"] == "b" and at4["baseline"] == "c"
-    assert at2["difference"] == pytest.approx(0.62 - 0.60)
-    assert at4["difference"] == pytest.approx((0.70 + 0.69 + 0.74) / 3 - 0.61)
-    assert at4["p"] == pytest.approx(sps.ttest_ind([0.70, 0.69, 0.74], [0.60, 0.61, 0.62], equal_var=False).pvalue)
-    assert at4["significant"] and not at2["significant"]
+def test_doubling_trends_fit_a_slope_per_seed_and_test_their_mean():
+    # MGRAWA − twin = 0.01 · seed · log2 M: per-seed slopes 0, 0.01, 0.02; − DP: 0.05 at every M (slope 0)
+    def accuracy(method, m, seed):
+        base = 0.5 + 0.001 * seed
+        if method == "mgrawa":
+            return base + 0.01 * seed * math.log2(m)
+        return base - 0.05 * (method == "dp") + 0.003 * (method == "localsgd") * m
+    table = scalability.doubling_trends(budget_runs(accuracy), 1.0).set_index("contrast")
+    twin = table.loc["mgrawa − mgrawa+uniform"]
+    assert twin["n"] == 3 and twin["difference"] == pytest.approx(0.01)
+    assert twin["p"] == pytest.approx(sps.ttest_1samp([0.0, 0.01, 0.02], 0).pvalue)
+    assert table.loc["mgrawa − dp", "difference"] == pytest.approx(0.01)  # 0.01·seed·log2 M + 0.05: slope 0.01
+    # − LocalSGD: LocalSGD gains 0.003 · M, so the slope per seed is the fit of 0.01 s log2 M − 0.003 M on log2 M
+    x = np.log2([2, 4, 8])
+    expected = np.mean([sps.linregress(x, 0.01 * s * x - 0.003 * np.array([2, 4, 8])).slope for s in (0, 1, 2)])
+    assert table.loc["mgrawa − localsgd", "difference"] == pytest.approx(expected)
+    assert set(table["p_holm"] >= table["p"]) == {True}
 
 
-def test_gap_trend_is_the_slope_of_per_seed_gaps_on_log2_m():
-    gaps = scalability.seed_gaps(finals_frame(GAP_ROWS), methods=("g",))
-    by_seed = gaps.set_index(["workers", "seed"])["gap"]
-    assert by_seed[(2, 1)] == pytest.approx(0.62 - 0.61) and by_seed[(4, 2)] == pytest.approx(0.74 - 0.62)
-    x = [1, 1, 1, 2, 2, 2]
-    y = [0.02, 0.01, 0.03, 0.10, 0.08, 0.12]
-    row = scalability.gap_trends(finals_frame(GAP_ROWS), methods=("g",)).loc[("r", "g")]
-    ref = sps.linregress(x, y)
-    assert row["slope_per_doubling"] == pytest.approx(ref.slope) and row["p"] == pytest.approx(ref.pvalue)
-    assert row["n"] == 6 and row["significant"]
-
-
-def test_gaps_without_a_baseline_fail():
-    rows = [r for r in GAP_ROWS if r[2] == "g"]
-    with pytest.raises(ConfigError, match="^baselines: none of"):
-        scalability.gaps(finals_frame(rows), methods=("g",))
-
-
-def test_time_to_target_and_speedup_over_the_smallest_m():
-    runs = []
-    for m, times, accs in ((2, [0, 4, 8, 12], [0.1, 0.3, 0.6, 0.7]), (4, [0, 2, 4, 6], [0.1, 0.6, 0.7, 0.8]),
-                           (8, [0, 1, 2, 3], [0.1, 0.2, 0.3, 0.4])):
-        for seed in (0, 1):
-            runs.append(history(accs, sim_times=times, regime="r", workers=m, algorithm="a", seed=seed,
-                                run=f"a-M{m}-s{seed}"))
-    table = scalability.time_to_target(pd.concat(runs, ignore_index=True), 0.5)
-    assert table.loc[("r", 2, "a"), "mean"] == 8 and table.loc[("r", 4, "a"), "mean"] == 2
-    assert table.loc[("r", 4, "a"), "speedup"] == pytest.approx(4.0)
-    assert table.loc[("r", 2, "a"), "speedup"] == pytest.approx(1.0)
-    assert list(table["ideal"]) == [1.0, 2.0, 4.0]
-    assert table.loc[("r", 8, "a"), "reached"] == 0 and math.isnan(table.loc[("r", 8, "a"), "speedup"])
+def test_scalability_contrasts_and_times_are_read_per_m():
+    def accuracy(method, m, seed):
+        return 0.6 + 0.02 * (method == "mgrawa") + 0.001 * seed + 0.0001 * m
+    runs = budget_runs(accuracy)
+    table = scalability.contrasts(runs, budgets=(1.0,))
+    assert len(table) == 3 * 3 and set(table["setting"]) == {2, 4, 8}  # 3 contrasts at 3 M
+    twin = table[table["contrast"] == "mgrawa − mgrawa+uniform"]
+    assert np.allclose(twin["difference"], 0.02)
+    times = scalability.time_to_target(runs, levels=(0.9,))
+    assert set(times["reached"]) == {3} and set(times["time_mean"]) == {1.0}
+    best = accuracy("mgrawa", 4, 1)  # the best method's mean at M = 4
+    assert times.loc[(4, "dp", 0.9), "target"] == pytest.approx(0.9 * best)
 
 
 def test_entropy_per_round_hand_values():
@@ -206,7 +124,7 @@ def test_weight_entropy_reads_the_run_folders(tmp_path):
     for key, table in (("g-key", four), ("dp-key", four.iloc[:0])):
         (tmp_path / "runs" / key).mkdir(parents=True)
         table.to_csv(tmp_path / "runs" / key / "weights.csv", index=False)
-    histories = pd.DataFrame({"regime": ["r", "r"], "workers": [4, 4], "algorithm": ["g", "dp"], "seed": [0, 0],
+    histories = pd.DataFrame({"workers": [4, 4], "algorithm": ["g", "dp"], "seed": [0, 0],
                               "run": ["r/g-key", "r/dp-key"], "run_key": ["g-key", "dp-key"]})
     out = scalability.weight_entropy(histories, tmp_path)
     assert list(out["algorithm"]) == ["g"]  # DP reports no weights
@@ -229,47 +147,68 @@ def test_algorithm_roles_come_from_the_registry():
 
 
 def test_communication_configs_follow_the_knobs():
-    groups = communication.configs(False, seeds=2, steps=64, taus=(1, 16), pulls=(0.2,),
-                                   algorithms=("dp", "easgd", "mgrawa"))
-    taus = {(c.algorithm, c.tau, c.pull) for c in groups[communication.TAU]}
-    assert taus == {("easgd", 1, None), ("easgd", 16, None), ("mgrawa", 1, None), ("mgrawa", 16, None)}
-    assert {(c.algorithm, c.tau, c.pull) for c in groups[communication.PULL]} == {("easgd", None, 0.2),
-                                                                                  ("mgrawa", None, 0.2)}
-    assert {c.algorithm for c in groups[communication.REFERENCE]} == {"dp"}
-    assert all(len(g) == 2 * n for g, n in ((groups["tau"], 4), (groups["pull"], 2), (groups["reference"], 1)))
-    assert {c.workers for g in groups.values() for c in g} == {communication.WORKERS}
-    assert all(communication.STEPS % t == 0 for t in communication.TAUS)
+    configs = communication.configs(False, seeds=2, budget=3.0, taus=(1, 16), pulls=(0.2, 1.0),
+                                    algorithms=("dp", "easgd", "mgrawa"))
+    keys = {(c.algorithm, c.weighting, c.tau, c.pull) for c in configs}
+    grawa = {(w, t, p) for w in (None, "uniform") for t in (1, 16) for p in (0.2, 1.0)}
+    assert keys == {("dp", None, None, None), ("easgd", None, 1, None), ("easgd", None, 16, None),
+                    *(("mgrawa", *k) for k in grawa)}
+    assert len(configs) == 2 * (1 + 2 + 8)
+    assert {(c.workers, c.time_budget, c.latency, c.batch_size) for c in configs} == {(8, 3.0, 1e-4, 32)}
 
 
-def comm_histories() -> pd.DataFrame:
-    runs = []
-    for tau, accs in ((2, [(0.1, 0.5, 0.8), (0.1, 0.6, 0.82)]), (8, [(0.1, 0.2, 0.6), (0.1, 0.3, 0.64)])):
-        for seed, acc in enumerate(accs):
-            runs.append(history(list(acc), rounds=[0, 10 // tau, 20 // tau], study="tau", algorithm="a", tau=tau,
-                                seed=seed, run=f"tau/a-{tau}-{seed}"))
-    for seed, acc in enumerate([(0.1, 0.7, 0.70), (0.1, 0.4, 0.72)]):
-        runs.append(history(list(acc), rounds=[0, 10, 20], study="reference", algorithm="dp", tau=1, seed=seed,
-                            run=f"ref/dp-{seed}"))
-    return pd.concat(runs, ignore_index=True)
+def cell_runs(accuracy) -> pd.DataFrame:
+    """One evaluation per run at 1 s: MGRAWA and its twin at τ ∈ {2, 8} × λ ∈ {0.5, 1}, LocalSGD at each τ,
+    DP once; ``accuracy(method, tau, pull, seed)`` and ``rounds = 8 / τ`` (DP: 8)."""
+    rows = []
+    for seed in (0, 1, 2):
+        for method, taus, pulls in (("mgrawa", (2, 8), (0.5, 1.0)), ("mgrawa+uniform", (2, 8), (0.5, 1.0)),
+                                    ("localsgd", (2, 8), (1.0,)), ("dp", (1,), (None,))):
+            algorithm, _, twin = method.partition("+")
+            for tau in taus:
+                for pull in pulls:
+                    rows.append({"algorithm": algorithm, "weighting": twin or None, "tau": tau, "pull": pull,
+                                 "seed": seed, "run": f"{method}-{tau}-{pull}-{seed}", "sim_time": 1.0,
+                                 "time_budget": 1.0, "steps_mean": 8.0, "round": 8 // tau, "comm_bytes": 100 // tau,
+                                 "test_acc": accuracy(method, tau, pull, seed)})
+    return pd.DataFrame(rows)
 
 
-def test_accuracy_against_the_reference_and_the_tau_trend():
-    h = comm_histories()
-    table = communication.accuracy(h, "tau")
-    assert table.loc[("a", 2), "test_acc_mean"] == pytest.approx(0.81)
-    assert table.loc[("a", 8), "difference"] == pytest.approx(0.62 - 0.71)
-    assert table.loc[("a", 8), "p"] == pytest.approx(sps.ttest_ind([0.6, 0.64], [0.70, 0.72], equal_var=False).pvalue)
-    assert (table["reference"] == "dp").all()
-    trend = communication.tau_trends(h).loc["a"]
-    ref = sps.linregress([1, 1, 3, 3], [0.8, 0.82, 0.6, 0.64])
-    assert trend["slope_per_doubling"] == pytest.approx(ref.slope) and trend["p"] == pytest.approx(ref.pvalue)
+def test_cells_pair_every_grawa_cell_with_localsgd_at_its_tau_and_dp():
+    def accuracy(method, tau, pull, seed):
+        return {"mgrawa": 0.7, "mgrawa+uniform": 0.68, "localsgd": 0.6 + 0.01 * tau, "dp": 0.5}[method] + 0.01 * seed
+    runs = cell_runs(accuracy)
+    cells = communication.cells(runs)
+    assert set(cells["setting"]) == {"τ = 2, λ = 0.5", "τ = 2, λ = 1", "τ = 8, λ = 0.5", "τ = 8, λ = 1"}
+    assert (cells.groupby("setting")["method"].value_counts() == 3).all()  # every method, 3 seeds, in every cell
+    table = communication.contrasts(runs, 1.0).set_index(["setting", "contrast"])
+    assert len(table) == 4 * 3
+    assert table.loc[("τ = 8, λ = 0.5", "mgrawa − localsgd"), "difference"] == pytest.approx(0.7 - 0.68)
+    assert table.loc[("τ = 2, λ = 1", "mgrawa − dp"), "difference"] == pytest.approx(0.2)
+    assert table.loc[("τ = 2, λ = 1", "mgrawa − mgrawa+uniform"), "tau"] == 2
+    trends = communication.tau_trends(runs, 1.0, pull=0.5).set_index("contrast")
+    assert trends.loc["mgrawa − localsgd", "difference"] == pytest.approx(-0.06 / 2)  # −0.01 τ over log2 τ = 1, 3
+    assert trends.loc["mgrawa − mgrawa+uniform", "difference"] == pytest.approx(0.0)
+    at = communication.at_pull(communication.accuracy(runs, (1.0,)), 0.5)
+    assert at.index.names == ["tau", "method", "budget"] and set(at.index.get_level_values("tau")) == {2, 8}
 
 
-def test_cost_to_target_counts_rounds_and_bytes_with_the_reference():
-    table = communication.cost_to_target(comm_histories(), 0.55)
-    assert table.loc[("a", 2.0), "rounds_mean"] == pytest.approx((10 + 5) / 2)  # seed 0 at step 20, seed 1 at 10
-    assert table.loc[("a", 8.0), "rounds_mean"] == 2 and table.loc[("a", 8.0), "bytes_mean"] == 2000
-    dp = table.xs("dp", level="algorithm")
-    assert dp.index.isna().all() and dp["rounds_mean"].iloc[0] == pytest.approx(15)
-    never = communication.cost_to_target(comm_histories(), 0.9)
-    assert (never["reached"] == 0).all() and never["rounds_mean"].isna().all() and not never["defined"].any()
+def test_time_to_target_uses_one_target_and_reads_rounds_and_bytes():
+    def accuracy(method, tau, pull, seed):
+        return 0.8 if method == "mgrawa" and tau == 8 else 0.5
+    times = communication.time_to_target(cell_runs(accuracy), levels=(0.9,))
+    assert np.allclose(times["target"], 0.72)  # 0.9 × the best mean of the whole grid
+    hit = times.loc[("τ = 8, λ = 0.5", "mgrawa", 0.9)]
+    assert hit["reached"] == 3 and hit["rounds_mean"] == 1 and hit["bytes_mean"] == 12
+    assert times.loc[("τ = 2, λ = 0.5", "mgrawa", 0.9), "reached"] == 0
+
+
+def test_pareto_front_keeps_the_configurations_no_other_beats():
+    def accuracy(method, tau, pull, seed):  # MGRAWA: τ = 8 as good as τ = 2 with fewer rounds at λ = 1 only
+        if method == "mgrawa":
+            return {(2, 0.5): 0.7, (2, 1.0): 0.75, (8, 0.5): 0.6, (8, 1.0): 0.75}[(tau, pull)]
+        return 0.5
+    table = communication.pareto(cell_runs(accuracy), 1.0)
+    front = table.xs("mgrawa", level="method")["front"]
+    assert front.to_dict() == {(2, 0.5): False, (2, 1.0): False, (8, 0.5): False, (8, 1.0): True}
+    assert table.loc[("mgrawa", 2, 1.0), "rounds"] == 4

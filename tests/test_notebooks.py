@@ -22,14 +22,14 @@ KNOBS = {
                                                    "TAU": "tau", "ALGORITHMS": "algorithms"}),
     "02_time_budget.ipynb": ("time_budget.configs", {"SEEDS": "seeds", "BUDGET": "budget", "WORKERS": "workers",
                                                      "ALGORITHMS": "algorithms", "CLOCKS": "clocks",
-                                                     "STRAGGLERS": "stragglers"}),
+                                                     "STRAGGLERS": "stragglers", "SCHEDULES": "schedules"}),
     "03_noniid.ipynb": ("noniid.configs", {"SEEDS": "seeds", "STEPS": "steps", "WORKERS": "workers",
                                            "ALGORITHMS": "algorithms", "ALPHAS": "alphas"}),
-    "06_scalability.ipynb": ("scalability.configs", {"SEEDS": "seeds", "STEPS": "steps",
-                                                     "TOTAL_SAMPLES": "total_samples", "WORKERS": "workers",
-                                                     "ALGORITHMS": "algorithms"}),
-    "07_communication.ipynb": ("communication.configs", {"SEEDS": "seeds", "STEPS": "steps", "WORKERS": "workers",
-                                                         "TAUS": "taus", "PULLS": "pulls", "ALGORITHMS": "algorithms"}),
+    "06_scalability.ipynb": ("scalability.configs", {"SEEDS": "seeds", "BUDGET": "budget", "WORKERS": "workers",
+                                                     "ALGORITHMS": "algorithms", "LATENCY": "latency"}),
+    "07_communication.ipynb": ("communication.configs", {"SEEDS": "seeds", "BUDGET": "budget", "WORKERS": "workers",
+                                                         "TAUS": "taus", "PULLS": "pulls", "ALGORITHMS": "algorithms",
+                                                         "LATENCY": "latency"}),
 }
 
 

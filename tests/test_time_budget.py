@@ -15,24 +15,30 @@ from grawa_sim.results.sweep import sweep
 
 def test_configs_cross_clocks_and_stragglers_with_the_twins():
     configs = tb.configs(False, seeds=2, algorithms=("dp", "mgrawa"))
-    assert len(configs) == 3 * 3 * 3 * 2  # clocks x straggler modes x (dp, mgrawa, its twin) x seeds
+    # clocks x (none; per step, persistent: sync and async) x (dp, mgrawa, its twin) x seeds
+    assert len(configs) == 3 * 5 * 3 * 2
+    assert {(c.schedule, c.straggler_prob > 0 or c.speeds is not None) for c in configs} == {
+        ("sync", False), ("sync", True), ("async", True)}  # async only with stragglers: without, it is sync
     assert {c.latency for c in configs} == {1e-5, 1e-4, 5e-4}
     assert {c.time_budget for c in configs} == {6.0} and {c.step_time for c in configs} == {0.01}
     persistent = [c for c in configs if c.speeds is not None]
-    assert {c.speeds for c in persistent} == {(2.0,) + (1.0,) * 7} and len(persistent) == len(configs) // 3
+    assert {c.speeds for c in persistent} == {(2.0,) + (1.0,) * 7} and len(persistent) == 2 * len(configs) // 5
     assert {(c.straggler_prob, c.straggler_slowdown) for c in configs if c.straggler_prob} == {(0.1, 4.0)}
     assert {c.weighting for c in configs if c.algorithm == "mgrawa"} == {None, "uniform"}
     with pytest.raises(ValueError, match="^clocks: "):
         tb.configs(True, clocks=("moon",))
     with pytest.raises(ValueError, match="^stragglers: "):
         tb.configs(True, stragglers=("sometimes",))
+    with pytest.raises(ValueError, match="^schedules: "):
+        tb.configs(True, schedules=("eventually",))
 
 
 def _history(method: str, seed: int, accs: list[float], latency: float = 1e-4, straggler_prob: float = 0.0,
-             speeds=None) -> pd.DataFrame:
+             speeds=None, schedule: str = "sync") -> pd.DataFrame:
     algorithm, _, variant = method.partition("+")
     times = np.arange(len(accs), dtype=float)  # one evaluation per simulated second
-    return pd.DataFrame({"run": f"{method}-{seed}-{latency}-{straggler_prob}", "algorithm": algorithm, "sam": False,
+    return pd.DataFrame({"run": f"{method}-{seed}-{latency}-{straggler_prob}-{schedule}", "algorithm": algorithm,
+                         "sam": False, "schedule": schedule,
                          "weighting": variant or None, "seed": seed, "latency": latency,
                          "straggler_prob": straggler_prob, "speeds": [speeds] * len(accs), "time_budget": 4.0,
                          "sim_time": times, "test_acc": accs, "steps_mean": times * 10, "status": "finished"})
@@ -41,13 +47,15 @@ def _history(method: str, seed: int, accs: list[float], latency: float = 1e-4, s
 def test_labels_budgets_and_time_to_target_on_hand_made_runs():
     h = pd.concat([_history("mgrawa", 0, [0.1, 0.5, 0.7, 0.8, 0.9]), _history("mgrawa", 1, [0.1, 0.4, 0.6, 0.7, 0.7]),
                    _history("dp", 0, [0.1, 0.2, 0.3, 0.4, 0.5]), _history("dp", 1, [0.1, 0.2, 0.2, 0.3, 0.4]),
-                   _history("dp", 0, [0.1] * 5, latency=1e-5, speeds=(2.0, 1.0))], ignore_index=True)
+                   _history("dp", 0, [0.1] * 5, latency=1e-5, speeds=(2.0, 1.0)),
+                   _history("dp", 0, [0.1] * 5, latency=5e-4, straggler_prob=0.1, schedule="async")],
+                  ignore_index=True)
     named = tb.named(h)
-    assert set(named["setting"]) == {"LAN, none", "fabric, persistent"}
+    assert set(named["setting"]) == {"LAN, none", "fabric, persistent", "cloud, per step, async"}
     short = tb.at_budget(h, 2.5).set_index("run")["test_acc"]
-    assert short["mgrawa-0-0.0001-0.0"] == 0.7 and short["dp-1-0.0001-0.0"] == 0.2  # last evaluation <= 2.5 s
+    assert short["mgrawa-0-0.0001-0.0-sync"] == 0.7 and short["dp-1-0.0001-0.0-sync"] == 0.2  # last <= 2.5 s
     long = tb.at_budget(h, 4.0).set_index("run")["test_acc"]
-    assert long["mgrawa-1-0.0001-0.0"] == 0.7
+    assert long["mgrawa-1-0.0001-0.0-sync"] == 0.7
     times = tb.time_to_target(h, levels=(0.9,))
     best = (0.9 + 0.7) / 2  # MGRAWA's mean at the long budget, the best in the LAN setting
     row = times.loc[("LAN, none", "mgrawa", 0.9)]
@@ -62,8 +70,9 @@ def test_a_quick_study_end_to_end(tmp_path):
                          stragglers=("none", "per step"))
     histories = sweep(configs, tmp_path, progress=False, batch_runs="auto", log=io.StringIO())
     accuracy = tb.accuracy(histories, budgets=(0.1, 0.2))
-    assert set(accuracy.index.get_level_values("setting")) == {"fabric, none", "fabric, per step"}
+    assert set(accuracy.index.get_level_values("setting")) == {"fabric, none", "fabric, per step",
+                                                               "fabric, per step, async"}
     assert (accuracy["total"] == 2).all()
     contrasts = tb.contrasts(histories, budgets=(0.1, 0.2))
-    assert len(contrasts) == 2 * 2 * 2  # budgets x settings x (MGRAWA − twin, MGRAWA − DP; no LocalSGD here)
+    assert len(contrasts) == 2 * 3 * 2  # budgets x settings x (MGRAWA − twin, MGRAWA − DP; no LocalSGD here)
     assert (contrasts["p_holm"].fillna(1) >= contrasts["p"].fillna(1)).all()

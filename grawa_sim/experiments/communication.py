@@ -1,35 +1,45 @@
-"""Fewer communications: the periodic algorithms with a longer period τ and a weaker pull λ.
+"""Fewer communications under a wall-clock budget: the period τ and the pull λ, GRAWA beside its twin.
 
-Which algorithms take part is read from the registry: the ``periodic`` ones (every compared algorithm
-that does not communicate every step) sweep τ at their reference λ / p; the ``pulling`` ones (periodic
-and taking a pull) sweep λ at their reference τ / p; the algorithms that communicate every step (DP)
-run once, as the reference line. All on `ablations.BASE` (MNIST-1D MLP, B = 16), M = 8.
+Declared before the study runs: MNIST-1D, the MLP, M = 8 workers, B = 32, the data set's 4000 training
+samples (500 per worker) in IID shards dealt anew every epoch; a 10 ms local step, 1 Gbit/s and the LAN
+latency α = 0.1 ms (`time_budget.CLOCKS`), so a round costs what its collectives cost and a longer τ
+buys local steps; every run stops at 6 simulated seconds (read also at 2 s); lr 0.05 constant; 5 seeds,
+paired across methods.
 
-The tables: final test accuracy per τ (and per λ) with Welch's test against the reference, the
-slope of the accuracy on log2 τ, and the rounds and bytes spent to reach a target accuracy.
+The grid: MGRAWA and LGRAWA, each with its uniform twin, at every τ of `TAUS` × λ of `PULLS`; LocalSGD,
+EASGD and LSGD at every τ (their reference λ / p); DP once (it communicates every step). A cell (τ, λ)
+holds the GRAWA runs of that cell and the runs of the methods that do not take that λ (`cells`), so
+that every contrast is paired within a cell.
+
+The family (`family`): in every cell at the long budget, GRAWA − twin, GRAWA − DP and GRAWA − LocalSGD
+at the same τ for MGRAWA and LGRAWA, paired by seed, Holm over the whole grid; and at the reference λ
+the change of each contrast per doubling of τ (`budget_tables.doubling_trends`). "Fewer communications"
+would show as GRAWA keeping its accuracy at a longer τ better than its twin and LocalSGD (a positive
+trend), or reaching a target with fewer rounds (`time_to_target`: the simulated seconds, rounds and
+bytes at the first evaluation at 90 % / 97 % of the best mean accuracy of the whole grid). `pareto`:
+accuracy against the rounds and bytes spent, and the cells no other cell of the same method beats on
+both.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 
 import pandas as pd
 
 from grawa_sim import algorithms
 from grawa_sim.algorithms import COMPARED
 from grawa_sim.config import Config
-from grawa_sim.core import stats
-from grawa_sim.experiments import ablations
-from grawa_sim.experiments.presets import by_mode, finals, interval_table
+from grawa_sim.experiments import budget_tables, protocol
+from grawa_sim.experiments.presets import SEEDS, TIME_BUDGET_CLOCK, by_mode, with_twins
+from grawa_sim.experiments.scalability import LATENCY
 from grawa_sim.results.sweep import grid
 
-TAU, PULL, REFERENCE = "tau", "pull", "reference"  # the groups of the sweep (column ``study``)
-TAUS, QUICK_TAUS = (1, 2, 4, 8, 16, 32, 64, 128), (2, 8)
-PULLS, QUICK_PULLS = (0.1, 0.25, 0.5, 0.75, 1.0), (0.5, 1.0)
-STEPS, QUICK_STEPS = 768, 32  # a multiple of every τ of the grid: the last evaluation follows a round
-SEEDS = 3
+TAUS, QUICK_TAUS = (1, 4, 16, 64), (2, 8)
+PULLS, QUICK_PULLS = (0.25, 0.5, 1.0), (0.5, 1.0)
+REFERENCE_PULL = 0.5  # GRAWA's reference λ: the trends in τ are read at it
+BUDGETS, QUICK_BUDGETS = (2.0, 6.0), (0.15, 0.3)
+LEVELS = (0.9, 0.97)
 WORKERS = 8
 
 
@@ -48,86 +58,118 @@ def pulling(names: tuple[str, ...] = COMPARED) -> tuple[str, ...]:
     return tuple(n for n in periodic(names) if algorithms.get(n).takes_pull)
 
 
-def configs(quick: bool, seeds: int | None = None, steps: int | None = None, workers: int = WORKERS,
+def configs(quick: bool, seeds: int | None = None, budget: float | None = None, workers: int = WORKERS,
             taus: tuple[int, ...] | None = None, pulls: tuple[float, ...] | None = None,
-            algorithms: tuple[str, ...] = COMPARED) -> dict[str, list[Config]]:
-    """Group name -> configs: ``tau`` (every periodic algorithm at every τ of ``taus``, its reference λ / p),
-    ``pull`` (every pulling algorithm at every λ of ``pulls``, its reference τ / p) and ``reference``
-    (every algorithm that communicates every step), ``seeds`` seeds each.
-
-    Defaults: full, τ = 1 ... 128, λ = 0.1 ... 1, 768 local steps, 3 seeds; quick, τ = 2, 8, λ = 0.5, 1,
-    32 steps, one seed.
-    """
-    base = dataclasses.replace(ablations.BASE, workers=workers, steps=by_mode(steps, quick, QUICK_STEPS, STEPS))
-    seeds = list(range(by_mode(seeds, quick, 1, SEEDS)))
+            algorithms: tuple[str, ...] = COMPARED, latency: float = LATENCY) -> list[Config]:
+    """GRAWA (and its twin) at every τ × λ, the other periodic algorithms at every τ, DP once (full: τ = 1, 4,
+    16, 64, λ = 0.25, 0.5, 1, 6 s, 5 seeds; quick: τ = 2, 8, λ = 0.5, 1, 0.3 s, one seed)."""
+    base = Config(dataset="mnist1d", model="mlp", workers=workers, lr=0.05, momentum=0.9, weight_decay=1e-4,
+                  batch_size=32, steps=100_000, time_budget=by_mode(budget, quick, QUICK_BUDGETS[-1], BUDGETS[-1]),
+                  eval_every=8 if quick else 32, **{**TIME_BUDGET_CLOCK, "latency": latency})
+    seeds_ = list(range(by_mode(seeds, quick, 1, SEEDS)))
     taus, pulls = by_mode(taus, quick, QUICK_TAUS, TAUS), by_mode(pulls, quick, QUICK_PULLS, PULLS)
-    return {
-        TAU: [c for a in periodic(algorithms) for c in grid(dataclasses.replace(base, algorithm=a),
-                                                            tau=list(taus), seed=seeds)],
-        PULL: [c for a in pulling(algorithms) for c in grid(dataclasses.replace(base, algorithm=a),
-                                                            pull=list(pulls), seed=seeds)],
-        REFERENCE: grid(base, algorithm=list(every_step(algorithms)), seed=seeds),
-    }
+    out = []
+    for algorithm in algorithms:
+        one = dataclasses.replace(base, algorithm=algorithm)
+        if algorithm in every_step(algorithms):
+            out += grid(one, seed=seeds_)
+        elif algorithm in protocol.GRAWA:
+            out += grid(one, tau=list(taus), pull=list(pulls), seed=seeds_)
+        else:
+            out += grid(one, tau=list(taus), seed=seeds_)
+    return with_twins(out)
 
 
-def run(groups: dict[str, list[Config]], out: str | os.PathLike, jobs: int = 1,
-        progress: bool | None = None, batch_runs: int | str = 1) -> pd.DataFrame:
-    """Every group's runs (cached under ``out``), the histories tagged with a ``study`` column."""
-    return ablations.sweep_groups(groups, out, "study", jobs=jobs, progress=progress,
-                                  batch_runs=batch_runs)
+def family(methods: list[str] | tuple[str, ...]) -> protocol.Family:
+    return protocol.grawa_family("communication", methods, reference="localsgd")
 
 
-def _study(histories: pd.DataFrame, field: str) -> pd.DataFrame:
-    return finals(histories[histories["study"] == field])
+def cells(histories: pd.DataFrame, taus: tuple[int, ...] | None = None,
+          pulls: tuple[float, ...] | None = None) -> pd.DataFrame:
+    """The histories with ``method`` and one copy per cell (τ, λ) of the grid for the runs that do not vary
+    there: a periodic method without GRAWA's λ sits in every λ of its τ, DP in every cell. Columns ``tau``,
+    ``pull`` (the cell's) and ``setting`` ("τ = 4, λ = 0.5"); the grid's τ and λ are read from the GRAWA runs
+    unless given."""
+    h = protocol.with_methods(histories)
+    grawa = h["algorithm"].isin(protocol.GRAWA)
+    taus = taus or tuple(sorted(h.loc[grawa, "tau"].dropna().unique()))
+    pulls = pulls or tuple(sorted(h.loc[grawa, "pull"].dropna().unique()))
+    every = h["algorithm"].isin(every_step(tuple(dict.fromkeys(h["algorithm"]))))
+    parts = [h[grawa].assign(tau=h.loc[grawa, "tau"].astype(int), pull=h.loc[grawa, "pull"].astype(float))]
+    for pull in pulls:
+        others = h[~grawa & ~every]
+        parts.append(others.assign(tau=others["tau"].astype(int), pull=float(pull)))
+        for tau in taus:
+            parts.append(h[every].assign(tau=int(tau), pull=float(pull)))
+    out = pd.concat(parts, ignore_index=True)
+    out = out[out["tau"].isin(taus) & out["pull"].isin(pulls)]
+    setting = "τ = " + out["tau"].astype(str) + ", λ = " + out["pull"].map("{:g}".format)
+    return out.assign(setting=setting, run=out["run"] + " @ " + setting)
 
 
-def accuracy(histories: pd.DataFrame, field: str) -> pd.DataFrame:
-    """Final test accuracy per algorithm and value of ``field`` (``tau`` or ``pull``) in that study,
-    with Welch's test against the runs of the reference study's first algorithm (``reference``,
-    ``difference``, ``p``, ``significant``; NaN without a reference)."""
-    last = _study(histories, field)
-    table = interval_table(last, ["algorithm", field])
-    reference = _study(histories, REFERENCE)
-    names = tuple(dict.fromkeys(reference["algorithm"]))
-    base = reference[reference["algorithm"] == names[0]]["test_acc"] if names else pd.Series(dtype=float)
-    rows = []
-    for algorithm, value in table.index:
-        ours = last[(last["algorithm"] == algorithm) & (last[field] == value)]["test_acc"]
-        test = stats.welch(ours, base)
-        rows.append({"reference": names[0] if names else None, "difference": test.difference, "p": test.p,
-                     "significant": test.significant})
-    return table.join(pd.DataFrame(rows, index=table.index))
+def accuracy(histories: pd.DataFrame, budgets: tuple[float, ...] = BUDGETS) -> pd.DataFrame:
+    """Test accuracy at each budget per cell and method (`budget_tables.accuracy`), with ``tau`` and
+    ``pull`` columns."""
+    h = cells(histories)
+    table = budget_tables.accuracy(h, budgets, "setting")
+    keys = h.groupby("setting")[["tau", "pull"]].first()
+    at = table.index.get_level_values("setting")
+    return table.assign(tau=keys["tau"].reindex(at).to_numpy(), pull=keys["pull"].reindex(at).to_numpy())
 
 
-def reference_accuracy(histories: pd.DataFrame) -> pd.DataFrame:
-    """The reference study's final test accuracy per algorithm (interval table)."""
-    return interval_table(_study(histories, REFERENCE), "algorithm")
+def contrasts(histories: pd.DataFrame, budget: float = BUDGETS[-1]) -> pd.DataFrame:
+    """The declared family in every cell at ``budget``, paired by seed, Holm over the whole grid."""
+    h = cells(histories)
+    table = budget_tables.contrasts(h, (budget,), family(list(dict.fromkeys(h["method"]))), "setting")
+    keys = h.groupby("setting")[["tau", "pull"]].first()
+    return table.assign(tau=keys["tau"].reindex(table["setting"]).to_numpy(),
+                        pull=keys["pull"].reindex(table["setting"]).to_numpy())
 
 
-def tau_trends(histories: pd.DataFrame, field: str = TAU) -> pd.DataFrame:
-    """Per algorithm: the least-squares slope of the final test accuracy of every run on log2 of ``field``
-    (τ; the change per doubling), its 95 % half-width, p-value (slope = 0) and n."""
-    last = _study(histories, field)
-    rows = []
-    for algorithm, group in last.groupby("algorithm", sort=False):
-        fit = stats.trend([math.log2(v) for v in group[field]], group["test_acc"])
-        rows.append({"algorithm": algorithm, "slope_per_doubling": fit.slope, "ci95": fit.half_width, "p": fit.p,
-                     "n": fit.n, "significant": fit.significant})
-    return pd.DataFrame(rows).set_index("algorithm")
+def tau_trends(histories: pd.DataFrame, budget: float = BUDGETS[-1], pull: float = REFERENCE_PULL) -> pd.DataFrame:
+    """Per declared contrast at λ = ``pull``: the change of the paired difference per doubling of τ
+    (`budget_tables.doubling_trends`)."""
+    h = cells(histories)
+    h = h[h["pull"] == pull]
+    return budget_tables.doubling_trends(h, budget, family(list(dict.fromkeys(h["method"]))), "tau").assign(pull=pull)
 
 
-def cost_to_target(histories: pd.DataFrame, target: float, field: str = TAU) -> pd.DataFrame:
-    """Rounds and bytes spent up to the first evaluation at ``target`` test accuracy, per algorithm and
-    value of ``field`` (the reference study's runs under ``field`` = NaN): mean ± 95 % half-width over
-    the runs that reached it, ``reached`` / ``n`` and ``defined`` (every run reached it), per cost."""
-    chosen = histories[histories["study"].isin([field, REFERENCE])]
-    chosen = chosen.assign(**{field: chosen[field].where(chosen["study"] == field)})
-    reached = ablations.reach(chosen, target, ["algorithm", field])
-    reached[field] = reached[field].fillna(-1)  # groupby drops NaN keys: the reference gets -1, then NaN again
-    parts = {cost: ablations.reach_summary(reached, ["algorithm", field], cost) for cost in ("round", "comm_bytes")}
-    table = parts["round"][["mean", "ci95"]].add_prefix("rounds_").join(
-        parts["comm_bytes"][["mean", "ci95", "reached", "n", "defined"]].rename(
-            columns={"mean": "bytes_mean", "ci95": "bytes_ci95"}))
-    table = table.reset_index()
-    table[field] = table[field].where(table[field] >= 0)
-    return table.set_index(["algorithm", field])
+def time_to_target(histories: pd.DataFrame, levels: tuple[float, ...] = LEVELS) -> pd.DataFrame:
+    """Per cell, method and level: simulated seconds, rounds and bytes to level × the best mean accuracy of the
+    whole grid (one target for every cell), over the runs that reached it."""
+    h = cells(histories)
+    table = budget_tables.time_to_target(h, levels, "setting", one_target=True)
+    keys = h.groupby("setting")[["tau", "pull"]].first()
+    at = table.index.get_level_values("setting")
+    return table.assign(tau=keys["tau"].reindex(at).to_numpy(), pull=keys["pull"].reindex(at).to_numpy())
+
+
+def pareto(histories: pd.DataFrame, budget: float = BUDGETS[-1]) -> pd.DataFrame:
+    """Per method and configuration (τ, λ; each run once): test accuracy at ``budget`` (mean ± 95 %), the rounds
+    and bytes spent by then (means), and ``front``: no other configuration of the same method has at least its
+    accuracy with fewer rounds, or more accuracy with as few."""
+    rows = budget_tables.at_budget(protocol.with_methods(histories), budget)
+    config_keys = ["method", "tau", "pull"]
+    rows = rows.assign(tau=rows["tau"].fillna(0).astype(int), pull=rows["pull"].fillna(0.0).astype(float))
+    table = protocol.outcomes(rows, by=config_keys)
+    grouped = rows.groupby(config_keys, sort=False)
+    table["rounds"] = grouped["round"].mean().reindex(table.index)
+    table["comm_bytes"] = grouped["comm_bytes"].mean().reindex(table.index)
+    front = []
+    for (method, _, _), row in table.iterrows():
+        same = table.xs(method, level="method")
+        rounds, acc = same["rounds"], same["test_acc_mean_finished"]
+        mine_rounds, mine_acc = row["rounds"], row["test_acc_mean_finished"]
+        beaten = (rounds <= mine_rounds) & (acc >= mine_acc) & ((rounds < mine_rounds) | (acc > mine_acc))
+        front.append(not beaten.any())
+    return table.assign(front=front)
+
+
+def at_pull(table: pd.DataFrame, pull: float = REFERENCE_PULL) -> pd.DataFrame:
+    """The rows of a cell table (`accuracy`, `contrasts`, `time_to_target`) at λ = ``pull``, with the index level
+    ``setting`` (if any) replaced by ``tau``: the tables the τ panels draw."""
+    rows = table[table["pull"] == pull]
+    if "setting" not in rows.index.names:
+        return rows
+    names = ["tau" if n == "setting" else n for n in rows.index.names]
+    return rows.reset_index("setting").set_index("tau", append=True).reorder_levels(names)

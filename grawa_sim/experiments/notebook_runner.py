@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from grawa_sim.core.devices import DEVICE_ENV
@@ -82,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: {'stripped' if strip(path) else 'clean'}")
         else:
             print(f"executing {path} ({'quick' if args.quick else 'full'})", file=sys.stderr, flush=True)
+            start = time.perf_counter()
             execute(path, quick=args.quick, device=args.device)
+            print(f"finished {path} in {(time.perf_counter() - start) / 60:.1f} min", file=sys.stderr, flush=True)
     return 0
 
 

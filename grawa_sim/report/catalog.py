@@ -252,53 +252,48 @@ FLATNESS = {
         Column("p", "{p:p}"), Column("runs", "{n}"))),
 }
 
-REGIMES = {"fixed steps": "steps", "fixed samples": "samples"}
 GRAWAS = ("mgrawa", "lgrawa")
-
-
-def _per_regime(name: str, make) -> dict:
-    return {f"{name}_{short}": make(regime) for regime, short in REGIMES.items()}
-
+TREND_ROWS = (Column("contrast", "{contrast!m}"), Column("seeds", "{n}"),
+              Column("change per doubling [95 % CI]", DIFF_CI), Column("p", "{p:p}"),
+              Column("Holm p", "{p_holm:p}", bold_if="significant_holm"))
+TIME_CELL = "{time_mean:.2f} ± {time_ci95:.2f} ({reached}/{runs})"
 
 SCALABILITY = {
-    **_per_regime("scalability_accuracy", lambda r: Pivot(
-        "scalability_accuracy", "workers", "algorithm", ACC, f"M ({r})", where={"regime": r},
-        column_order=ALGORITHMS)),
-    **_per_regime("scalability_gaps", lambda r: Pivot(
-        "scalability_gaps", "workers", "method", "{difference:+.3f} ({p:p}; {baseline!m})",
-        f"M ({r}): GRAWA − best baseline (Welch p; baseline)", where={"regime": r}, column_order=GRAWAS,
-        bold_if="significant")),
-    "scalability_gap_trends": Rows("scalability_gap_trends", (
-        Column("regime", "{regime}"), Column("method", "{method!m}"),
-        Column("gap to the best baseline, slope per doubling of M", "{slope_per_doubling:+.3f} ± {ci95:.3f}"),
-        Column("p", "{p:p}", bold_if="significant"), Column("runs", "{n}"))),
-    "scalability_times": Pivot("scalability_times", "workers", "algorithm", "{mean:.2f} ({reached}/{n})",
-                               "M (fixed steps): simulated s to the target", where={"regime": "fixed steps"},
-                               column_order=ALGORITHMS),
-    "scalability_comm": Pivot("scalability_comm", "workers", "algorithm", "{comm_bytes_mean:e2}",
-                              "M (fixed steps): bytes sent", where={"regime": "fixed steps"},
-                              column_order=ALGORITHMS),
+    **{f"scalability_accuracy_{budget:g}s": Pivot("scalability_accuracy", "workers", "method", ACC_FINISHED, "M",
+                                                  where={"budget": budget}, column_order=ONE_TWIN)
+       for budget in (6.0, 2.0)},
+    "scalability_twin": Pivot("scalability_contrasts", "setting", "contrast", TWIN_CELL, "M (6 s)",
+                              where={"budget": 6.0, "contrast": TWIN_CONTRASTS}, bold_if="significant_holm"),
+    "scalability_baselines": Pivot("scalability_contrasts", "setting", "contrast", HOLM_CELL, "M (6 s)",
+                                   where={"budget": 6.0, "contrast": BASELINE_CONTRASTS},
+                                   column_order=BASELINE_CONTRASTS, bold_if="significant_holm"),
+    "scalability_trends": Rows("scalability_trends", TREND_ROWS),
+    "scalability_times": Pivot("scalability_times", "workers", "method", TIME_CELL,
+                               "M: simulated s to 90 % of the best", where={"level": 0.9}, column_order=ONE_TWIN),
     "scalability_entropy": Pivot("scalability_entropy", "workers", "algorithm",
-                                 "{ratio_mean:.3f} ± {ratio_ci95:.3f}", "M (fixed steps): weight entropy / log M",
-                                 where={"regime": "fixed steps"}, column_order=GRAWAS),
+                                 "{ratio_mean:.3f} ± {ratio_ci95:.3f}", "M: weight entropy / log M",
+                                 column_order=GRAWAS),
 }
 
-PERIODIC = ("localsgd", "easgd", "lsgd", "mgrawa", "lgrawa")
-TREND = (Column("method", "{algorithm!m}"), Column("slope per doubling", "{slope_per_doubling:+.3f} ± {ci95:.3f}"),
-         Column("p", "{p:p}", bold_if="significant"), Column("runs", "{n}"))
+PERIODIC = ("localsgd", "easgd", "lsgd", "mgrawa", "lgrawa", "mgrawa+uniform")  # the twins are one run
 
 COMMUNICATION = {
-    "communication_reference": Rows("communication_reference", (
-        Column("every-step reference", "{algorithm!m}"), Column("test acc", ACC), Column("n", "{n}"))),
-    "communication_by_tau": Pivot("communication_by_tau", "tau", "algorithm", ACC + " ({p:p})",
-                                  "τ (Welch p against DP)", column_order=PERIODIC, bold_if="significant"),
-    "communication_tau_trends": Rows("communication_tau_trends", TREND),
-    "communication_costs": Pivot("communication_costs", "tau", "algorithm",
-                                 "{rounds_mean:.0f} / {bytes_mean:e2} ({reached}/{n})",
-                                 "τ: rounds / bytes to the target", row_label="{value:.0f}", column_order=PERIODIC),
-    "communication_by_pull": Pivot("communication_by_pull", "pull", "algorithm", ACC + " ({p:p})",
-                                   "λ (Welch p against DP)", column_order=PERIODIC, bold_if="significant"),
-    "communication_pull_trends": Rows("communication_pull_trends", TREND),
+    "communication_accuracy": Pivot("communication_accuracy", "setting", "method", ACC_FINISHED, "τ, λ (6 s)",
+                                    where={"budget": 6.0}, column_order=ONE_TWIN),
+    "communication_twin": Pivot("communication_contrasts", "setting", "contrast", TWIN_CELL, "τ, λ (6 s)",
+                                where={"contrast": TWIN_CONTRASTS}, bold_if="significant_holm"),
+    "communication_baselines": Pivot("communication_contrasts", "setting", "contrast", HOLM_CELL, "τ, λ (6 s)",
+                                     where={"contrast": BASELINE_CONTRASTS}, column_order=BASELINE_CONTRASTS,
+                                     bold_if="significant_holm"),
+    "communication_trends": Rows("communication_trends", TREND_ROWS),
+    "communication_rounds": Pivot("communication_times", "setting", "method",
+                                  "{rounds_mean:.0f} in {time_mean:.2f} s ({reached}/{runs})",
+                                  "τ, λ: rounds and simulated s to 90 % of the best", where={"level": 0.9},
+                                  column_order=PERIODIC),
+    "communication_pareto": Rows("communication_pareto", (
+        Column("method", "{method!m}"), Column("τ", "{tau:.0f}"), Column("λ", "{pull:g}"),
+        Column("test acc at 6 s", ACC_FINISHED), Column("rounds", "{rounds:.0f}"),
+        Column("bytes", "{comm_bytes:e2}")), where={"front": True}),
 }
 
 MATCHED = {
