@@ -36,7 +36,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 TINY = Config(algorithm="dp", dataset="mnist1d", model="mlp", width=8, workers=2, batch_size=16, steps=16, eval_every=4,
               validation=0.2)
 TINY_FLAGS = ["--model", "mlp", "--width", "8", "--workers", "2", "--batch-size", "16", "--steps", "16",
-              "--eval-every", "4", "--validation", "0.2"]
+              "--eval-every", "4", "--validation", "0.2", "--seeds-per-trial", "1"]
 ERROR_LINE = re.compile(r"error: (?P<field>\w+): .+ \(got .+\)")
 
 
@@ -132,7 +132,7 @@ def test_search_spaces_follow_the_registry():
 
 def test_intermediate_values_are_the_runs_validation_history(tmp_path):
     url = _url(tmp_path)
-    tuning.tune(TINY, ["localsgd"], 2, url, log=open(os.devnull, "w"))
+    tuning.tune(TINY, ["localsgd"], 2, url, log=open(os.devnull, "w"), seeds_per_trial=1)
     for trial in _trials(url, "localsgd"):
         config = tuning.method_config(TINY, "localsgd", trial.params)
         history = grawa_sim.run(config, progress=False).history  # an independent rerun of the trial
@@ -144,7 +144,7 @@ def test_intermediate_values_are_the_runs_validation_history(tmp_path):
 def test_a_study_resumes_with_only_the_missing_trials(tmp_path, monkeypatch):
     url, log = _url(tmp_path), tmp_path / "log.txt"
     with open(log, "w") as f:
-        tuning.tune(TINY, ["localsgd"], 2, url, log=f)
+        tuning.tune(TINY, ["localsgd"], 2, url, log=f, seeds_per_trial=1)
     real_run, calls = runner.run, []
 
     def interrupted(config, **kwargs):  # the second trial of the next call is interrupted (Ctrl-C)
@@ -155,13 +155,13 @@ def test_a_study_resumes_with_only_the_missing_trials(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "run", interrupted)
     with pytest.raises(KeyboardInterrupt), open(log, "w") as f:
-        tuning.tune(TINY, ["localsgd"], 5, url, log=f)
+        tuning.tune(TINY, ["localsgd"], 5, url, log=f, seeds_per_trial=1)
     monkeypatch.setattr(runner, "run", real_run)
     trials = _trials(url, "localsgd")
     failed = [t for t in trials if t.state.name == "FAIL"]
     assert len(_counted(trials)) == 3 and len(failed) == 1
     with open(log, "w") as f:
-        tuning.tune(TINY, ["localsgd"], 5, url, log=f)
+        tuning.tune(TINY, ["localsgd"], 5, url, log=f, seeds_per_trial=1)
     ran = [line for line in log.read_text().splitlines() if "val_acc" in line or "pruned" in line]
     assert len(ran) == 2  # 5 asked, 3 counted before: two ran
     trials = _trials(url, "localsgd")
@@ -169,13 +169,13 @@ def test_a_study_resumes_with_only_the_missing_trials(tmp_path, monkeypatch):
     assert len(retried) == 1 and retried[0].params == failed[0].params  # the interrupted trial again
     assert len(_counted(trials)) == 5
     with open(log, "w") as f:  # nothing missing: nothing runs
-        tuning.tune(TINY, ["localsgd"], 5, url, log=f)
+        tuning.tune(TINY, ["localsgd"], 5, url, log=f, seeds_per_trial=1)
     assert log.read_text() == ""
 
 
 def test_a_trial_left_running_by_a_dead_process_is_retried(tmp_path):
     url = _url(tmp_path)
-    tuning.tune(TINY, ["easgd"], 1, url, log=open(os.devnull, "w"))
+    tuning.tune(TINY, ["easgd"], 1, url, log=open(os.devnull, "w"), seeds_per_trial=1)
     study = optuna.load_study(study_name="tune-easgd", storage=url)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -183,30 +183,70 @@ def test_a_trial_left_running_by_a_dead_process_is_retried(tmp_path):
     params = {n: p.suggest(orphan, n) for n, p in tuning.search_space("easgd", TINY).items()}
     orphan.set_user_attr("host", socket.gethostname())
     orphan.set_user_attr("pid", dead.pid)
-    tuning.tune(TINY, ["easgd"], 2, url, log=open(os.devnull, "w"))
+    tuning.tune(TINY, ["easgd"], 2, url, log=open(os.devnull, "w"), seeds_per_trial=1)
     trials = _trials(url, "easgd")
     assert trials[orphan.number].state.name == "FAIL"
     assert len(_counted(trials)) == 2
     assert [t.params for t in trials if t.user_attrs.get("retry_of") == orphan.number] == [params]
 
 
-def test_a_diverged_trial_is_pruned_with_its_reason(tmp_path):
+def test_a_diverged_seed_is_scored_at_chance_with_its_reason(tmp_path):
     base = dataclasses.replace(TINY, lr=1e6)
     url = _url(tmp_path)
-    table = tuning.tune(base, ["lsgd"], 1, url, fixed=("lr",), log=open(os.devnull, "w"))
+    table = tuning.tune(base, ["lsgd"], 1, url, fixed=("lr",), log=open(os.devnull, "w"), seeds_per_trial=1)
     (trial,) = _trials(url, "lsgd")
-    assert trial.state.name == "PRUNED" and table["state"].tolist() == ["pruned"]
+    assert trial.state.name == "COMPLETE" and table["state"].tolist() == ["complete"]
+    assert trial.value == pytest.approx(0.1)  # MNIST-1D has 10 classes
     with pytest.raises(DivergenceError) as expected:  # the same run, outside the study
         grawa_sim.run(tuning.method_config(base, "lsgd", trial.params), progress=False)
-    assert trial.user_attrs["pruned_reason"] == str(expected.value)
-    assert "diverged at step" in trial.user_attrs["pruned_reason"]
+    assert trial.user_attrs["diverged"] == [f"seed 0: {expected.value}"]
+    assert "diverged at step" in trial.user_attrs["diverged"][0]
+
+
+def test_a_trial_is_the_mean_over_its_seeds_and_a_diverged_seed_counts_at_chance(tmp_path, monkeypatch):
+    url = _url(tmp_path)
+    tuning.tune(TINY, ["localsgd"], 2, url, log=open(os.devnull, "w"), seeds_per_trial=3)
+    for trial in _trials(url, "localsgd"):
+        config = tuning.method_config(TINY, "localsgd", trial.params)
+        alone = [grawa_sim.run(dataclasses.replace(config, seed=k), progress=False).final["val_acc"] for k in range(3)]
+        assert trial.user_attrs["seed_scores"][0] == alone[0]  # the first seed runs alone, as here
+        assert trial.user_attrs["seed_scores"] == pytest.approx(alone, abs=0.02)  # the others as one ensemble
+        assert trial.value == pytest.approx(np.mean(trial.user_attrs["seed_scores"]))
+    real_run = runner.run
+
+    def second_seed_diverges(config, **kwargs):
+        if config.seed == 1:
+            raise DivergenceError("diverged at step 3 (made up)")
+        return real_run(config, **kwargs)
+
+    monkeypatch.setattr(runner, "run", second_seed_diverges)
+    scores, diverged = tuning._seed_scores([dataclasses.replace(TINY, seed=k) for k in range(2)])  # both alone
+    assert scores[1] == pytest.approx(0.1) and diverged == ["seed 1: diverged at step 3 (made up)"]
+    with pytest.raises(ConfigError, match=r"^seeds_per_trial: tune-localsgd scored each trial on 3 seed\(s\)"):
+        tuning.tune(TINY, ["localsgd"], 2, url, log=open(os.devnull, "w"), seeds_per_trial=1)
+    with pytest.raises(ConfigError, match="^seeds_per_trial: must be an integer >= 1"):
+        tuning.tune(TINY, ["localsgd"], 2, url, log=open(os.devnull, "w"), seeds_per_trial=0)
+
+
+def test_default_trials_are_eight_per_searched_hyperparameter():
+    assert tuning.study_trials(None, {"lr": None, "tau": None}) == 16
+    assert tuning.study_trials(5, {"lr": None}) == 5
+    assert tuning.study_trials(None, {}) == 1 and tuning.study_trials(5, {}) == 1
+    assert tuning._pruner_warmup(TINY) == 4  # a quarter of the 16 steps
+    budgeted = dataclasses.replace(TINY, steps=10_000, time_budget=2.0, step_time=0.01)
+    assert tuning._pruner_warmup(budgeted) == 50  # the steps of a quarter of the budget, not of 10 000
+    assert tuning.DEFAULT_METHODS[-1] == "mgrawa+uniform"
+    twin = tuning.method_config(TINY, "mgrawa+uniform", {"lr": 0.1, "tau": 4})
+    assert (twin.algorithm, twin.weighting, twin.lr) == ("mgrawa", "uniform", 0.1)
+    assert set(tuning.search_space("mgrawa+uniform", TINY)) == set(tuning.search_space("mgrawa", TINY))
 
 
 def test_the_same_seed_gives_the_same_trials(tmp_path):
-    tables = [tuning.tune(TINY, ["mgrawa"], 3, _url(tmp_path, f"{i}.db"), seed=7, log=open(os.devnull, "w"))
-              for i in range(2)]
+    tables = [tuning.tune(TINY, ["mgrawa"], 3, _url(tmp_path, f"{i}.db"), seed=7, log=open(os.devnull, "w"),
+                          seeds_per_trial=1) for i in range(2)]
     pd.testing.assert_frame_equal(tables[0], tables[1])
-    other = tuning.tune(TINY, ["mgrawa"], 3, _url(tmp_path, "other.db"), seed=8, log=open(os.devnull, "w"))
+    other = tuning.tune(TINY, ["mgrawa"], 3, _url(tmp_path, "other.db"), seed=8, log=open(os.devnull, "w"),
+                        seeds_per_trial=1)
     assert not np.allclose(other["lr"], tables[0]["lr"])
     assert len({tuple(r) for r in tables[0][["lr", "tau", "pull", "prox"]].to_numpy()}) == 3  # no repeats
 
@@ -246,40 +286,59 @@ def test_tune_jobs_runs_processes_on_one_study_then_the_final_comparison(tmp_pat
 
 def test_a_study_of_another_setting_is_refused(tmp_path):
     url = _url(tmp_path)
-    tuning.tune(TINY, ["dp"], 1, url, log=open(os.devnull, "w"))
+    tuning.tune(TINY, ["dp"], 1, url, log=open(os.devnull, "w"), seeds_per_trial=1)
     with pytest.raises(ConfigError, match=r"^study: tune-dp was tuned on another setting \(steps: 16 there\)"):
-        tuning.tune(dataclasses.replace(TINY, steps=24), ["dp"], 1, url, log=open(os.devnull, "w"))
+        tuning.tune(dataclasses.replace(TINY, steps=24), ["dp"], 1, url, log=open(os.devnull, "w"), seeds_per_trial=1)
     with pytest.raises(ConfigError, match=r"^study: tune-dp was tuned on another search space \(lr\)"):
-        tuning.tune(TINY, ["dp"], 1, url, fixed=("lr",), log=open(os.devnull, "w"))
+        tuning.tune(TINY, ["dp"], 1, url, fixed=("lr",), log=open(os.devnull, "w"), seeds_per_trial=1)
 
 
 # ---------------------------------------------------------------- best configs, final comparison, importances
 
 
-def test_final_comparison_matches_scipy(tmp_path):
+def test_final_family_pairs_each_grawa_with_a_twin_dp_and_localsgd():
+    family = tuning.final_family(["dp", "localsgd", "mgrawa", "lgrawa", "mgrawa+uniform"])
+    assert family.reference == "localsgd"
+    assert family.contrasts == (("mgrawa", "mgrawa+uniform"), ("mgrawa", "dp"), ("mgrawa", "localsgd"),
+                                ("lgrawa", "mgrawa+uniform"), ("lgrawa", "dp"), ("lgrawa", "localsgd"))
+    assert tuning.final_family(["easgd", "lgrawa", "lgrawa+uniform"]).contrasts == (("lgrawa", "lgrawa+uniform"),)
+    assert tuning.final_family(["easgd", "lgrawa"]).reference == "easgd"
+
+
+def test_final_comparison_is_paired_and_holm_corrected_against_scipy(tmp_path):
     url = _url(tmp_path)
-    methods = ["dp", "localsgd", "mgrawa"]
-    tuning.tune(TINY, methods, 2, url, log=open(os.devnull, "w"))
+    methods = ["dp", "localsgd", "mgrawa", "mgrawa+uniform"]
+    tuning.tune(TINY, methods, 2, url, log=open(os.devnull, "w"), seeds_per_trial=1)
     best = tuning.best_configs(TINY, methods, url)
     table_of_trials = tuning.trials_table(url, methods)
     for m, config in best.items():
         own = table_of_trials[table_of_trials["algorithm"] == m]
         top = own.loc[own["value"].idxmax()]
-        assert config.lr == top["lr"] and config.algorithm == m
+        assert config.lr == top["lr"] and config.algorithm == m.split("+")[0]
     out = tmp_path / "final"
-    table = tuning.final_comparison(best, out, seeds=3, log=open(os.devnull, "w"))
+    final = tuning.final_comparison(best, out, seeds=3, log=open(os.devnull, "w"))
     finals = pd.read_csv(out / "results.csv")
     assert sorted(finals["seed"].unique()) == [1000, 1001, 1002]  # fresh seeds, not the tuning seed 0
-    acc = {m: finals.loc[finals["algorithm"] == m, "test_acc"].to_numpy() for m in methods}
-    baseline = max(("dp", "localsgd"), key=lambda m: acc[m].mean())  # GRAWA is not a baseline
+    name = finals["algorithm"] + np.where(finals["weighting"].eq("uniform"), "+uniform", "")
+    acc = {m: finals[name == m].sort_values("seed")["test_acc"].to_numpy() for m in methods}
+    assert list(final.methods.index) == methods
     for m in methods:
-        assert table.loc[m, "test_acc_mean"] == pytest.approx(acc[m].mean())
+        assert final.methods.loc[m, "test_acc_mean"] == pytest.approx(acc[m].mean())
         low, high = sps.t.interval(0.95, len(acc[m]) - 1, loc=acc[m].mean(), scale=sps.sem(acc[m]))
-        assert table.loc[m, "test_acc_ci95"] == pytest.approx((high - low) / 2)
-        assert table.loc[m, "baseline"] == baseline
-        if m != baseline and acc[m].std() + acc[baseline].std() > 0:
-            expected = sps.ttest_ind(acc[m], acc[baseline], equal_var=False).pvalue
-            assert table.loc[m, "p"] == pytest.approx(expected)
+        assert final.methods.loc[m, "test_acc_ci95"] == pytest.approx((high - low) / 2)
+        assert (final.methods.loc[m, "finished"], final.methods.loc[m, "total"]) == (3, 3)
+    contrasts = final.contrasts.set_index("contrast")
+    assert list(contrasts.index) == ["mgrawa − mgrawa+uniform", "mgrawa − dp", "mgrawa − localsgd"]
+    raw = []
+    for other in ("mgrawa+uniform", "dp", "localsgd"):
+        row = contrasts.loc[f"mgrawa − {other}"]
+        assert row["difference"] == pytest.approx((acc["mgrawa"] - acc[other]).mean())
+        if np.ptp(acc["mgrawa"] - acc[other]) > 0:
+            assert row["p"] == pytest.approx(sps.ttest_rel(acc["mgrawa"], acc[other]).pvalue)
+        raw.append(row["p"])
+    order = np.argsort(raw)  # Holm by hand: sorted p times (m − rank), running maximum, capped at 1
+    holm = np.minimum(1, np.maximum.accumulate([(3 - k) * raw[i] for k, i in enumerate(order)]))
+    assert contrasts["p_holm"].to_numpy()[order] == pytest.approx(holm)
     importances = tuning.importances(url, methods)
     assert set(importances["algorithm"]) == set(methods)
     for m in methods:
@@ -339,7 +398,7 @@ def _read_only(path: Path):
 
 def test_a_read_only_study_file_is_one_line_exit_2_and_can_still_be_read(tmp_path, capsys):
     url = _url(tmp_path)
-    tuning.tune(TINY, ["dp"], 1, url, log=open(os.devnull, "w"))
+    tuning.tune(TINY, ["dp"], 1, url, log=open(os.devnull, "w"), seeds_per_trial=1)
     undo = _read_only(tmp_path / "tune.db")
     try:
         argv = ["tune", "--algorithm", "dp", "--trials", "2", "--final-seeds", "0", "--storage", url, *TINY_FLAGS]
@@ -378,11 +437,11 @@ def _unchecked_trials(url: str) -> list[int]:
 
 def test_running_trials_that_cannot_be_checked_are_reported_then_retired(tmp_path, capsys):
     url = _url(tmp_path)
-    tuning.tune(TINY, ["dp"], 1, url, log=open(os.devnull, "w"))
+    tuning.tune(TINY, ["dp"], 1, url, log=open(os.devnull, "w"), seeds_per_trial=1)
     numbers = _unchecked_trials(url)
     log = tmp_path / "log.txt"
     with open(log, "w") as f:
-        tuning.tune(TINY, ["dp"], 3, url, log=f)  # default stale_after (24 h): they count as running
+        tuning.tune(TINY, ["dp"], 3, url, log=f, seeds_per_trial=1)  # default stale_after (24 h): they count as running
     lines = re.sub(r"RUNNING for \d+ s ", "RUNNING for AGE ", log.read_text()).splitlines()
     assert lines == [
         f"[dp trial {numbers[0]}] RUNNING for AGE with no pid recorded: its process cannot be checked from here; "
@@ -414,14 +473,14 @@ def test_a_trial_of_a_reused_pid_is_retried(tmp_path):
     from grawa_sim.core.folders import process_start
 
     url = _url(tmp_path)
-    tuning.tune(TINY, ["dp"], 1, url, log=open(os.devnull, "w"))
+    tuning.tune(TINY, ["dp"], 1, url, log=open(os.devnull, "w"), seeds_per_trial=1)
     study = optuna.load_study(study_name="tune-dp", storage=url)
     trial = study.ask()
     tuning.search_space("dp", TINY)["lr"].suggest(trial, "lr")
     for key, value in (("host", socket.gethostname()), ("pid", os.getppid()),
                        ("started", process_start(os.getppid()) + 1)):
         trial.set_user_attr(key, value)
-    tuning.tune(TINY, ["dp"], 2, url, log=open(os.devnull, "w"))
+    tuning.tune(TINY, ["dp"], 2, url, log=open(os.devnull, "w"), seeds_per_trial=1)
     trials = _trials(url, "dp")
     assert trials[trial.number].state.name == "FAIL" and len(_counted(trials)) == 2
 
@@ -430,7 +489,7 @@ def test_nothing_left_to_search_warns_and_runs_one_trial(tmp_path, capsys):
     url = _url(tmp_path)
     with pytest.warns(ConfigWarning, match=r"^fixed: nothing left to search for dp \(every hyperparameter it takes "
                                            r"is fixed: lr\); its 3 trials would be the same run, so it gets one"):
-        tuning.tune(TINY, ["dp", "localsgd"], 3, url, fixed=("lr",), log=open(os.devnull, "w"))
+        tuning.tune(TINY, ["dp", "localsgd"], 3, url, fixed=("lr",), log=open(os.devnull, "w"), seeds_per_trial=1)
     assert len(_counted(_trials(url, "dp"))) == 1 and len(_counted(_trials(url, "localsgd"))) == 3
     assert main(["tune", "--algorithm", "dp", "--trials", "3", "--final-seeds", "0", "--storage", url,
                  "--lr", str(TINY.lr), *TINY_FLAGS]) == 0

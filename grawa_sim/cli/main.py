@@ -362,6 +362,8 @@ def cmd_tune(args) -> None:
     _check_jobs(args.jobs)  # plain flags first: before optuna and torch are imported (seconds)
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"trials: must be an integer >= 1 (got {args.trials})")
+    if args.seeds_per_trial is not None and args.seeds_per_trial < 1:
+        raise ConfigError(f"seeds_per_trial: must be an integer >= 1 (got {args.seeds_per_trial})")
     if args.final_seeds is not None and (args.final_seeds == 1 or args.final_seeds < 0):
         raise ConfigError(f"final_seeds: must be 0 (no final comparison) or >= 2 (got {args.final_seeds})")
     if args.storage is not None and "://" not in args.storage:
@@ -373,7 +375,8 @@ def cmd_tune(args) -> None:
     methods = [m.strip() for m in (args.algorithm or ",".join(tuning.DEFAULT_METHODS)).split(",") if m.strip()]
     for m in methods:
         tuning.method_config(Config(), m)  # an unknown name: one line, before anything starts
-    trials = args.trials if args.trials is not None else (2 if quick else 20)
+    trials = args.trials if args.trials is not None else (2 if quick else None)  # None: 8 per searched field
+    seeds_per_trial = args.seeds_per_trial or (1 if quick else tuning.SEEDS_PER_TRIAL)
     final_seeds = args.final_seeds if args.final_seeds is not None else (2 if quick else 5)
     default_storage = f"sqlite:///{experiments.results_dir(quick) / 'tune.db'}"
     storage = args.storage or default_storage
@@ -384,7 +387,7 @@ def cmd_tune(args) -> None:
         base = dataclasses.replace(tuning.quick_base() if quick else Config(algorithm="dp"), **given)
     fixed = [f for f in tuning.SEARCHED if f in given]
     tuning.tune_in_processes(args.jobs, base, methods, trials, storage, args.study, seed=base.seed, fixed=fixed,
-                             stale_after=args.stale_after)
+                             stale_after=args.stale_after, seeds_per_trial=seeds_per_trial)
     summary = tuning.summary(storage, methods, args.study)
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
     importances = tuning.importances(storage, methods, args.study)
@@ -394,9 +397,18 @@ def cmd_tune(args) -> None:
     out = tuning.comparison_folder(experiments.results_dir(quick), args.study, storage, default_storage)
     if final_seeds and (summary["complete"] > 0).all():
         configs = tuning.best_configs(base, methods, storage, args.study)
-        table = tuning.final_comparison(configs, out, seeds=final_seeds, jobs=args.jobs)
-        print(table.to_string(float_format=lambda v: f"{v:.4g}"))
-        print(f"wrote {storage} and {out / 'results.csv'}")
+        final = tuning.final_comparison(configs, out, seeds=final_seeds, jobs=args.jobs)
+        from grawa_sim.results.storage import write_csv_atomic
+
+        write_csv_atomic(final.methods, out / "methods.csv", index=True)
+        write_csv_atomic(final.contrasts, out / "contrasts.csv")
+        print(final.methods[["test_acc_mean", "test_acc_ci95", "finished", "total", "divergence_rate"]]
+              .to_string(float_format=lambda v: f"{v:.4g}"))
+        family = tuning.final_family(list(configs))
+        print(f"\ndeclared family '{family.name}' (reference {family.reference}), paired by seed, Holm-adjusted:")
+        print(final.contrasts[["contrast", "n", "difference", "low", "high", "p", "p_holm", "significant_holm",
+                               "smallest_detectable"]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(f"wrote {storage}, {out / 'results.csv'}, {out / 'methods.csv'} and {out / 'contrasts.csv'}")
     else:
         if final_seeds:
             missing = ", ".join(summary.index[summary["complete"] == 0])
@@ -573,10 +585,13 @@ def build_parser() -> argparse.ArgumentParser:
                                     "the same number of trials each, then the best configs on fresh seeds")
     add_config_flags(p)
     next(a for a in p._actions if a.dest == "algorithm").help = (
-        "comma-separated algorithms to tune (also dp+sam), each in its own study (default: "
-        "dp,localsgd,easgd,lsgd,mgrawa,lgrawa)")
+        "comma-separated methods to tune, each in its own study: an algorithm, dp+sam, or GRAWA's uniform twin "
+        "mgrawa+uniform / lgrawa+uniform (default: dp,localsgd,easgd,lsgd,mgrawa,lgrawa,mgrawa+uniform)")
     p.add_argument("--trials", type=_converter(int, "trials"), default=None,
-                   help="trials per algorithm, pruned ones included (default: 20; quick: 2)")
+                   help="trials per method, pruned ones included (default: 8 per searched hyperparameter; quick: 2)")
+    p.add_argument("--seeds-per-trial", type=_converter(int, "seeds_per_trial"), default=None,
+                   help="seeds each trial trains; its score is their mean final val_acc, a diverged seed at chance "
+                        "(default: 3; quick: 1)")
     p.add_argument("--storage", default=None,
                    help="an Optuna RDB URL (default: sqlite:///results/tune.db; quick: in the scratch folder)")
     p.add_argument("--study", default="tune", help="study name prefix: one study <study>-<algorithm> each")

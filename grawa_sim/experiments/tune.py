@@ -21,9 +21,18 @@ interrupted one, is run again with the same parameters; a RUNNING trial whose pr
 processes may share one study: a trial is claimed under a lock (a file next to a SQLite database), so
 together they run exactly N.
 
-Then `best_configs` picks each algorithm's best trial, `final_comparison` reruns it with fresh seeds
-on the full training set and reports test accuracy with 95 % intervals and Welch's test against the
-best baseline, and `importances` gives fANOVA parameter importances.
+Each trial is scored on ``seeds_per_trial`` seeds (default 3): the mean final validation accuracy, a
+diverged seed scored at chance (1 / classes) and named in the trial's ``diverged`` attribute; the first
+seed runs alone and feeds the pruner, the others train as one ensemble. A study runs ``trials`` trials,
+by default 8 per searched hyperparameter (`study_trials`); TPE draws its first 10 at random. With a
+``time_budget`` in the base setting every trial trains for the same simulated seconds, so τ, the rounds
+and GRAWA's probe cost what they cost. GRAWA's uniform twins (``mgrawa+uniform``) are tuned as methods
+of their own, with the same budget.
+
+Then `best_configs` picks each method's best trial and `final_comparison` reruns it with fresh seeds
+(the same for every method) on the full training set: test accuracy and failures per method, and the
+declared `final_family` (GRAWA − twin, − DP, − LocalSGD) paired by seed with Holm's correction;
+`importances` gives fANOVA parameter importances.
 """
 
 from __future__ import annotations
@@ -48,7 +57,6 @@ import pandas as pd
 from grawa_sim import algorithms
 from grawa_sim.algorithms import COMPARED
 from grawa_sim.config import ALGORITHMS, Config, ConfigError, ConfigWarning, run_identity
-from grawa_sim.core import stats
 from grawa_sim.core.folders import Holder, reason
 
 LR_RANGE = (1e-3, 0.5)
@@ -56,12 +64,16 @@ TAUS = (1, 2, 4, 8, 16, 32, 64)
 PULL_RANGE = (0.01, 1.0)
 PROX_RANGE = (1e-3, 0.3)
 RHO_RANGE = (0.01, 0.5)
-DEFAULT_METHODS = COMPARED  # what `tune` tunes when no algorithm is named
+DEFAULT_METHODS = (*COMPARED, "mgrawa+uniform")  # what `tune` tunes when none is named; one twin serves both GRAWAs
 SEARCHED = ("lr", "tau", "pull", "prox", "sam_rho")  # the Config fields a study may search
-VARIANTS = {"dp+sam": ("dp", True)}  # tuned as its own method: DP with SAM, rho searched
+# tuned as their own methods: DP with SAM (rho searched) and GRAWA's uniform-weight twins (the control)
+VARIANTS = {"dp+sam": ("dp", True, None), "mgrawa+uniform": ("mgrawa", False, "uniform"),
+            "lgrawa+uniform": ("lgrawa", False, "uniform")}
+TRIALS_PER_DIMENSION = 8  # the default trials of a study: this many per searched hyperparameter
+SEEDS_PER_TRIAL = 3  # a trial's score: the mean final val_acc over this many seeds (a diverged one at chance)
+TPE_STARTUP = 10  # Optuna's TPE draws its first trials at random (its n_startup_trials default)
 VALIDATION = 0.2  # the held-out fraction when the base setting has none
 FINAL_SEED_OFFSET = 1000  # final runs use seeds seed + 1000, + 1001, ...: never a tuning seed
-BASELINES_EXCLUDE = ("mgrawa", "lgrawa")  # the final comparison tests every method against the best other one
 COUNTED = ("COMPLETE", "PRUNED")
 STALE_AFTER = 24 * 3600.0  # seconds after which a RUNNING trial that cannot be checked is retired
 
@@ -85,29 +97,30 @@ def method_names() -> tuple[str, ...]:
     return (*ALGORITHMS, *VARIANTS)
 
 
-def _method(name: str) -> tuple[str, bool]:
-    """(registered algorithm, SAM on?) of a method name."""
+def _method(name: str) -> tuple[str, bool, str | None]:
+    """(registered algorithm, SAM on?, weighting) of a method name."""
     if name in VARIANTS:
         return VARIANTS[name]
     if name not in ALGORITHMS:
         raise ConfigError(f"algorithm: must be one of {', '.join(method_names())} (got {name!r})")
-    return name, False
+    return name, False, None
 
 
 def method_config(base: Config, method: str, params: dict | None = None) -> Config:
     """``base`` as ``method`` with ``params``; a field ``method`` does not use (tau, pull for DP) is left unset."""
     from grawa_sim.results.sweep import grid
 
-    algorithm, sam = _method(method)
+    algorithm, sam, weighting = _method(method)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConfigWarning)
-        one = dataclasses.replace(base, algorithm=algorithm, sam=base.sam or sam, **(params or {}))
+        one = dataclasses.replace(base, algorithm=algorithm, sam=base.sam or sam, **(params or {}),
+                                  **({"weighting": weighting} if weighting else {}))
         return grid(one, algorithm=[algorithm])[0]
 
 
 def search_space(method: str, base: Config, fixed: Collection[str] = ()) -> dict[str, Param]:
     """The hyperparameters searched for ``method`` on ``base`` (see the module docstring), less ``fixed``."""
-    algorithm, sam = _method(method)
+    algorithm, sam, _ = _method(method)
     kind = algorithms.get(algorithm)
     space = {"lr": Param(*LR_RANGE)}
     if not kind.communicates_every_step:
@@ -317,7 +330,7 @@ def _report(storage: str, methods: Sequence[str], trials: int, prefix: str, stal
     store = open_storage(storage, create=False)
     for m in methods:
         study = optuna.load_study(study_name=study_name(prefix, m), storage=store)
-        target = trials if study.user_attrs.get("setting", {}).get("space", True) else 1
+        target = study_trials(trials, study.user_attrs.get("setting", {}).get("space", {"?": None}))
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
         unchecked = [(t, why) for t in running if (why := _check(t)) not in (None, "dead")]
@@ -334,12 +347,21 @@ def _report(storage: str, methods: Sequence[str], trials: int, prefix: str, stal
             print(f"{study.study_name}: {done} of {target} trials finished; {left}", file=log)
 
 
-def _open_study(storage, name: str, seed: int, base: Config, space: dict[str, Param]):
-    """Create or load study ``name``; a study tuned on another base setting or space is an error."""
+def _pruner_warmup(base: Config) -> int:
+    """The steps before the pruner may stop a trial: a quarter of the run, in local steps; under a time budget
+    with a given ``step_time``, the steps a worker takes in a quarter of the budget at that step time."""
+    if base.time_budget is not None and base.step_time:
+        return max(1, int(base.time_budget / 4 / base.step_time))
+    return max(1, base.steps // 4)
+
+
+def _open_study(storage, name: str, seed: int, base: Config, space: dict[str, Param], seeds_per_trial: int = 1):
+    """Create or load study ``name``; a study tuned on another base setting, space or number of seeds per trial
+    is an error."""
     import optuna
 
     sampler = optuna.samplers.TPESampler(seed=seed)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, base.steps // 4))
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=_pruner_warmup(base))
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
                                 pruner=pruner, load_if_exists=True)
     setting = {"base": {k: list(v) if isinstance(v, tuple) else v for k, v in run_identity(base).items()},
@@ -347,6 +369,10 @@ def _open_study(storage, name: str, seed: int, base: Config, space: dict[str, Pa
     stored = study.user_attrs.get("setting")
     if stored is None:
         study.set_user_attr("setting", setting)
+        study.set_user_attr("seeds_per_trial", seeds_per_trial)
+    elif study.user_attrs.get("seeds_per_trial", 1) != seeds_per_trial:
+        raise ConfigError(f"seeds_per_trial: {name} scored each trial on {study.user_attrs.get('seeds_per_trial', 1)} "
+                          f"seed(s); give another --study or the same number (got {seeds_per_trial})")
     elif stored != setting:
         keys = sorted(set(stored["base"]) | set(setting["base"]))
         field = next((k for k in keys if stored["base"].get(k) != setting["base"].get(k)), None)
@@ -358,12 +384,49 @@ def _open_study(storage, name: str, seed: int, base: Config, space: dict[str, Pa
     return study
 
 
-def _objective(trial, method: str, base: Config, space: dict[str, Param]) -> float:
-    """Train the trial's configuration; report val_acc at every evaluation; return the final val_acc."""
-    import optuna
+def _chance(config: Config) -> float:
+    """The accuracy of guessing one class: 1 / classes of ``config``'s data set (0 for a regression)."""
+    from grawa_sim.data.datasets import load
 
+    classes = load(config.dataset, data_dir=config.data_dir).classes
+    return 1.0 / classes if classes else 0.0
+
+
+def _seed_scores(configs: list[Config], on_row=None) -> tuple[list[float], list[str]]:
+    """The final val_acc of every config, a diverged one at chance, and the divergence messages. The first
+    config runs alone with ``on_row`` (the pruner watches it); the others train as one ensemble where they
+    can (`run_many`), else, or when one of them diverges, one by one."""
     from grawa_sim.algorithms.grawa import DivergenceError
+    from grawa_sim.engine.run_many import batch_key, run_many
     from grawa_sim.engine.runner import run
+
+    scores, diverged = [], []
+
+    def alone(config: Config, **kwargs) -> None:
+        try:
+            scores.append(float(run(config, progress=False, **kwargs).final["val_acc"]))
+        except DivergenceError as e:
+            scores.append(_chance(config))
+            diverged.append(f"seed {config.seed}: {e}")
+
+    alone(configs[0], on_row=on_row)
+    rest = configs[1:]
+    if len(rest) > 1 and batch_key(rest[0]) is not None:
+        try:
+            scores += [float(r.final["val_acc"]) for r in run_many(rest, progress=False)]
+            return scores, diverged
+        except DivergenceError:
+            pass  # the ensemble lost every run with the diverged one: compute them one by one
+    for config in rest:
+        alone(config)
+    return scores, diverged
+
+
+def _objective(trial, method: str, base: Config, space: dict[str, Param], seeds_per_trial: int = 1) -> float:
+    """Train the trial's configuration on ``seeds_per_trial`` seeds (seed, seed + 1, ...); report the first
+    seed's val_acc at every evaluation (the pruner may stop the trial there); return the mean final val_acc
+    over the seeds, a diverged seed scored at chance (its message kept in the trial's ``diverged``)."""
+    import optuna
 
     params = {name: p.suggest(trial, name) for name, p in space.items()}
     config = method_config(base, method, params)
@@ -379,22 +442,31 @@ def _objective(trial, method: str, base: Config, space: dict[str, Param]) -> flo
             trial.set_user_attr("pruned_reason", f"median pruner at step {step} (val_acc {row['val_acc']:.4f})")
             raise optuna.TrialPruned(trial.user_attrs["pruned_reason"])
 
-    try:
-        result = run(config, progress=False, on_row=on_row)
-    except DivergenceError as e:
-        trial.set_user_attr("pruned_reason", str(e))
-        raise optuna.TrialPruned(str(e)) from None
-    return float(result.final["val_acc"])
+    configs = [dataclasses.replace(config, seed=config.seed + k) for k in range(seeds_per_trial)]
+    scores, diverged = _seed_scores(configs, on_row)
+    trial.set_user_attr("seed_scores", scores)
+    if diverged:
+        trial.set_user_attr("diverged", diverged)
+    return sum(scores) / len(scores)
 
 
 def _describe(params: dict) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
-def tune(base: Config, methods: Sequence[str], trials: int, storage: str, prefix: str = "tune", seed: int = 0,
-         fixed: Collection[str] = (), log=None, stale_after: float = STALE_AFTER, report: bool = True
-         ) -> pd.DataFrame:
-    """Run the missing trials of one study per method (``<prefix>-<method>``), ``trials`` per study.
+def study_trials(trials: int | None, space: Collection[str]) -> int:
+    """The trials a study runs: ``trials``, or TRIALS_PER_DIMENSION per searched hyperparameter when None; one
+    when nothing is searched (its trials would all be the same run)."""
+    if not space:
+        return 1
+    return trials if trials is not None else TRIALS_PER_DIMENSION * len(space)
+
+
+def tune(base: Config, methods: Sequence[str], trials: int | None, storage: str, prefix: str = "tune", seed: int = 0,
+         fixed: Collection[str] = (), log=None, stale_after: float = STALE_AFTER, report: bool = True,
+         seeds_per_trial: int = SEEDS_PER_TRIAL) -> pd.DataFrame:
+    """Run the missing trials of one study per method (``<prefix>-<method>``), ``trials`` per study (None:
+    `study_trials`, 8 per searched hyperparameter), each scored on ``seeds_per_trial`` seeds (`_objective`).
 
     ``base``: the setting every trial trains (its ``validation`` > 0, else VALIDATION is held out);
     ``fixed``: searched fields kept at ``base``'s value (a method left with nothing to search gets one trial,
@@ -408,16 +480,16 @@ def tune(base: Config, methods: Sequence[str], trials: int, storage: str, prefix
     from optuna.trial import TrialState
 
     log = log or sys.stderr
-    base, methods, spaces = _checked(base, methods, trials, fixed, stale_after)
+    base, methods, spaces = _checked(base, methods, trials, fixed, stale_after, seeds_per_trial)
     store = open_storage(storage)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         with _storage_errors(storage):
             for m in methods:
-                target = trials if spaces[m] else 1
+                target = study_trials(trials, spaces[m])
                 with _claim_lock(storage):
-                    study = _open_study(store, study_name(prefix, m), seed, base, spaces[m])
+                    study = _open_study(store, study_name(prefix, m), seed, base, spaces[m], seeds_per_trial)
                 while (trial := _claim(study, target, storage, stale_after)) is not None:
                     # a sampler seeded by (seed, trial number): the same trials for the same seed, and a
                     # resumed or shared study draws new parameters rather than repeating the first ones
@@ -425,7 +497,7 @@ def tune(base: Config, methods: Sequence[str], trials: int, storage: str, prefix
                     started = time.perf_counter()
                     head = f"[{m} trial {trial.number}]"
                     try:
-                        value = _objective(trial, m, base, spaces[m])
+                        value = _objective(trial, m, base, spaces[m], seeds_per_trial)
                     except optuna.TrialPruned as e:
                         study.tell(trial, state=TrialState.PRUNED)
                         print(f"{head} {_describe(trial.params)}: pruned, {e} "
@@ -436,7 +508,10 @@ def tune(base: Config, methods: Sequence[str], trials: int, storage: str, prefix
                         raise
                     study.tell(trial, value)
                     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-                    print(f"{head} {_describe(trial.params)}: val_acc {value:.4f} "
+                    failed = len(trial.user_attrs.get("diverged", []))
+                    print(f"{head} {_describe(trial.params)}: val_acc {value:.4f}"
+                          f"{f' over {seeds_per_trial} seeds' if seeds_per_trial > 1 else ''}"
+                          f"{f' ({failed} diverged, scored at chance)' if failed else ''} "
                           f"({time.perf_counter() - started:.1f} s; {done}/{target} done)", file=log)
             if report:
                 _report(storage, methods, trials, prefix, stale_after, log)
@@ -452,16 +527,19 @@ def _quiet_tune(*args, **kwargs) -> None:
         tune(*args, **kwargs, report=False)
 
 
-def _checked(base: Config, methods: Sequence[str], trials: int, fixed: Collection[str],
-             stale_after: float = STALE_AFTER):
+def _checked(base: Config, methods: Sequence[str], trials: int | None, fixed: Collection[str],
+             stale_after: float = STALE_AFTER, seeds_per_trial: int = 1):
     """(base with its validation split, the distinct methods, their search spaces), every method's
     setting validated (with its largest tau) before any training; bad input: a ConfigError naming it.
     A method with nothing left to search is a ConfigWarning: it gets one trial, not ``trials`` copies."""
     methods = list(dict.fromkeys(methods))
     if not methods:
         raise ConfigError(f"algorithm: name at least one of {', '.join(method_names())} (got {methods!r})")
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ConfigError(f"trials: must be an integer >= 1 (got {trials!r})")
+    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
+        raise ConfigError(f"trials: must be an integer >= 1, or None for 8 per searched hyperparameter "
+                          f"(got {trials!r})")
+    if isinstance(seeds_per_trial, bool) or not isinstance(seeds_per_trial, int) or seeds_per_trial < 1:
+        raise ConfigError(f"seeds_per_trial: must be an integer >= 1 (got {seeds_per_trial!r})")
     check_stale_after(stale_after)
     unknown = sorted(set(fixed) - set(SEARCHED))
     if unknown:
@@ -472,7 +550,7 @@ def _checked(base: Config, methods: Sequence[str], trials: int, fixed: Collectio
 
     for m in methods:
         validate(method_config(base, m, {n: p.choices[-1] for n, p in spaces[m].items() if p.choices}))
-        if not spaces[m] and trials > 1:
+        if not spaces[m] and trials is not None and trials > 1:
             given = ", ".join(sorted(search_space(m, base)))
             warnings.warn(f"fixed: nothing left to search for {m} (every hyperparameter it takes is fixed: {given}); "
                           f"its {trials} trials would be the same run, so it gets one", ConfigWarning, stacklevel=3)
@@ -485,23 +563,25 @@ def check_stale_after(stale_after: float) -> None:
         raise ConfigError(f"stale_after: must be a duration >= 0 such as 90s, 30m, 24h or 2d (got {stale_after!r})")
 
 
-def tune_in_processes(jobs: int, base: Config, methods: Sequence[str], trials: int, storage: str,
+def tune_in_processes(jobs: int, base: Config, methods: Sequence[str], trials: int | None, storage: str,
                       prefix: str = "tune", seed: int = 0, fixed: Collection[str] = (),
-                      stale_after: float = STALE_AFTER, log=None) -> pd.DataFrame:
+                      stale_after: float = STALE_AFTER, log=None, seeds_per_trial: int = SEEDS_PER_TRIAL
+                      ) -> pd.DataFrame:
     """`tune` in ``jobs`` processes at once (one torch thread each, ending with this process however it ends),
     all working on the same studies through ``storage``: each claims the next missing trial, so together
     they run ``trials`` per method; then the report of `tune` (on ``log``, default sys.stderr)."""
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"jobs: must be an integer >= 1 (got {jobs!r})")
     if jobs == 1:
-        return tune(base, methods, trials, storage, prefix, seed=seed, fixed=fixed, log=log, stale_after=stale_after)
+        return tune(base, methods, trials, storage, prefix, seed=seed, fixed=fixed, log=log, stale_after=stale_after,
+                    seeds_per_trial=seeds_per_trial)
     from grawa_sim.core.processes import process_pool
 
-    _checked(base, methods, trials, fixed, stale_after)  # bad input: one error here, before any process starts
+    _checked(base, methods, trials, fixed, stale_after, seeds_per_trial)  # bad input: one error, before any process
     open_storage(storage)
     with process_pool(jobs) as pool:
         futures = [pool.submit(_quiet_tune, base, methods, trials, storage, prefix, seed, fixed,
-                               stale_after=stale_after) for _ in range(jobs)]
+                               stale_after=stale_after, seeds_per_trial=seeds_per_trial) for _ in range(jobs)]
         for future in futures:
             future.result()
     with _storage_errors(storage):
@@ -585,40 +665,52 @@ def summary(storage: str, methods: Sequence[str], prefix: str = "tune") -> pd.Da
     return pd.DataFrame(rows).set_index("algorithm")
 
 
+@dataclass(frozen=True)
+class FinalComparison:
+    """The tuned methods rerun on fresh seeds: ``methods`` (per method: finished / total seeds, the divergence
+    rate with its Wilson interval, test accuracy mean ± 95 % half-width over the finished seeds) and
+    ``contrasts`` (the declared `final_family`, paired by seed, a diverged seed scored at chance, Holm)."""
+
+    methods: pd.DataFrame
+    contrasts: pd.DataFrame
+
+
+def final_family(methods: Sequence[str]):
+    """The tuned comparison's declared contrasts: for each GRAWA, − its twin (its own, else the other GRAWA's:
+    with equal weights the two rules coincide), − DP and − LocalSGD; reference LocalSGD (else the first
+    method that is not a GRAWA)."""
+    from grawa_sim.experiments.protocol import GRAWA, Family
+
+    twins = [m for m in methods if m.endswith("+uniform")]
+    contrasts = []
+    for grawa in (m for m in methods if m in GRAWA):
+        twin = f"{grawa}+uniform" if f"{grawa}+uniform" in methods else (twins[0] if twins else None)
+        contrasts += [(grawa, other) for other in (twin, "dp", "localsgd") if other in methods]
+    others = [m for m in methods if m not in GRAWA and not m.endswith("+uniform")]
+    reference = "localsgd" if "localsgd" in methods else (others[0] if others else methods[0])
+    return Family("tuned", reference, tuple(contrasts))
+
+
 def final_comparison(configs: dict[str, Config], out: str | os.PathLike, seeds: int = 5, jobs: int = 1,
-                     log=None) -> pd.DataFrame:
-    """Rerun every method's config with ``seeds`` fresh seeds (seed + 1000, ...) on the full training set
-    (``validation`` 0) and compare final test accuracy: mean, 95 % t-interval, n, and Welch's t-test
-    (two-sided) of each method against the best baseline (the best mean of the methods other than
-    BASELINES_EXCLUDE, or of all when every method is excluded). Runs are cached under ``out`` (a sweep
-    of ``jobs`` processes; a method's seeds train as one stacked ensemble)."""
-    from grawa_sim.engine.runner import validate
-    from grawa_sim.results.sweep import run_key, sweep
+                     log=None) -> FinalComparison:
+    """Rerun every method's config with ``seeds`` fresh seeds (seed + 1000, ...; the same seeds for every
+    method, so the comparison is paired) on the full training set (``validation`` 0): per method the final
+    test accuracy and the failures (`protocol.outcomes`), and the declared `final_family` (`protocol.compare`:
+    paired by seed, a diverged seed at chance, Holm). Runs are cached under ``out`` (a sweep of ``jobs``
+    processes; a method's seeds train as one stacked ensemble)."""
+    from grawa_sim.experiments import protocol
+    from grawa_sim.results.sweep import sweep
 
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
         raise ConfigError(f"final_seeds: must be an integer >= 2 (an interval needs two) (got {seeds!r})")
-    runs, method_of = [], {}
-    for m, c in configs.items():
-        for k in range(seeds):
-            run = dataclasses.replace(c, validation=0.0, seed=c.seed + FINAL_SEED_OFFSET + k)
-            runs.append(run)
-            method_of[run_key(validate(run))] = m
+    runs = [dataclasses.replace(c, validation=0.0, seed=c.seed + FINAL_SEED_OFFSET + k)
+            for c in configs.values() for k in range(seeds)]
     histories = sweep(runs, out, progress=False, log=log, jobs=jobs, batch_runs="auto")
-    finals = histories.groupby("run", sort=False).tail(1).copy()
-    finals["method"] = finals["run"].map(method_of)
-    return compare(finals, "method", "test_acc")
-
-
-def compare(finals: pd.DataFrame, by: str, value: str) -> pd.DataFrame:
-    """Per group of ``by``: mean, ci95, n of ``value`` and Welch's test against the best baseline."""
-    means = finals.groupby(by, sort=False)[value].mean()
-    baselines = [g for g in means.index if g not in BASELINES_EXCLUDE] or list(means.index)
-    reference = max(baselines, key=lambda g: means[g])
-    table = stats.describe(finals, by, value)[["mean", "ci95", "n"]]
-    table = table.rename(columns={"mean": f"{value}_mean", "ci95": f"{value}_ci95"})
-    tests = stats.versus(finals, by, value, reference).rename(columns={"reference": "baseline"})
-    tests.loc[reference, "p"] = math.nan  # the baseline is not tested against itself
-    return table.join(tests).sort_values(f"{value}_mean", ascending=False)
+    table = protocol.outcomes(histories).rename(columns={"test_acc_mean_finished": "test_acc_mean",
+                                                         "test_acc_ci95_finished": "test_acc_ci95"})
+    table = table.reindex([m for m in configs if m in table.index])
+    contrasts = protocol.compare(histories, final_family(list(configs)))
+    return FinalComparison(table, contrasts)
 
 
 def importances(storage: str, methods: Sequence[str], prefix: str = "tune", seed: int = 0) -> pd.DataFrame:
