@@ -29,7 +29,7 @@ test: $(VENV)/.installed-dev
 test-fast: $(VENV)/.installed-dev
 	$(PY) -m pytest -n 2 --dist loadgroup -m unit
 
-# the tuned comparison (docs/tuning.md), run twice with two tuning seeds: every method and GRAWA's twin,
+# the tuned comparison (docs/tuning.md), run twice with two tuning seeds (0 and 100: no seed shared): every method and GRAWA's twin,
 # 8 Optuna trials per searched hyperparameter, 3 seeds per trial, each trial 6 simulated seconds of the
 # MNIST-1D MLP at M = 8 (10 ms steps, 1 Gbit/s, 0.1 ms latency), then 5 fresh seeds paired
 TUNE_FLAGS := --model mlp --workers 8 --batch-size 32 --steps 100000 --time-budget 6 --step-time 0.01 \
@@ -38,8 +38,8 @@ TUNE_FLAGS := --model mlp --workers 8 --batch-size 32 --steps 100000 --time-budg
 reproduce: $(VENV)/.installed
 	$(PY) -m grawa_sim reproduce
 	$(PY) -m grawa_sim notebooks
-	$(PY) -m grawa_sim tune $(TUNE_FLAGS) --study budget8 --seed 0
-	$(PY) -m grawa_sim tune $(TUNE_FLAGS) --study budget8-seed1 --seed 1
+	$(PY) -m grawa_sim tune $(TUNE_FLAGS) --study tb8-seed0 --seed 0
+	$(PY) -m grawa_sim tune $(TUNE_FLAGS) --study tb8-seed100 --seed 100
 	$(PY) -m grawa_sim report
 
 # docs/results.md's tables from figures/*.csv (report --check: exit 1 when they differ; run by the tests)

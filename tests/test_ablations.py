@@ -176,7 +176,7 @@ def cell_runs(accuracy) -> pd.DataFrame:
 
 def test_cells_pair_every_grawa_cell_with_localsgd_at_its_tau_and_dp():
     def accuracy(method, tau, pull, seed):
-        return {"mgrawa": 0.7, "mgrawa+uniform": 0.68, "localsgd": 0.6 + 0.01 * tau, "dp": 0.5}[method] + 0.01 * seed
+        return {"mgrawa": 0.7, "mgrawa+uniform": 0.69, "localsgd": 0.6 + 0.01 * tau, "dp": 0.5}[method] + 0.01 * seed
     runs = cell_runs(accuracy)
     cells = communication.cells(runs)
     assert set(cells["setting"]) == {"τ = 2, λ = 0.5", "τ = 2, λ = 1", "τ = 8, λ = 0.5", "τ = 8, λ = 1"}
@@ -184,6 +184,8 @@ def test_cells_pair_every_grawa_cell_with_localsgd_at_its_tau_and_dp():
     table = communication.contrasts(runs, 1.0).set_index(["setting", "contrast"])
     assert len(table) == 4 * 3
     assert table.loc[("τ = 8, λ = 0.5", "mgrawa − localsgd"), "difference"] == pytest.approx(0.7 - 0.68)
+    assert table.loc[("τ = 2, λ = 0.5", "mgrawa − localsgd"), "difference"] == pytest.approx(0.7 - 0.62)
+    assert table.loc[("τ = 8, λ = 1", "mgrawa − mgrawa+uniform"), "difference"] == pytest.approx(0.01)
     assert table.loc[("τ = 2, λ = 1", "mgrawa − dp"), "difference"] == pytest.approx(0.2)
     assert table.loc[("τ = 2, λ = 1", "mgrawa − mgrawa+uniform"), "tau"] == 2
     trends = communication.tau_trends(runs, 1.0, pull=0.5).set_index("contrast")
@@ -212,3 +214,9 @@ def test_pareto_front_keeps_the_configurations_no_other_beats():
     front = table.xs("mgrawa", level="method")["front"]
     assert front.to_dict() == {(2, 0.5): False, (2, 1.0): False, (8, 0.5): False, (8, 1.0): True}
     assert table.loc[("mgrawa", 2, 1.0), "rounds"] == 4
+    runs = cell_runs(accuracy)
+    lost = (runs["algorithm"] == "mgrawa") & runs["weighting"].isna() & (runs["tau"] == 8) & (runs["pull"] == 1.0)
+    table = communication.pareto(runs.assign(status=runs["status"] if "status" in runs else "finished")
+                                 .assign(status=lambda r: r["status"].where(~lost, "diverged")), 1.0)
+    front = table.xs("mgrawa", level="method")["front"]  # every seed of τ = 8, λ = 1 diverged: on no front
+    assert front.to_dict() == {(2, 0.5): False, (2, 1.0): True, (8, 0.5): True, (8, 1.0): False}

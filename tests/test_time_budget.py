@@ -65,6 +65,18 @@ def test_labels_budgets_and_time_to_target_on_hand_made_runs():
     assert dp["reached"] == 0 and math.isnan(dp["time_mean"])
 
 
+def test_a_run_that_diverges_after_the_short_budget_is_finished_there():
+    late = _history("mgrawa", 0, [0.1, 0.5, 0.6, 0.7, 0.1]).assign(status="diverged")  # diverges after 3 s
+    early = _history("mgrawa", 1, [0.1, 0.5]).assign(status="diverged", time_budget=4.0)  # diverges after 1 s
+    h = pd.concat([late, early], ignore_index=True)
+    short = tb.at_budget(h, 2.5).set_index("seed")
+    assert short.loc[0, "status"] == "finished" and short.loc[0, "test_acc"] == 0.6
+    assert short.loc[1, "status"] == "diverged"  # it had stopped before 2.5 s
+    assert (tb.at_budget(h, 4.0)["status"] == "diverged").all()  # at the long budget both had diverged
+    table = tb.accuracy(h, budgets=(2.5, 4.0)).xs(("LAN, none", "mgrawa"), level=("setting", "method"))
+    assert table["finished"].tolist() == [1, 0]
+
+
 def test_a_quick_study_end_to_end(tmp_path):
     configs = tb.configs(True, seeds=2, budget=0.2, algorithms=("dp", "mgrawa"), clocks=("fabric",),
                          stragglers=("none", "per step"))

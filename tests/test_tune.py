@@ -209,8 +209,9 @@ def test_a_trial_is_the_mean_over_its_seeds_and_a_diverged_seed_counts_at_chance
     for trial in _trials(url, "localsgd"):
         config = tuning.method_config(TINY, "localsgd", trial.params)
         alone = [grawa_sim.run(dataclasses.replace(config, seed=k), progress=False).final["val_acc"] for k in range(3)]
-        assert trial.user_attrs["seed_scores"][0] == alone[0]  # the first seed runs alone, as here
-        assert trial.user_attrs["seed_scores"] == pytest.approx(alone, abs=0.02)  # the others as one ensemble
+        together = grawa_sim.run_many([dataclasses.replace(config, seed=k) for k in (1, 2)], progress=False)
+        assert trial.user_attrs["seed_scores"] == [alone[0], *(r.final["val_acc"] for r in together)]
+        assert trial.user_attrs["seed_scores"] == pytest.approx(alone, abs=0.02)  # an ensemble ~ runs alone
         assert trial.value == pytest.approx(np.mean(trial.user_attrs["seed_scores"]))
     real_run = runner.run
 
@@ -222,6 +223,15 @@ def test_a_trial_is_the_mean_over_its_seeds_and_a_diverged_seed_counts_at_chance
     monkeypatch.setattr(runner, "run", second_seed_diverges)
     scores, diverged = tuning._seed_scores([dataclasses.replace(TINY, seed=k) for k in range(2)])  # both alone
     assert scores[1] == pytest.approx(0.1) and diverged == ["seed 1: diverged at step 3 (made up)"]
+    import grawa_sim.engine.run_many as run_many_module
+
+    def ensemble_diverges(configs, **kwargs):  # the ensemble loses every run with its diverged one
+        raise DivergenceError("diverged at step 2 (made up, in the ensemble)")
+
+    monkeypatch.setattr(run_many_module, "run_many", ensemble_diverges)
+    scores, diverged = tuning._seed_scores([dataclasses.replace(TINY, seed=k) for k in range(4)])
+    assert scores[1] == pytest.approx(0.1) and diverged == ["seed 1: diverged at step 3 (made up)"]  # one by one
+    assert scores[2:] == [real_run(dataclasses.replace(TINY, seed=k), progress=False).final["val_acc"] for k in (2, 3)]
     with pytest.raises(ConfigError, match=r"^seeds_per_trial: tune-localsgd scored each trial on 3 seed\(s\)"):
         tuning.tune(TINY, ["localsgd"], 2, url, log=open(os.devnull, "w"), seeds_per_trial=1)
     with pytest.raises(ConfigError, match="^seeds_per_trial: must be an integer >= 1"):
@@ -233,8 +243,12 @@ def test_default_trials_are_eight_per_searched_hyperparameter():
     assert tuning.study_trials(5, {"lr": None}) == 5
     assert tuning.study_trials(None, {}) == 1 and tuning.study_trials(5, {}) == 1
     assert tuning._pruner_warmup(TINY) == 4  # a quarter of the 16 steps
+    assert tuning._pruner_key(TINY, {"step": 12, "sim_time": 0.7}) == 12
     budgeted = dataclasses.replace(TINY, steps=10_000, time_budget=2.0, step_time=0.01)
-    assert tuning._pruner_warmup(budgeted) == 50  # the steps of a quarter of the budget, not of 10 000
+    assert tuning._pruner_warmup(budgeted) == 5  # a quarter of the budget's 20 evaluation periods
+    # trials of different τ evaluate at different steps just past the same simulated marks: one key per mark
+    assert [tuning._pruner_key(budgeted, {"step": s, "sim_time": t}) for s, t in ((96, 0.3), (88, 0.304))] == [3, 3]
+    assert tuning._pruner_key(dataclasses.replace(budgeted, eval_seconds=0.5), {"step": 0, "sim_time": 1.2}) == 2
     assert tuning.DEFAULT_METHODS[-1] == "mgrawa+uniform"
     twin = tuning.method_config(TINY, "mgrawa+uniform", {"lr": 0.1, "tau": 4})
     assert (twin.algorithm, twin.weighting, twin.lr) == ("mgrawa", "uniform", 0.1)
@@ -371,13 +385,22 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, field):
 def test_quick_tune_writes_to_the_scratch_folder_only(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("GRAWA_SCRATCH", str(tmp_path))
     monkeypatch.delenv("GRAWA_RESULTS", raising=False)
-    assert main(["tune", "--quick", "--algorithm", "dp,localsgd", "--trials", "2"]) == 0
+    assert main(["tune", "--quick", "--algorithm", "dp,mgrawa", "--trials", "2"]) == 0
     out = capsys.readouterr().out
+    folder = tmp_path / "results" / "tune" / "tune"
     assert (tmp_path / "results" / "tune.db").is_file()
-    assert (tmp_path / "results" / "tune" / "tune" / "results.csv").is_file()
-    finals = pd.read_csv(tmp_path / "results" / "tune" / "tune" / "results.csv")
+    finals = pd.read_csv(folder / "results.csv")
     assert len(finals) == 4  # 2 methods x 2 fresh seeds
-    assert "best_val_acc" in out and "test_acc_mean" in out
+    assert "best_val_acc" in out and "test_acc_mean" in out and "declared family 'tuned'" in out
+    methods = pd.read_csv(folder / "methods.csv", index_col=0)
+    assert list(methods.index) == ["dp", "mgrawa"] and set(methods["total"]) == {2}
+    dp = finals[finals["algorithm"] == "dp"]["test_acc"]
+    assert methods.loc["dp", "test_acc_mean"] == pytest.approx(dp.mean())
+    contrasts = pd.read_csv(folder / "contrasts.csv")
+    assert contrasts["contrast"].tolist() == ["mgrawa − dp"]  # no twin, no LocalSGD tuned: one contrast
+    mgrawa = finals[finals["algorithm"] == "mgrawa"].sort_values("seed")["test_acc"].to_numpy()
+    assert contrasts["difference"].iloc[0] == pytest.approx((mgrawa - dp.to_numpy()[np.argsort(
+        finals[finals["algorithm"] == "dp"]["seed"].to_numpy())]).mean())
 
 
 # ---------------------------------------------------------------- storage faults, stale trials, small ones (issue 12)

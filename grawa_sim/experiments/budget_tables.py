@@ -3,7 +3,8 @@
 The histories carry a ``method`` column (`protocol.with_methods`) and a setting column ``by`` (a
 latency and straggler mode, a worker count M, a period τ, ...). With a constant lr a run's state at
 a shorter budget b is that of a run of budget b, so one run is read at several budgets: its last
-evaluation at or before b (`at_budget`).
+evaluation at or before b (`at_budget`). Evaluations come every so many local steps, so at a short
+budget two methods are read at states up to one evaluation period apart in simulated time.
 
 - `accuracy`: test accuracy at each budget per setting and method over finished seeds, finished /
   total and the local steps reached;
@@ -11,7 +12,8 @@ evaluation at or before b (`at_budget`).
   over all of them;
 - `time_to_target`: the first simulated second (and the rounds and bytes spent by then) at which test
   accuracy reaches ``level`` × the best method's mean accuracy at the long budget in that setting (or
-  in the whole study); a run that never does is counted (``reached`` of ``runs``), not timed;
+  in the whole study); a run that never does is counted (``reached`` of ``runs``), not timed, and one that
+  reaches it and diverges later counts as having reached it;
 - `doubling_trends`: the change of each declared contrast per doubling of a numeric setting (M, τ).
 """
 
@@ -28,11 +30,17 @@ from grawa_sim.experiments import protocol
 
 def at_budget(histories: pd.DataFrame, budget: float) -> pd.DataFrame:
     """One row per run: its last evaluation at or before ``budget`` simulated seconds (with a final round the
-    long budget's last row may pass it by one round: it is taken as the budget's)."""
+    long budget's last row may pass it by one round: it is taken as the budget's). A run that diverged later
+    than ``budget`` was still training then: its row there counts as finished (its ``status``, a per-run
+    column, is relabelled)."""
     last = histories.groupby("run", sort=False).tail(1)
+    if budget >= float(histories["time_budget"].max()):
+        return last.assign(budget=budget)
     within = histories[histories["sim_time"] <= budget].groupby("run", sort=False).tail(1)
-    rows = within if budget < float(histories["time_budget"].max()) else last
-    return rows.assign(budget=budget)
+    if "status" in within:
+        went_on = histories.groupby("run", sort=False)["sim_time"].max().reindex(within["run"]).to_numpy() > budget
+        within = within.assign(status=within["status"].where(~went_on, "finished"))
+    return within.assign(budget=budget)
 
 
 def accuracy(histories: pd.DataFrame, budgets: tuple[float, ...], by: str) -> pd.DataFrame:
@@ -90,13 +98,15 @@ def _mean_at(hits: list[pd.DataFrame], column: str) -> float:
 def doubling_trends(histories: pd.DataFrame, budget: float, family: protocol.Family, by: str,
                     classes: int = 10) -> pd.DataFrame:
     """Per contrast a − b of ``family`` at ``budget``: for every seed, the least-squares slope of its paired
-    difference on log2 of the numeric setting ``by`` (a diverged run scored at chance, 1 / ``classes``); the
+    difference on log2 of the numeric setting ``by`` (a diverged run scored at chance, 1 / ``classes``, when the
+    metric is an accuracy, else dropped with its pair); the
     mean slope (the change of the contrast per doubling) ± 95 % half-width over the seeds, its paired-t p
     against 0 and Holm over the contrasts."""
     rows = at_budget(histories, budget)
     tested = []
     for a, b in family.contrasts:
-        va, vb = (protocol.paired_values(rows, m, chance=1.0 / classes, pair_on=("seed", by)) for m in (a, b))
+        chance = 1.0 / classes if classes and family.metric.endswith("acc") else None
+        va, vb = (protocol.paired_values(rows, m, family.metric, chance, pair_on=("seed", by)) for m in (a, b))
         diff = (va - vb).dropna().rename("difference").reset_index()
         slopes = [stats.trend(np.log2(g[by].to_numpy(float)), g["difference"]).slope for _, g in diff.groupby("seed")]
         tested.append((f"{a} − {b}", stats.paired(slopes, np.zeros(len(slopes)))))

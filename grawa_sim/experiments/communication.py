@@ -24,6 +24,7 @@ both.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pandas as pd
 
@@ -147,7 +148,8 @@ def time_to_target(histories: pd.DataFrame, levels: tuple[float, ...] = LEVELS) 
 def pareto(histories: pd.DataFrame, budget: float = BUDGETS[-1]) -> pd.DataFrame:
     """Per method and configuration (τ, λ; each run once): test accuracy at ``budget`` (mean ± 95 %), the rounds
     and bytes spent by then (means), and ``front``: no other configuration of the same method has at least its
-    accuracy with fewer rounds, or more accuracy with as few."""
+    accuracy with fewer rounds, or more accuracy with as few; a configuration whose every seed diverged is on
+    no front."""
     rows = budget_tables.at_budget(protocol.with_methods(histories), budget)
     config_keys = ["method", "tau", "pull"]
     rows = rows.assign(tau=rows["tau"].fillna(0).astype(int), pull=rows["pull"].fillna(0.0).astype(float))
@@ -161,7 +163,7 @@ def pareto(histories: pd.DataFrame, budget: float = BUDGETS[-1]) -> pd.DataFrame
         rounds, acc = same["rounds"], same["test_acc_mean_finished"]
         mine_rounds, mine_acc = row["rounds"], row["test_acc_mean_finished"]
         beaten = (rounds <= mine_rounds) & (acc >= mine_acc) & ((rounds < mine_rounds) | (acc > mine_acc))
-        front.append(not beaten.any())
+        front.append(not beaten.any() and not math.isnan(mine_acc))  # every seed diverged: on no front
     return table.assign(front=front)
 
 

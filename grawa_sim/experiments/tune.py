@@ -71,7 +71,6 @@ VARIANTS = {"dp+sam": ("dp", True, None), "mgrawa+uniform": ("mgrawa", False, "u
             "lgrawa+uniform": ("lgrawa", False, "uniform")}
 TRIALS_PER_DIMENSION = 8  # the default trials of a study: this many per searched hyperparameter
 SEEDS_PER_TRIAL = 3  # a trial's score: the mean final val_acc over this many seeds (a diverged one at chance)
-TPE_STARTUP = 10  # Optuna's TPE draws its first trials at random (its n_startup_trials default)
 VALIDATION = 0.2  # the held-out fraction when the base setting has none
 FINAL_SEED_OFFSET = 1000  # final runs use seeds seed + 1000, + 1001, ...: never a tuning seed
 COUNTED = ("COMPLETE", "PRUNED")
@@ -347,12 +346,31 @@ def _report(storage: str, methods: Sequence[str], trials: int, prefix: str, stal
             print(f"{study.study_name}: {done} of {target} trials finished; {left}", file=log)
 
 
+def _pruner_period(base: Config) -> float | None:
+    """Under a time budget, the simulated seconds between the pruner's reports (the evaluation period,
+    ``eval_seconds`` or a twentieth of the budget); None when the budget counts steps."""
+    if base.time_budget is None:
+        return None
+    return base.eval_seconds or base.time_budget / 20
+
+
+def _pruner_key(base: Config, row: dict) -> int:
+    """Where a trial reports an evaluation to the pruner, which compares trials at equal keys: its local step;
+    under a time budget the index of the evaluation period it falls in (trials of different τ evaluate at
+    different steps but at the same simulated times)."""
+    period = _pruner_period(base)
+    if period is None:
+        return int(row["step"])
+    return int(math.floor(row["sim_time"] / period + 1e-9))
+
+
 def _pruner_warmup(base: Config) -> int:
-    """The steps before the pruner may stop a trial: a quarter of the run, in local steps; under a time budget
-    with a given ``step_time``, the steps a worker takes in a quarter of the budget at that step time."""
-    if base.time_budget is not None and base.step_time:
-        return max(1, int(base.time_budget / 4 / base.step_time))
-    return max(1, base.steps // 4)
+    """The pruner's keys before it may stop a trial: a quarter of the run (of its steps, or of the budget's
+    evaluation periods)."""
+    period = _pruner_period(base)
+    if period is None:
+        return max(1, base.steps // 4)
+    return max(1, round(base.time_budget / 4 / period))
 
 
 def _open_study(storage, name: str, seed: int, base: Config, space: dict[str, Param], seeds_per_trial: int = 1):
@@ -433,13 +451,14 @@ def _objective(trial, method: str, base: Config, space: dict[str, Param], seeds_
     reported = set()
 
     def on_row(row: dict) -> None:
-        step = int(row["step"])
-        if step == 0 or step in reported:
+        key = _pruner_key(base, row)
+        if int(row["step"]) == 0 or key in reported:
             return
-        reported.add(step)
-        trial.report(row["val_acc"], step)
+        reported.add(key)
+        trial.report(row["val_acc"], key)
         if trial.should_prune():
-            trial.set_user_attr("pruned_reason", f"median pruner at step {step} (val_acc {row['val_acc']:.4f})")
+            where = f"step {key}" if _pruner_period(base) is None else f"{row['sim_time']:.3g} simulated s"
+            trial.set_user_attr("pruned_reason", f"median pruner at {where} (val_acc {row['val_acc']:.4f})")
             raise optuna.TrialPruned(trial.user_attrs["pruned_reason"])
 
     configs = [dataclasses.replace(config, seed=config.seed + k) for k in range(seeds_per_trial)]
