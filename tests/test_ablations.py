@@ -53,14 +53,6 @@ def test_configs_grow_the_data_with_m_and_follow_the_declared_lr_rule():
         scalability.train_size(1024)
 
 
-def test_grawa_methods_are_the_grawa_classes_of_the_registry():
-    from grawa_sim.algorithms.grawa import GRAWA
-
-    assert scalability.grawa_methods() == tuple(n for n in COMPARED if issubclass(algorithms.get(n), GRAWA))
-    assert set(scalability.grawa_methods()) == {"mgrawa", "lgrawa"}
-    assert scalability.grawa_methods(("dp", "lsgd")) == ()
-
-
 def budget_runs(accuracy, seeds=(0, 1, 2), workers=(2, 4, 8)) -> pd.DataFrame:
     """One evaluation per run at 1 s: ``accuracy(method, M, seed)``; twins by ``weighting``."""
     rows = []

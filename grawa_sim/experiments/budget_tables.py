@@ -27,6 +27,8 @@ import pandas as pd
 from grawa_sim.core import stats
 from grawa_sim.experiments import protocol
 
+LEVELS = (0.9, 0.97)  # time to target: these fractions of the best method's mean accuracy at the long budget
+
 
 def at_budget(histories: pd.DataFrame, budget: float) -> pd.DataFrame:
     """One row per run: its last evaluation at or before ``budget`` simulated seconds (with a final round the

@@ -40,7 +40,6 @@ TAUS, QUICK_TAUS = (1, 4, 16, 64), (2, 8)
 PULLS, QUICK_PULLS = (0.25, 0.5, 1.0), (0.5, 1.0)
 REFERENCE_PULL = 0.5  # GRAWA's reference λ: the trends in τ are read at it
 BUDGETS, QUICK_BUDGETS = (2.0, 6.0), (0.15, 0.3)
-LEVELS = (0.9, 0.97)
 WORKERS = 8
 
 
@@ -135,7 +134,7 @@ def tau_trends(histories: pd.DataFrame, budget: float = BUDGETS[-1], pull: float
     return budget_tables.doubling_trends(h, budget, family(list(dict.fromkeys(h["method"]))), "tau").assign(pull=pull)
 
 
-def time_to_target(histories: pd.DataFrame, levels: tuple[float, ...] = LEVELS) -> pd.DataFrame:
+def time_to_target(histories: pd.DataFrame, levels: tuple[float, ...] = budget_tables.LEVELS) -> pd.DataFrame:
     """Per cell, method and level: simulated seconds, rounds and bytes to level × the best mean accuracy of the
     whole grid (one target for every cell), over the runs that reached it."""
     h = cells(histories)

@@ -45,15 +45,7 @@ BUDGETS, QUICK_BUDGETS = (2.0, 6.0), (0.15, 0.3)  # short, long (simulated secon
 SAMPLES_PER_WORKER = 500
 LR, DP_REFERENCE_WORKERS, DP_WARMUP_SHARE = 0.05, 8, 1 / 12  # warm-up: 0.5 s of 6 s
 LATENCY = CLOCKS["LAN"][0]
-LEVELS = (0.9, 0.97)
 BY = ["workers", "algorithm"]
-
-
-def grawa_methods(names: tuple[str, ...] = COMPARED) -> tuple[str, ...]:
-    """The GRAWA variants among ``names`` (the registered classes derived from GRAWA)."""
-    from grawa_sim.algorithms.grawa import GRAWA
-
-    return tuple(n for n in names if issubclass(algorithms.get(n), GRAWA))
 
 
 def lr_for(algorithm: str, workers: int, budget: float, lr: float = LR) -> dict:
@@ -113,7 +105,7 @@ def contrasts(histories: pd.DataFrame, budgets: tuple[float, ...] = BUDGETS) -> 
     return budget_tables.contrasts(h, budgets, family(list(dict.fromkeys(h["method"]))), "workers")
 
 
-def time_to_target(histories: pd.DataFrame, levels: tuple[float, ...] = LEVELS) -> pd.DataFrame:
+def time_to_target(histories: pd.DataFrame, levels: tuple[float, ...] = budget_tables.LEVELS) -> pd.DataFrame:
     """Per M, level and method: the time to level × the best method's mean accuracy at the long budget."""
     return budget_tables.time_to_target(named(histories), levels, "workers")
 

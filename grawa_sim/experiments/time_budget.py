@@ -37,7 +37,7 @@ CLOCKS = {
 STRAGGLERS = ("none", "per step", "persistent")
 SCHEDULES = ("sync", "async")
 BUDGETS = (2.0, 6.0)  # short, long (simulated seconds)
-LEVELS = (0.9, 0.97)  # time to target: these fractions of the best method's accuracy at the long budget
+LEVELS = budget_tables.LEVELS
 
 
 def straggling(mode: str, workers: int) -> dict:
