@@ -77,6 +77,7 @@ def test_doubling_trends_fit_a_slope_per_seed_and_test_their_mean():
     twin = table.loc["mgrawa − mgrawa+uniform"]
     assert twin["n"] == 3 and twin["difference"] == pytest.approx(0.01)
     assert twin["p"] == pytest.approx(sps.ttest_1samp([0.0, 0.01, 0.02], 0).pvalue)
+    assert twin["smallest_detectable"] == pytest.approx(stats.smallest_detectable(np.std([0.0, 0.01, 0.02], ddof=1), 3))
     assert table.loc["mgrawa − dp", "difference"] == pytest.approx(0.01)  # 0.01·seed·log2 M + 0.05: slope 0.01
     # − LocalSGD: LocalSGD gains 0.003 · M, so the slope per seed is the fit of 0.01 s log2 M − 0.003 M on log2 M
     x = np.log2([2, 4, 8])

@@ -103,7 +103,7 @@ def doubling_trends(histories: pd.DataFrame, budget: float, family: protocol.Fam
     difference on log2 of the numeric setting ``by`` (a diverged run scored at chance, 1 / ``classes``, when the
     metric is an accuracy, else dropped with its pair); the
     mean slope (the change of the contrast per doubling) ± 95 % half-width over the seeds, its paired-t p
-    against 0 and Holm over the contrasts."""
+    against 0, Holm over the contrasts, and the smallest slope the seeds detect with 80 % power."""
     rows = at_budget(histories, budget)
     tested = []
     for a, b in family.contrasts:
@@ -112,4 +112,6 @@ def doubling_trends(histories: pd.DataFrame, budget: float, family: protocol.Fam
         diff = (va - vb).dropna().rename("difference").reset_index()
         slopes = [stats.trend(np.log2(g[by].to_numpy(float)), g["difference"]).slope for _, g in diff.groupby("seed")]
         tested.append((f"{a} − {b}", stats.paired(slopes, np.zeros(len(slopes)))))
-    return stats.holm_table(tested).assign(budget=budget, unit=f"per doubling of {by}")
+    detectable = [result.smallest_detectable for _, result in tested]
+    return stats.holm_table(tested).assign(budget=budget, unit=f"per doubling of {by}",
+                                           smallest_detectable=detectable)

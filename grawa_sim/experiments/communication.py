@@ -107,23 +107,25 @@ def cells(histories: pd.DataFrame, taus: tuple[int, ...] | None = None,
     return out.assign(setting=setting, run=out["run"] + " @ " + setting)
 
 
+def _with_cell(table: pd.DataFrame, cells_: pd.DataFrame, settings) -> pd.DataFrame:
+    """``table`` with the ``tau`` and ``pull`` of the cell named by each of its ``settings``."""
+    keys = cells_.groupby("setting")[["tau", "pull"]].first().reindex(settings)
+    return table.assign(tau=keys["tau"].to_numpy(), pull=keys["pull"].to_numpy())
+
+
 def accuracy(histories: pd.DataFrame, budgets: tuple[float, ...] = BUDGETS) -> pd.DataFrame:
     """Test accuracy at each budget per cell and method (`budget_tables.accuracy`), with ``tau`` and
     ``pull`` columns."""
     h = cells(histories)
     table = budget_tables.accuracy(h, budgets, "setting")
-    keys = h.groupby("setting")[["tau", "pull"]].first()
-    at = table.index.get_level_values("setting")
-    return table.assign(tau=keys["tau"].reindex(at).to_numpy(), pull=keys["pull"].reindex(at).to_numpy())
+    return _with_cell(table, h, table.index.get_level_values("setting"))
 
 
 def contrasts(histories: pd.DataFrame, budget: float = BUDGETS[-1]) -> pd.DataFrame:
     """The declared family in every cell at ``budget``, paired by seed, Holm over the whole grid."""
     h = cells(histories)
     table = budget_tables.contrasts(h, (budget,), family(list(dict.fromkeys(h["method"]))), "setting")
-    keys = h.groupby("setting")[["tau", "pull"]].first()
-    return table.assign(tau=keys["tau"].reindex(table["setting"]).to_numpy(),
-                        pull=keys["pull"].reindex(table["setting"]).to_numpy())
+    return _with_cell(table, h, table["setting"])
 
 
 def tau_trends(histories: pd.DataFrame, budget: float = BUDGETS[-1], pull: float = REFERENCE_PULL) -> pd.DataFrame:
@@ -139,9 +141,7 @@ def time_to_target(histories: pd.DataFrame, levels: tuple[float, ...] = budget_t
     whole grid (one target for every cell), over the runs that reached it."""
     h = cells(histories)
     table = budget_tables.time_to_target(h, levels, "setting", one_target=True)
-    keys = h.groupby("setting")[["tau", "pull"]].first()
-    at = table.index.get_level_values("setting")
-    return table.assign(tau=keys["tau"].reindex(at).to_numpy(), pull=keys["pull"].reindex(at).to_numpy())
+    return _with_cell(table, h, table.index.get_level_values("setting"))
 
 
 def pareto(histories: pd.DataFrame, budget: float = BUDGETS[-1]) -> pd.DataFrame:

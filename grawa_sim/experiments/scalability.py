@@ -89,31 +89,26 @@ def family(methods: list[str] | tuple[str, ...]) -> protocol.Family:
     return protocol.grawa_family("scalability", methods, reference="localsgd")
 
 
-def named(histories: pd.DataFrame) -> pd.DataFrame:
-    """``histories`` with ``method`` (`protocol.with_methods`)."""
-    return protocol.with_methods(histories)
-
-
 def accuracy(histories: pd.DataFrame, budgets: tuple[float, ...] = BUDGETS) -> pd.DataFrame:
     """Test accuracy at each budget per M and method (`budget_tables.accuracy`)."""
-    return budget_tables.accuracy(named(histories), budgets, "workers")
+    return budget_tables.accuracy(protocol.with_methods(histories), budgets, "workers")
 
 
 def contrasts(histories: pd.DataFrame, budgets: tuple[float, ...] = BUDGETS) -> pd.DataFrame:
     """The declared family at every M and budget, paired by seed, Holm over all of them."""
-    h = named(histories)
+    h = protocol.with_methods(histories)
     return budget_tables.contrasts(h, budgets, family(list(dict.fromkeys(h["method"]))), "workers")
 
 
 def time_to_target(histories: pd.DataFrame, levels: tuple[float, ...] = budget_tables.LEVELS) -> pd.DataFrame:
     """Per M, level and method: the time to level × the best method's mean accuracy at the long budget."""
-    return budget_tables.time_to_target(named(histories), levels, "workers")
+    return budget_tables.time_to_target(protocol.with_methods(histories), levels, "workers")
 
 
 def doubling_trends(histories: pd.DataFrame, budget: float, classes: int = 10) -> pd.DataFrame:
     """Per declared contrast at ``budget``: the change of the paired difference per doubling of M, a slope per
     seed and the mean ± 95 % over seeds (`budget_tables.doubling_trends`)."""
-    h = named(histories)
+    h = protocol.with_methods(histories)
     return budget_tables.doubling_trends(h, budget, family(list(dict.fromkeys(h["method"]))), "workers", classes)
 
 

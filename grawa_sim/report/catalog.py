@@ -255,7 +255,8 @@ FLATNESS = {
 GRAWAS = ("mgrawa", "lgrawa")
 TREND_ROWS = (Column("contrast", "{contrast!m}"), Column("seeds", "{n}"),
               Column("change per doubling [95 % CI]", DIFF_CI), Column("p", "{p:p}"),
-              Column("Holm p", "{p_holm:p}", bold_if="significant_holm"))
+              Column("Holm p", "{p_holm:p}", bold_if="significant_holm"),
+              Column("detectable", "{smallest_detectable:.3f}"))
 TIME_CELL = "{time_mean:.2f} ± {time_ci95:.2f} ({reached}/{runs})"
 
 SCALABILITY = {
