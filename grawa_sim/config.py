@@ -91,6 +91,9 @@ FIELD_HELP = {
     "lr_decay_factor": "factor of each step decay",
     "lr_decay_unit": "steps or seconds (simulated) for lr_decay_at, warmup and the cosine horizon",
     "warmup": "linear lr warm-up length (in lr_decay_unit), 0 for none",
+    "lr_spread": "ratio >= 1 of the largest to the smallest worker's lr: worker i of M trains at "
+                 "lr x lr_spread^(i/(M-1) - 1/2), geometric around lr (default: every worker at lr; periodic "
+                 "algorithms only)",
     "flatness": "measure lambda_max, trace, Lanczos and eps-sharpness at the end",
     "target_train_loss": "stop at the first evaluation whose train loss (of the evaluated model) is <= this; the "
                          "step and simulated time are recorded (train_loss_reached_step / _time)",
@@ -116,7 +119,8 @@ class Config:
     The lr follows ``lr_schedule`` (grawa_sim/engine/lr_schedule.py): constant; ``step`` (x ``lr_decay_factor``
     at each of ``lr_decay_at``); or ``cosine`` (to 0 at ``steps``, or at ``time_budget`` when the unit is
     seconds); or ``inverse`` (lr / (1 + t / ``lr_t0``)); all after a linear ``warmup``, times in
-    ``lr_decay_unit``. ``None`` picks step when ``lr_decay_at`` is given, else constant.
+    ``lr_decay_unit``. ``None`` picks step when ``lr_decay_at`` is given, else constant. ``lr_spread`` s
+    gives worker i of M its own lr, the scheduled one times s^(i/(M-1) - 1/2).
 
     Data: ``partition`` cuts the training set into per-worker shards (iid, or label-skewed
     Dirichlet(``alpha``)); CIFAR is read from ``data_dir`` and augmented (crop + flip) unless
@@ -183,6 +187,7 @@ class Config:
     lr_decay_unit: str = "steps"
     warmup: float = 0.0
     lr_t0: float | None = None  # time scale of lr_schedule "inverse"
+    lr_spread: float | None = None  # largest / smallest worker lr (geometric across workers); None: all at lr
     # flatness of the final models (grawa_sim/flatness): lambda_max, trace, Lanczos, eps-sharpness
     flatness: bool = False
     # a held-out part of the training set (grawa_sim/data/datasets.py hold_out), scored as val_loss / val_acc
@@ -384,6 +389,10 @@ def _check(c: Config, warn: bool = True) -> dict:
     _number("validation", c.validation)
     if not 0.0 <= c.validation < 1.0:
         _fail("validation", "must lie in [0, 1) (a fraction of the training set)", c.validation)
+    if c.lr_spread is not None:
+        _number("lr_spread", c.lr_spread)
+        if not c.lr_spread >= 1:
+            _fail("lr_spread", "must be >= 1 (the largest worker lr over the smallest; or left unset)", c.lr_spread)
     lr_schedule = _check_lr_schedule(c)
     augment = _check_data_fields(c)
     _check_unused(c, tau, warn)
@@ -409,8 +418,10 @@ def _check(c: Config, warn: bool = True) -> dict:
     if eval_every < 1:
         _fail("eval_every", "must be >= 1", eval_every)
     alpha = (DEFAULT_ALPHA if c.alpha is None else float(c.alpha)) if c.partition == "dirichlet" else None
+    lr_spread = None if c.lr_spread in (None, 1) else float(c.lr_spread)  # 1: every worker at lr, as unset
     resolved = dict(tau=tau, pull=float(pull), prox=float(prox), eval_every=eval_every,
-                    eval_seconds=eval_seconds, lr_schedule=lr_schedule, augment=augment, alpha=alpha)
+                    eval_seconds=eval_seconds, lr_schedule=lr_schedule, augment=augment, alpha=alpha,
+                    lr_spread=lr_spread)
     for field in kind.hyper_type.extra_fields():  # the algorithm's own unset fields take its defaults
         if getattr(c, field) is None:
             resolved[field] = kind.hyper_type.extra_default(field)
@@ -437,6 +448,7 @@ UNUSED = (
     ("pull", lambda c: _every_step(c) and c.pull != 0, "DP has no rounds to pull in"),
     ("sam_rho", lambda c: not c.sam and c.sam_rho != Config.sam_rho, "is only used with sam=true"),
     ("speed_spread", lambda c: c.speeds is not None and c.speed_spread != 0, "is not used when speeds are given"),
+    ("lr_spread", lambda c: _every_step(c) and c.lr_spread != 1, "DP trains one model, at one lr"),
 )
 
 

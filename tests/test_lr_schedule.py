@@ -130,3 +130,61 @@ def test_inverse_trained_parameters_match_lambdalr():
     model = _torch_reference(cfg, lambda t: 1 / (1 + t / 4))
     for name, p in model.named_parameters():
         assert torch.allclose(result.workers[name][0], p.detach(), atol=1e-12), name
+
+
+def test_worker_lr_factors_are_geometric_around_one():
+    from grawa_sim.engine.lr_schedule import worker_factors
+
+    factors = worker_factors(resolve(Config(algorithm="localsgd", workers=3, lr_spread=4.0)))
+    assert factors == pytest.approx([0.5, 1.0, 2.0])
+    assert worker_factors(resolve(Config(algorithm="localsgd", workers=3))) is None
+    assert resolve(Config(algorithm="localsgd", lr_spread=1.0)).lr_spread is None  # the same run as unset
+
+
+@pytest.mark.parametrize("value", [0.5, 0.0, float("nan"), "2"])
+def test_lr_spread_below_one_is_refused(value):
+    with pytest.raises(ConfigError, match="^lr_spread: "):
+        Config(algorithm="localsgd", lr_spread=value)
+
+
+def test_lr_spread_is_ignored_by_dp_with_a_warning():
+    from grawa_sim.config import ConfigWarning
+
+    with pytest.warns(ConfigWarning, match="^lr_spread: "):
+        cfg = Config(algorithm="dp", lr_spread=2.0)
+    assert resolve(cfg).lr_spread is None
+
+
+def test_each_worker_trains_at_its_own_lr_as_torch_sgd_does():
+    """Per-worker lrs against the loop backend (one torch.optim.SGD per worker, its own lr), under a cosine
+    schedule and GRAWA's rounds; and the spread changes the workers (the check can fail)."""
+    from tests.test_parity import BASE, _compare
+
+    cfg = dataclasses.replace(BASE, algorithm="mgrawa", lr_spread=9.0, lr_schedule="cosine", steps=48, eval_every=24)
+    _compare(cfg, 1e-5)
+    same = run(dataclasses.replace(cfg, lr_spread=None), progress=False)
+    spread = run(cfg, progress=False)
+    assert not torch.allclose(same.workers["net.0.weight"][0], spread.workers["net.0.weight"][0], atol=1e-4)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_a_worker_with_a_spread_lr_trains_as_a_run_at_that_lr(schedule):
+    """Before the first round, worker i of a run with lr_spread s holds what every worker of a run at
+    lr x s^(i/(M-1) - 1/2) holds (same seed: same batches), momentum and weight decay on."""
+    cfg = Config(algorithm="localsgd", workers=3, steps=12, tau=6, lr=0.05, momentum=0.9, weight_decay=1e-3,
+                 batch_size=16, dtype="float64", model="mlp", lr_spread=4.0, lr_schedule=schedule, eval_every=6)
+
+    def before_first_round(config: Config) -> dict:
+        seen = {}
+
+        def keep(index, before, info):
+            seen.setdefault("params", before)
+
+        run(config, progress=False, on_round=keep)
+        return seen["params"]
+
+    spread = before_first_round(cfg)
+    for worker, factor in enumerate((0.5, 1.0, 2.0)):
+        alone = before_first_round(dataclasses.replace(cfg, lr_spread=None, lr=0.05 * factor))
+        for name, p in alone.items():
+            torch.testing.assert_close(spread[name][worker], p[worker], rtol=0, atol=1e-12)

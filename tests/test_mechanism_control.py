@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from grawa_sim.config import digest
-from grawa_sim.core.stats import holm, mcnemar
+from grawa_sim.core.stats import holm, mcnemar, mcnemar_detectable
 from grawa_sim.data.two_basins import basins, landscape
 from grawa_sim.experiments import basins_control as control
 from grawa_sim.experiments import weights_sharpness as ws
@@ -66,6 +66,27 @@ def test_shares_and_paired_contrasts_match_hand_counts():
     local = table.loc["mgrawa − localsgd"]
     assert (local["only_a"], local["only_b"]) == (1, 2)
     assert list(table["p_holm"]) == pytest.approx(holm([mcnemar(a, b).p, mcnemar(a, c).p]))
+    # 8 pairs are too few for 80 % power whatever the split: the detectable difference is undefined
+    assert table["smallest_detectable"].isna().all()
+
+
+def test_each_contrast_states_the_difference_its_pairs_could_detect():
+    rng = np.random.default_rng(11)
+    wide = {method: rng.random(300) < share for method, share in (("mgrawa", 0.6), ("mgrawa+uniform", 0.5),
+                                                                   ("localsgd", 0.55))}
+    wide["mgrawa+uniform"][:150] = wide["mgrawa"][:150]  # the twin agrees more often: fewer discordant pairs
+    runs = pd.DataFrame([{"method": method, "dim": 10, "product": 1.5, "tau": 2, "lr": 0.1, "pull": 0.5, "run": i,
+                          "model_wide": bool(w), "center_wide": bool(w)}
+                         for method, outcomes in wide.items() for i, w in enumerate(outcomes)])
+    table = control.contrasts(runs).set_index("contrast")
+    for a, b in control.CONTRASTS:
+        row = table.loc[f"{a} − {b}"]
+        discordant = int(np.sum(wide[a] != wide[b]))
+        assert row["only_a"] + row["only_b"] == discordant
+        assert row["smallest_detectable"] == pytest.approx(mcnemar_detectable(300, discordant / 300))
+        assert 0 < row["smallest_detectable"] < discordant / 300
+    twin, local = (table.loc[f"mgrawa − {b}", "smallest_detectable"] for b in ("mgrawa+uniform", "localsgd"))
+    assert twin < local  # fewer discordant pairs, a finer detectable difference
 
 
 def test_a_small_grid_runs_every_method_in_every_cell(tmp_path):
@@ -134,3 +155,37 @@ def test_matched_flatness_contrasts_are_paired_by_seed_with_holm_over_the_family
     reached = fm.reached(table, 0.05).set_index("method")
     assert reached.loc["dp", "reached"] == 2 and reached.loc["mgrawa", "reached"] == 3
     assert reached.loc["mgrawa", "steps_mean"] == pytest.approx(200)
+
+
+def test_flatness_runs_train_every_method_and_the_twin_to_a_cosine_end():
+    """The converged setting: 7 methods and GRAWA's twin on both nets, 8 seeds each, lr 0 at the last step;
+    the matched setting trains the same runs up to a train-loss target instead."""
+    from grawa_sim.engine.lr_schedule import lr_at
+    from grawa_sim.engine.problem import validate
+    from grawa_sim.experiments import flatness_matched as fm
+    from grawa_sim.experiments import flatness_study as fs
+
+    configs = fs.configs(False)
+    assert len(configs) == 2 * 8 * (len(fs.METHODS) + 1)
+    names = {(c.model, c.algorithm, c.sam, c.weighting) for c in configs}
+    assert ("cnn_bn", "mgrawa", False, "uniform") in names and ("cnn", "dp", True, None) in names
+    assert {c.seed for c in configs} == set(range(fs.SEEDS))
+    for cfg in map(validate, configs[:3]):
+        assert cfg.lr_schedule == "cosine" and cfg.steps == fs.STEPS
+        assert lr_at(cfg, cfg.steps) == pytest.approx(0.0, abs=1e-12) and lr_at(cfg, 0) == cfg.lr
+    matched = fm.configs(False)
+    assert [(c.model, c.algorithm, c.sam, c.weighting, c.seed) for c in matched] == \
+        [(c.model, c.algorithm, c.sam, c.weighting, c.seed) for c in configs]
+    assert all(c.target_train_loss == fm.TARGET and c.lr_schedule is None for c in matched)
+    quick = fs.configs(True)
+    assert {c.steps for c in quick} == {64} and {c.seed for c in quick} == {0}
+
+
+def test_designs_differing_in_lr_spread_are_summarised_apart():
+    """The reliability table has one row per (pull, lr_spread) design, each from its own rows."""
+    exact, noisy = _weights_table(0.0), _weights_table(0.5).assign(lr_spread=8.0)
+    both = ws.reliability_summary(pd.concat([exact.assign(lr_spread=1.0), noisy], ignore_index=True))
+    assert list(both["lr_spread"]) == [1.0, 8.0]
+    assert both.iloc[0]["reliability_mean"] == pytest.approx(1.0)
+    assert both.iloc[1]["reliability_mean"] == pytest.approx(ws.reliability_summary(noisy).iloc[0]["reliability_mean"])
+    assert ws.reliability_summary(exact).iloc[0]["lr_spread"] == 1.0  # rows without the column: every worker at lr

@@ -60,9 +60,10 @@ def test_runs_differ_from_each_other():
 
 @pytest.mark.parametrize("algorithm, change", [("lgrawa", {"model": "cnn_bn", "dataset": "mnist1d"}),
                                                ("dp", {"sam": True}),
-                                               ("lgrawa", {"speed_spread": 0.5, "straggler_prob": 0.2})])
+                                               ("lgrawa", {"speed_spread": 0.5, "straggler_prob": 0.2}),
+                                               ("localsgd", {"lr_spread": 4.0})])
 def test_batch_norm_sam_and_slow_workers_in_an_ensemble(algorithm, change):
-    """Per-run batch-norm statistics, SAM's second pass and per-run simulated clocks."""
+    """Per-run batch-norm statistics, SAM's second pass, per-run simulated clocks and per-worker lrs."""
     configs = _configs(algorithm, **change)
     for config, batched in zip(configs, run_many(configs, progress=False)):
         _assert_same(run(config, progress=False), batched)

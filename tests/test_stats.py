@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import optimize
 from scipy import stats as sps
 
 from grawa_sim.core import stats
@@ -253,6 +254,100 @@ def test_mcnemar_rejects_bad_input():
         stats.mcnemar([1, np.nan], [1, 0])
     with pytest.raises(ValueError, match="b: outcomes"):
         stats.mcnemar([1, 0], [2, 0])
+
+
+def _mcnemar_power_by_enumeration(delta, n, discordant, alpha):
+    """Every table (b10, b01, concordant) of n pairs with its multinomial probability; rejected where the exact
+    two-sided binomial test of b10 of m = b10 + b01 at 1/2 (scipy's binomtest) gives p <= alpha."""
+    probs = [(discordant + delta) / 2, (discordant - delta) / 2, 1 - discordant]
+    power = 0.0
+    for b10 in range(n + 1):
+        for b01 in range(n + 1 - b10):
+            if b10 + b01 and sps.binomtest(b10, b10 + b01, 0.5).pvalue <= alpha:
+                power += sps.multinomial.pmf([b10, b01, n - b10 - b01], n, probs)
+    return power
+
+
+def test_mcnemar_power_matches_enumerating_every_table():
+    for delta, n, discordant, alpha in [(0.0, 12, 0.5, 0.05), (0.2, 12, 0.5, 0.05), (0.3, 15, 0.4, 0.2),
+                                        (-0.3, 15, 0.4, 0.2), (0.6, 14, 0.6, 0.05), (0.05, 20, 0.8, 0.1)]:
+        expected = _mcnemar_power_by_enumeration(abs(delta), n, discordant, alpha)
+        assert stats.mcnemar_power(delta, n, discordant, alpha) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+def test_mcnemar_power_is_the_size_at_zero_and_grows_with_the_difference_and_the_pairs():
+    for n in (10, 40, 100, 400, 1500):
+        for discordant in (0.05, 0.3, 1.0):
+            for alpha in (0.05, 0.01):
+                size = stats.mcnemar_power(0.0, n, discordant, alpha)
+                assert 0 <= size <= alpha  # the exact test never exceeds its level
+    assert stats.mcnemar_power(0.0, 400, 0.3) > 0.03  # and is not far below it with ~120 discordant pairs
+    deltas = np.linspace(0, 0.3, 31)
+    powers = [stats.mcnemar_power(d, 100, 0.3) for d in deltas]
+    assert np.all(np.diff(powers) > 0) and powers[-1] == pytest.approx(1.0)
+    # the exact test's power saw-tooths in n, so compare well-separated sizes
+    assert stats.mcnemar_power(0.05, 100, 0.2) < stats.mcnemar_power(0.05, 400, 0.2) \
+        < stats.mcnemar_power(0.05, 1600, 0.2)
+    # all discordant pairs one way: power = P(M >= 6), 2 / 2^6 being the first exact p below 0.05
+    assert stats.mcnemar_power(0.5, 20, 0.5) == pytest.approx(sps.binom.sf(5, 20, 0.5))
+
+
+def test_mcnemar_detectable_solves_the_power_equation():
+    for n, discordant, power, alpha in [(100, 0.3, 0.8, 0.05), (400, 0.1, 0.9, 0.05), (2500, 0.05, 0.8, 0.05 / 36)]:
+        delta = stats.mcnemar_detectable(n, discordant, power, alpha)
+        assert 0 < delta < discordant
+        assert stats.mcnemar_power(delta, n, discordant, alpha) == pytest.approx(power, abs=1e-7)
+        assert stats.mcnemar_power(0.98 * delta, n, discordant, alpha) < power
+    assert stats.mcnemar_detectable(400, 0.3, alpha=0.05 / 36) > stats.mcnemar_detectable(400, 0.3)
+    assert stats.mcnemar_detectable(1600, 0.3) < stats.mcnemar_detectable(400, 0.3)
+
+
+def test_mcnemar_detectable_by_simulation():
+    n, discordant = 100, 0.3
+    delta = stats.mcnemar_detectable(n, discordant)
+    rng = np.random.default_rng(7)
+    b10, b01, _ = rng.multinomial(n, [(discordant + delta) / 2, (discordant - delta) / 2, 1 - discordant], 20000).T
+    m = b10 + b01
+    p = np.where(m == 0, 1.0, np.minimum(1.0, 2 * sps.binom.cdf(np.minimum(b10, b01), m, 0.5)))
+    for i in range(100):  # the vectorised p is `mcnemar`'s: rebuild the first designs as outcomes
+        a = np.r_[np.ones(b10[i]), np.zeros(b01[i]), np.ones(n - m[i])].astype(bool)
+        b = np.r_[np.zeros(b10[i]), np.ones(b01[i]), np.ones(n - m[i])].astype(bool)
+        assert stats.mcnemar(a, b).p == pytest.approx(p[i], rel=1e-12)
+    assert (p <= 0.05).mean() == pytest.approx(0.8, abs=0.02)  # binomial SE ≈ 0.003
+
+
+def _connor_delta(n, discordant, power=0.8, alpha=0.05):
+    """δ from Connor's (1987) sample size n = (z_{1−α/2} √ψ + z_{power} √(ψ − δ²))² / δ², solved for δ."""
+    za, zb = sps.norm.ppf(1 - alpha / 2), sps.norm.ppf(power)
+
+    def size(delta):
+        return (za * math.sqrt(discordant) + zb * math.sqrt(discordant - delta**2)) ** 2 / delta**2 - n
+
+    return optimize.brentq(size, 1e-9, discordant)
+
+
+def test_mcnemar_detectable_approaches_connors_normal_approximation():
+    for discordant in (0.05, 0.1, 0.3, 0.6):
+        for alpha in (0.05, 0.05 / 36):
+            exact = stats.mcnemar_detectable(2000, discordant, alpha=alpha)
+            assert exact == pytest.approx(_connor_delta(2000, discordant, alpha=alpha), rel=0.05)
+
+
+def test_mcnemar_detectable_nan_cases_and_bad_power():
+    nan = math.isnan
+    assert nan(stats.mcnemar_detectable(0, 0.3)) and nan(stats.mcnemar_detectable(-5, 0.3))
+    assert nan(stats.mcnemar_detectable(100, float("nan"))) and nan(stats.mcnemar_detectable(100, 0.0))
+    assert nan(stats.mcnemar_detectable(100, -0.1)) and nan(stats.mcnemar_detectable(100, 1.5))
+    # 8 pairs, 3 of them discordant on average: even all of them one way rarely reaches the 6 needed
+    assert sps.binom.sf(5, 8, 0.375) < 0.8 and nan(stats.mcnemar_detectable(8, 0.375))
+    assert stats.mcnemar_detectable(40, 1.0) < 1.0  # every pair discordant: 40 of them are plenty
+    assert nan(stats.mcnemar_power(0.1, 0, 0.3)) and nan(stats.mcnemar_power(0.4, 100, 0.3))
+    assert nan(stats.mcnemar_power(0.1, 100, float("nan")))
+    for bad in (0.01, 1.0, 1.2, float("nan")):
+        with pytest.raises(ValueError, match="power"):
+            stats.mcnemar_detectable(100, 0.3, power=bad)
+    with pytest.raises(ValueError, match="alpha"):
+        stats.mcnemar_power(0.1, 100, 0.3, alpha=0.0)
 
 
 def test_holm_table_adjusts_the_declared_family():

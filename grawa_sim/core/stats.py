@@ -9,7 +9,8 @@ with its 95 % t-interval and the two-sided p-value of slope = 0.
 
 Seed-matched comparisons (a[i] and b[i] ran from the same seed) are paired: the paired t-test on the
 differences d_i = a_i − b_i, t = mean(d) / (s_d / √n) with n − 1 degrees of freedom, plus Wilcoxon's
-signed-rank test; paired pass/fail outcomes get McNemar's exact test. A declared family of tests is
+signed-rank test; paired pass/fail outcomes get McNemar's exact test, with its exact power and smallest
+detectable difference in success share (``mcnemar_power``, ``mcnemar_detectable``). A declared family of tests is
 corrected with Holm's step-down adjustment (``holm``, ``holm_table``).
 """
 
@@ -364,6 +365,81 @@ def mcnemar(a: Sequence[bool] | np.ndarray | pd.Series, b: Sequence[bool] | np.n
     m = b01 + b10
     p = 1.0 if m == 0 else min(1.0, 2.0 * float(sps.binom.cdf(min(b01, b10), m, 0.5)))
     return McNemar(b01, b10, len(xa), p)
+
+
+def _mcnemar_design(n: int, discordant: float, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The counts m of discordant pairs that carry weight, their probabilities P(M = m), M ~ Binomial(n, ψ), and
+    the critical counts c_m: the exact test rejects when min(b01, b10) <= c_m, i.e. 2 · BinomCDF(c_m; m, 1/2) <=
+    alpha (c_m = −1: no outcome of m pairs is significant). Counts m of probability below 1e-18 are left out (their
+    mass, under n · 1e-18, is below the float resolution of a power)."""
+    m = np.arange(n + 1)
+    weight = sps.binom.pmf(m, n, discordant)
+    keep = weight > 1e-18
+    m, weight = m[keep], weight[keep]
+    # the largest c with 2 · F(c; m, 1/2) <= alpha, decided with the same expression as `mcnemar`'s p (ppf is
+    # only the starting guess, its neighbours settle float ties)
+    guess = sps.binom.ppf(alpha / 2, m, 0.5)
+    critical = guess - 2
+    for candidate in (guess - 1, guess, guess + 1):
+        ok = (candidate >= 0) & (2.0 * sps.binom.cdf(candidate, m, 0.5) <= alpha)
+        critical = np.where(ok, candidate, critical)
+    return m, weight, np.maximum(critical, -1)
+
+
+def _mcnemar_power(m: np.ndarray, weight: np.ndarray, critical: np.ndarray, q: float) -> float:
+    """Σ_m P(M = m) · [P(X <= c_m) + P(X >= m − c_m)], X ~ Binomial(m, q); the two tails never overlap (c_m < m/2)."""
+    reject = sps.binom.cdf(critical, m, q) + sps.binom.sf(m - critical - 1, m, q)
+    return float(np.dot(weight, reject))
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha: must lie between 0 and 1 (got {alpha})")
+
+
+def mcnemar_power(delta: float, n: int, discordant: float, alpha: float = ALPHA) -> float:
+    """Exact power of McNemar's exact two-sided test (``mcnemar``) at level ``alpha`` with ``n`` pairs whose
+    discordant share is ψ = ``discordant`` = P(a only) + P(b only) and whose difference in success share is
+    δ = ``delta`` = P(a only) − P(b only):
+
+        power = Σ_{m=0..n} Binom(m; n, ψ) · [P(X <= c_m) + P(X >= m − c_m)],  X ~ Binomial(m, q), q = (1 + δ/ψ) / 2,
+
+    where c_m is the largest c with 2 · BinomCDF(c; m, 1/2) <= alpha, so the sum is over the outcomes whose exact p,
+    min(1, 2 · BinomCDF(min(b01, b10); m, 1/2)), is <= alpha (none when c_m = −1, e.g. m = 0). The power depends
+    on |δ| only; at δ = 0 it is the test's size, which is <= alpha (the exact test is conservative). nan when
+    n < 1, ψ is nan or outside (0, 1], or |δ| > ψ (no such design); alpha outside (0, 1) is a ValueError."""
+    _check_alpha(alpha)
+    if n < 1 or not 0 < discordant <= 1 or not abs(delta) <= discordant:
+        return float("nan")
+    q = min(1.0, (1 + abs(delta) / discordant) / 2)
+    return _mcnemar_power(*_mcnemar_design(int(n), discordant, alpha), q)
+
+
+def mcnemar_detectable(n: int, discordant: float, power: float = 0.8, alpha: float = ALPHA) -> float:
+    """The minimum detectable difference in success share |P(a only) − P(b only)| of McNemar's exact two-sided
+    test (``mcnemar``) at level ``alpha`` with ``n`` pairs whose discordant share P(a only) + P(b only) is
+    ``discordant`` (ψ): the δ in (0, ψ] with ``mcnemar_power(δ, n, ψ, alpha) == power``, solved with brentq on the
+    exact power (which rises with δ). Connor's (1987) normal approximation, n = (z_{1−α/2} √ψ + z_{power} √(ψ − δ²))²
+    / δ², agrees with it at large n. nan when n < 1, when ψ is nan or outside (0, 1], and when even δ = ψ (every
+    discordant pair goes to a) falls short of ``power`` (too few pairs: with m discordant pairs all one way the exact
+    p is 2 / 2^m, so m must reach log2(2 / alpha) with probability ``power``). ``power`` outside (alpha, 1) and alpha
+    outside (0, 1) are a ValueError."""
+    _check_alpha(alpha)
+    if not alpha < power < 1:
+        raise ValueError(f"power: must lie between alpha={alpha} and 1 (got {power})")
+    if n < 1 or not 0 < discordant <= 1:
+        return float("nan")
+    design = _mcnemar_design(int(n), discordant, alpha)
+
+    def gap(delta: float) -> float:
+        return _mcnemar_power(*design, min(1.0, (1 + delta / discordant) / 2)) - power
+
+    top = gap(discordant)
+    if top < 0:
+        return float("nan")
+    if top == 0:
+        return float(discordant)
+    return float(optimize.brentq(gap, 0.0, discordant, xtol=1e-12))
 
 
 @dataclass(frozen=True)

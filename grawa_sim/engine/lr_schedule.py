@@ -8,11 +8,16 @@
   horizon T is ``steps`` (unit steps) or ``time_budget`` (unit seconds).
 - inverse:  decay(t) = 1 / (1 + t / t0) (t0 = lr_t0): lr_t ~ lr * t0 / t, the O(1/t) step size of SGD
   on strongly convex objectives.
+
+Per worker (``lr_spread`` s > 1): worker i of M trains at lr(t) * s^(i/(M-1) - 1/2), so the largest lr is
+s times the smallest and their geometric mean is lr(t).
 """
 
 from __future__ import annotations
 
 import math
+
+import torch
 
 from grawa_sim.config import Config
 
@@ -34,3 +39,17 @@ def lr_at(cfg: Config, t: float) -> float:
     else:
         decay = 1.0
     return cfg.lr * warm * decay
+
+
+def worker_factors(cfg: Config) -> list[float] | None:
+    """Each worker's lr factor s^(i/(M-1) - 1/2) for ``lr_spread`` s; None when every worker runs at lr."""
+    spread, m = cfg.lr_spread, cfg.workers
+    if spread is None or spread == 1 or m < 2:
+        return None
+    return [spread ** (i / (m - 1) - 0.5) for i in range(m)]
+
+
+def engine_rates(rates: torch.Tensor, engine) -> torch.Tensor:
+    """Per-worker lrs in the dtype and on the device of ``engine``'s stacked parameters."""
+    like = next(iter(engine.stacked_params().values()))
+    return rates.to(dtype=like.dtype, device=like.device)

@@ -64,10 +64,11 @@ class LoopEngine:
             self.rule.observe(i, loss)
         return torch.tensor(losses, dtype=torch.float64)
 
-    def set_lr(self, lr: float) -> None:
-        for opt in self.optimizers:
+    def set_lr(self, lr: float | torch.Tensor) -> None:
+        """One lr for every worker, or a tensor [M] of one per worker."""
+        for i, opt in enumerate(self.optimizers):
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = float(lr[i]) if isinstance(lr, torch.Tensor) else lr
 
     def _sam_gradient(self, model: nn.Module, x, y) -> None:
         """Replace .grad by the gradient at w + rho g/||g||; parameters and BN statistics restored."""

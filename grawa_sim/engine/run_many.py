@@ -31,7 +31,7 @@ from grawa_sim.core.collectives import GroupedAxis, Params, StackedAxis
 from grawa_sim.core.devices import resolve_device
 from grawa_sim.data.datasets import TrainingStream
 from grawa_sim.engine.ensemble import VmapEngine, per_worker
-from grawa_sim.engine.lr_schedule import lr_at
+from grawa_sim.engine.lr_schedule import lr_at, worker_factors
 from grawa_sim.engine.problem import Problem, build_clock, build_engine, memory_errors, model_and_data, validate
 from grawa_sim.engine.recorder import Recorder, interactive, progress_bar
 from grawa_sim.engine.result import Result
@@ -149,12 +149,16 @@ def _run_many(cfgs: list[Config], progress, device) -> list[Result]:
     recorders = [Recorder(Problem(c, model, data, StackedAxis(m), RunView(engine, i, m), clock, stream))
                  for i, (c, (model, _), clock, stream) in enumerate(zip(cfgs, built, clocks, streams))]
 
-    def update_lr(step: float) -> None:
+    spreads = [worker_factors(c) or [1.0] * m for c in cfgs] if any(map(worker_factors, cfgs)) else None
+
+    def update_lr(step: float, first: bool = False) -> None:
         lrs = [lr_at(c, step if c.lr_decay_unit == "steps" else clocks[0].totals.sim_time) for c in cfgs]
-        if lrs != [rec.lr for rec in recorders]:
+        if first or lrs != [rec.lr for rec in recorders]:
             for rec, lr in zip(recorders, lrs):
                 rec.lr = lr
-            engine.set_lr(per_worker(lrs, m, like))
+            engine.set_lr(per_worker(lrs, m, like) if spreads is None else
+                          torch.tensor([lr * f for lr, fs in zip(lrs, spreads) for f in fs],
+                                       dtype=like.dtype, device=like.device))
 
     def batch(draws: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.cat([x for x, _ in draws]), torch.cat([y for _, y in draws])
@@ -167,7 +171,7 @@ def _run_many(cfgs: list[Config], progress, device) -> list[Result]:
 
     bar = progress_bar(dataclasses.replace(base, workers=m * r, speeds=None),
                        interactive() if progress is None else progress)
-    update_lr(0)
+    update_lr(0, first=True)  # per-worker lrs take effect even when the lr never changes
     for rec in recorders:
         rec.evaluate(0)
     results: list[Result | None] = [rec.result() if rec.stop_at_target() else None for rec in recorders]

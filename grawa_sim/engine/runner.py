@@ -16,7 +16,7 @@ from grawa_sim.algorithms.grawa import DivergenceError
 from grawa_sim.config import Config, ConfigError
 from grawa_sim.core.collectives import Params, StackedAxis
 from grawa_sim.core.devices import resolve_device
-from grawa_sim.engine.lr_schedule import lr_at
+from grawa_sim.engine.lr_schedule import engine_rates, lr_at, worker_factors
 from grawa_sim.engine.problem import build_problem, memory_errors, validate
 from grawa_sim.engine.recorder import Recorder, diverged, interactive, progress_bar
 from grawa_sim.engine.result import Result
@@ -76,14 +76,17 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round, on
     mine = problem.axis.local_slice
     periodic = not problem.communicates_every_step
 
-    def update_lr(step: float) -> None:
+    factors = worker_factors(cfg)
+    scale = None if factors is None else torch.tensor(factors, dtype=torch.float64)[mine]
+
+    def update_lr(step: float, first: bool = False) -> None:
         lr = lr_at(cfg, step if cfg.lr_decay_unit == "steps" else clock.totals.sim_time)
-        if lr != recorder.lr:
+        if first or lr != recorder.lr:
             recorder.lr = lr
-            engine.set_lr(lr)
+            engine.set_lr(lr if scale is None else engine_rates(lr * scale, engine))
 
     bar = progress_bar(cfg, interactive() if progress is None else progress)
-    update_lr(0)
+    update_lr(0, first=True)  # per-worker lrs take effect even when the lr never changes
     recorder.evaluate(0)
     if recorder.stop_at_target():  # the initial model already reaches the target
         bar.close()

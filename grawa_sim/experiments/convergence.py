@@ -75,22 +75,24 @@ def loglog_slope(steps: np.ndarray | pd.Series, values: np.ndarray | pd.Series, 
 
 
 def convex_configs(problem: str, steps: int, workers: tuple[int, ...] = (4, 16),
-                   algorithms: tuple[str, ...] = COMPARED, seed: int = 0, evaluations: int = 100) -> list[Config]:
-    """Every algorithm x M x schedule on a convex problem (plain SGD, momentum 0, tau of the problem, float64):
-    constant lr at each of the problem's two ``lrs`` and the inverse decay lr0 / (1 + t / t0); about
-    ``evaluations`` evaluations per run."""
+                   algorithms: tuple[str, ...] = COMPARED, seeds: int = 1, evaluations: int = 100) -> list[Config]:
+    """Every seed x algorithm x M x schedule on a convex problem (plain SGD, momentum 0, tau of the problem,
+    float64): constant lr at each of the problem's two ``lrs`` and the inverse decay lr0 / (1 + t / t0), for
+    seeds 0 .. ``seeds`` - 1 (seed 0's configs first); about ``evaluations`` evaluations per run."""
     spec = CONVEX_PROBLEMS[problem]
     tau = spec.base.tau
-    base = dataclasses.replace(spec.base, momentum=0.0, steps=steps, seed=seed, dtype="float64",
+    base = dataclasses.replace(spec.base, momentum=0.0, steps=steps, dtype="float64",
                                eval_every=max(tau, steps // evaluations // tau * tau))
     configs = []
-    for algorithm in algorithms:
-        own = {"algorithm": algorithm, "tau": None if algorithms_.get(algorithm).communicates_every_step else tau}
-        for m in workers:
-            for lr in spec.lrs:
-                configs.append(dataclasses.replace(base, workers=m, lr=lr, **own))
-            configs.append(dataclasses.replace(base, workers=m, lr=spec.lr0, lr_schedule="inverse", lr_t0=spec.t0,
-                                               **own))
+    for seed in range(seeds):
+        for algorithm in algorithms:
+            own = {"algorithm": algorithm, "seed": seed,
+                   "tau": None if algorithms_.get(algorithm).communicates_every_step else tau}
+            for m in workers:
+                for lr in spec.lrs:
+                    configs.append(dataclasses.replace(base, workers=m, lr=lr, **own))
+                configs.append(dataclasses.replace(base, workers=m, lr=spec.lr0, lr_schedule="inverse",
+                                                   lr_t0=spec.t0, **own))
     return configs
 
 
@@ -100,55 +102,95 @@ def schedule_label(config: Config) -> str:
     return f"constant η={config.lr:g}"
 
 
+def _convex_one(config: Config, best: Optimum, cache: str | os.PathLike | None) -> pd.DataFrame:
+    path = None if cache is None else Path(cache) / f"{run_key(resolve(config))}.csv"
+    return cached_csv(path, lambda: convex_trajectory(config, best))
+
+
 def convex_study(problem: str, configs: list[Config], cache: str | os.PathLike | None = None,
-                 progress: bool = False) -> pd.DataFrame:
-    """Trajectories of every config in long format (problem, algorithm, workers, schedule, lr, decaying, step,
-    subopt, dist). With ``cache``, each run's trajectory is kept in ``cache/<run key>.csv`` and reused, so an
-    interrupted study resumes where it stopped."""
+                 progress: bool = False, jobs: int = 1) -> pd.DataFrame:
+    """Trajectories of every config in long format (problem, algorithm, workers, schedule, lr, decaying, seed,
+    step, subopt, dist), by ``jobs`` processes of one torch thread each. With ``cache``, each run's trajectory
+    is kept in ``cache/<run key>.csv`` and reused, so an interrupted study resumes where it stopped."""
     from tqdm.auto import tqdm
 
     best = optimum(configs[0])
-    frames = []
-    for cfg in tqdm(configs, desc=problem, disable=not progress):
-        path = None if cache is None else Path(cache) / f"{run_key(resolve(cfg))}.csv"
-        frame = cached_csv(path, lambda cfg=cfg: convex_trajectory(cfg, best))
-        frames.append(frame.assign(problem=problem, algorithm=cfg.algorithm, workers=cfg.workers,
-                                   schedule=schedule_label(cfg), lr=cfg.lr, decaying=cfg.lr_schedule == "inverse"))
-    return pd.concat(frames, ignore_index=True)
+    if jobs > 1 and len(configs) > 1:
+        from concurrent.futures import as_completed
+
+        from grawa_sim.core.processes import process_pool
+
+        with process_pool(min(jobs, len(configs))) as pool:
+            futures = [pool.submit(_convex_one, cfg, best, cache) for cfg in configs]
+            for future in tqdm(as_completed(futures), total=len(futures), desc=problem, disable=not progress):
+                future.result()
+        trajectories = [future.result() for future in futures]
+    else:
+        trajectories = [_convex_one(cfg, best, cache) for cfg in tqdm(configs, desc=problem, disable=not progress)]
+    return pd.concat([frame.assign(problem=problem, algorithm=cfg.algorithm, workers=cfg.workers,
+                                   schedule=schedule_label(cfg), lr=cfg.lr, decaying=cfg.lr_schedule == "inverse",
+                                   seed=cfg.seed) for cfg, frame in zip(configs, trajectories)], ignore_index=True)
 
 
-def slopes(study: pd.DataFrame, start_fraction: float = 0.1) -> pd.DataFrame:
+RUN = ["problem", "algorithm", "workers"]  # one curve per seed under the decaying lr; constant lrs add "lr"
+
+
+def _runs(study: pd.DataFrame, keys: list[str]):
+    """(key values, one run's rows) per ``keys`` + seed (a study without a ``seed`` column: seed 0)."""
+    seeds = study["seed"] if "seed" in study else pd.Series(0, index=study.index)
+    for key, g in study.assign(seed=seeds).groupby([*keys, "seed"], sort=False):
+        yield dict(zip([*keys, "seed"], key)), g
+
+
+def _over_seeds(per_seed: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataFrame:
+    """Per ``keys``: the mean over seeds of each of ``values`` with its 95 % t half-width (``<value>_ci95``,
+    nan for one seed) and the number of seeds (``seeds``): the seeds are the independent units."""
+    rows = []
+    for key, g in per_seed.groupby(keys, sort=False):
+        row = dict(zip(keys, key)) | {"seeds": g["seed"].nunique()}
+        for value in values:
+            ci = stats.interval(g[value])
+            row |= {value: ci.mean, f"{value}_ci95": ci.half_width}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*keys, "seeds", *(c for v in values for c in (v, f"{v}_ci95"))])
+
+
+def slopes(study: pd.DataFrame, start_fraction: float = 0.1, per_seed: bool = False) -> pd.DataFrame:
     """Fitted log-log slopes of subopt and dist over the last (1 - start_fraction) decade share of each
-    decaying-lr run: steps in [start_fraction * T, T]. O(1/t) means -1 for subopt and -1/2 for dist."""
+    decaying-lr run: steps in [start_fraction * T, T]. O(1/t) means -1 for subopt and -1/2 for dist.
+    Fitted per seed; per (problem, algorithm, workers) the mean over seeds with its 95 % t half-width
+    (``slope_subopt_ci95``, ``slope_dist_ci95``) and ``seeds``; ``per_seed``: the per-seed fits instead."""
     rows = []
-    for (problem, algorithm, workers), g in study[study["decaying"]].groupby(["problem", "algorithm", "workers"],
-                                                                            sort=False):
+    for key, g in _runs(study[study["decaying"]], RUN):
         end = g["step"].max()
-        rows.append({"problem": problem, "algorithm": algorithm, "workers": workers,
-                     "slope_subopt": loglog_slope(g["step"], g["subopt"], start_fraction * end, end),
-                     "slope_dist": loglog_slope(g["step"], g["dist"], start_fraction * end, end)})
-    return pd.DataFrame(rows)
+        rows.append(key | {"slope_subopt": loglog_slope(g["step"], g["subopt"], start_fraction * end, end),
+                           "slope_dist": loglog_slope(g["step"], g["dist"], start_fraction * end, end)})
+    table = pd.DataFrame(rows, columns=[*RUN, "seed", "slope_subopt", "slope_dist"])
+    return table if per_seed else _over_seeds(table, RUN, ["slope_subopt", "slope_dist"])
 
 
-def reductions(study: pd.DataFrame) -> pd.DataFrame:
-    """Per decaying-lr run: F(x̄_T) − F* relative to F(x_0) − F* (``reduction``) and the final distance to x*."""
+def reductions(study: pd.DataFrame, per_seed: bool = False) -> pd.DataFrame:
+    """Per decaying-lr run: F(x̄_T) − F* relative to F(x_0) − F* (``reduction``) and the final distance to x*;
+    per (problem, algorithm, workers) the mean over seeds with 95 % t half-widths and ``seeds`` (``per_seed``:
+    one row per run)."""
     rows = []
-    for (problem, algorithm, workers), g in study[study["decaying"]].groupby(["problem", "algorithm", "workers"],
-                                                                            sort=False):
+    for key, g in _runs(study[study["decaying"]], RUN):
         g = g.sort_values("step")
-        rows.append({"problem": problem, "algorithm": algorithm, "workers": workers,
-                     "reduction": g["subopt"].iloc[-1] / g["subopt"].iloc[0], "final_dist": g["dist"].iloc[-1]})
-    return pd.DataFrame(rows)
+        rows.append(key | {"reduction": g["subopt"].iloc[-1] / g["subopt"].iloc[0], "final_dist": g["dist"].iloc[-1]})
+    table = pd.DataFrame(rows, columns=[*RUN, "seed", "reduction", "final_dist"])
+    return table if per_seed else _over_seeds(table, RUN, ["reduction", "final_dist"])
 
 
-def plateaus(study: pd.DataFrame, tail: float = 0.25) -> pd.DataFrame:
-    """Mean suboptimality over the last ``tail`` share of steps of every constant-lr run (the noise floor)."""
-    constant = study[~study["decaying"]]
+def plateaus(study: pd.DataFrame, tail: float = 0.25, per_seed: bool = False) -> pd.DataFrame:
+    """Mean suboptimality over the last ``tail`` share of steps of every constant-lr run (the noise floor);
+    per (problem, algorithm, workers, lr) the mean over seeds with its 95 % t half-width (``floor_ci95``) and
+    ``seeds`` (``per_seed``: one row per run)."""
     rows = []
-    for key, g in constant.groupby(["problem", "algorithm", "workers", "lr"], sort=False):
+    for key, g in _runs(study[~study["decaying"]], [*RUN, "lr"]):
         last = g[g["step"] >= (1 - tail) * g["step"].max()]
-        rows.append(dict(zip(["problem", "algorithm", "workers", "lr"], key), floor=float(last["subopt"].mean())))
-    return pd.DataFrame(rows)
+        rows.append(key | {"floor": float(last["subopt"].mean())})
+    table = pd.DataFrame(rows, columns=[*RUN, "lr", "seed", "floor"])
+    return table if per_seed else _over_seeds(table, [*RUN, "lr"], ["floor"])
 
 
 NONCONVEX = Config(dataset="mnist1d", model="mlp", momentum=0.0, weight_decay=0.0, batch_size=32, tau=8)

@@ -15,46 +15,25 @@ paired by seed, Holm over every net, measure and contrast.
 
 from __future__ import annotations
 
-import dataclasses
-
 import pandas as pd
 
 from grawa_sim.config import Config
 from grawa_sim.core import stats
-from grawa_sim.experiments import protocol
-from grawa_sim.experiments.flatness_study import METHODS, NETS
-from grawa_sim.experiments.presets import comparison_configs, with_twins
-from grawa_sim.flatness import Settings
+from grawa_sim.experiments import flatness_study
+from grawa_sim.experiments.flatness_study import CONTRASTS, MEASURES, NETS, QUICK_SETTINGS, SETTINGS, on_nets
 
 TARGET = 0.05  # train loss of the evaluated model; every method reaches it within MAX_STEPS
 MAX_STEPS = 6000
 EVAL_EVERY = 50
 SEEDS = 8
-MEASURES = ("lambda_max", "trace")
-CONTRASTS = tuple((g, other) for g in ("mgrawa", "lgrawa") for other in (f"{g}+uniform", "dp", "localsgd"))
-# lighter than the across-methods study's (128 runs, three models each): power iteration, 30 Hutchinson
-# probes, 40-step Lanczos from one start, 5 ascent steps for epsilon-sharpness
-SETTINGS = Settings(power_iters=60, power_tol=1e-3, trace_samples=30, lanczos_steps=40, lanczos_starts=1,
-                    eps_steps=5)
-QUICK_SETTINGS = Settings(power_iters=5, trace_samples=2, lanczos_steps=4, lanczos_starts=1, eps_steps=2)
 
 
 def configs(quick: bool, seeds: int = SEEDS, target: float = TARGET, max_steps: int = MAX_STEPS,
             nets: tuple[str, ...] = NETS) -> list[Config]:
-    """Every method and GRAWA's uniform twin on every net, stopping at train loss ``target`` (quick: 64 steps).
-    One twin serves both GRAWA variants: with uniform weights MGRAWA and LGRAWA are the same rule (tested
-    bitwise in tests/test_control.py)."""
+    """Every method and GRAWA's uniform twin on every net, stopping at train loss ``target`` (quick: 64 steps)."""
     if target <= 0:
         raise ValueError(f"target: must be > 0 (got {target})")
-    base = comparison_configs(quick, seeds=seeds, twins=False)
-    out = []
-    for net in nets:
-        for algorithm, sam in METHODS:
-            out += [dataclasses.replace(c, model=net, sam=sam, target_train_loss=target,
-                                        steps=c.steps if quick else max_steps,
-                                        eval_every=c.eval_every if quick else EVAL_EVERY)
-                    for c in base if c.algorithm == algorithm]
-    return [twin for c in out for twin in (with_twins([c]) if c.algorithm == "mgrawa" else [c])]
+    return on_nets(quick, seeds, nets, target_train_loss=target, steps=max_steps, eval_every=EVAL_EVERY)
 
 
 def reached(table: pd.DataFrame, target: float) -> pd.DataFrame:
@@ -73,19 +52,8 @@ def reached(table: pd.DataFrame, target: float) -> pd.DataFrame:
 
 
 def contrasts(table: pd.DataFrame, row: str = "average", measures: tuple[str, ...] = MEASURES) -> pd.DataFrame:
-    """The declared family on the ``row`` model (`protocol.compare_by` per measure, paired by seed), Holm over every
-    net, measure and contrast (negative: the first method is flatter). One twin serves both GRAWA variants."""
-    part = table[table["model"] == row]
-    runs = part.assign(algorithm=part["method"], sam=False, weighting=None)
-    twin = runs[runs["method"] == "mgrawa+uniform"]
-    runs = pd.concat([runs, twin.assign(algorithm="lgrawa+uniform", run=twin["run"] + "-as-lgrawa-twin")])
-    tables = [protocol.compare_by(runs, protocol.Family("matched flatness", "localsgd", CONTRASTS, measure,
-                                                        higher_is_better=False), "net", classes=None)
-              .assign(measure=measure) for measure in measures]
-    out = pd.concat(tables, ignore_index=True).rename(columns={"setting": "net"})
-    out["p_holm"] = stats.holm(out["p"].to_numpy(float))
-    out["significant_holm"] = out["p_holm"] < stats.ALPHA
-    return out
+    """`flatness_study.contrasts`, the family named "matched flatness"."""
+    return flatness_study.contrasts(table, row, measures, family="matched flatness")
 
 
-__all__ = ["CONTRASTS", "MEASURES", "SETTINGS", "TARGET", "configs", "contrasts", "reached"]
+__all__ = ["CONTRASTS", "MEASURES", "QUICK_SETTINGS", "SETTINGS", "TARGET", "configs", "contrasts", "reached"]

@@ -35,7 +35,8 @@ from grawa_sim.results.storage import cached_csv
 from grawa_sim.results.sweep import run_key
 
 BASE = Config(algorithm="mgrawa", workers=8, dataset="mnist1d", model="mlp", steps=2000, dtype="float32")
-SPREAD = dataclasses.replace(BASE, pull=0.1)  # a weak pull: the workers stay apart and differ more in sharpness
+# workers that differ in sharpness: worker i trains at lr x 8^(i/7 - 1/2) (0.018 ... 0.14), the reference pull
+SPREAD = dataclasses.replace(BASE, lr_spread=8.0)
 SETTINGS = Settings(power_iters=50, power_tol=1e-3)
 
 
@@ -45,7 +46,8 @@ def record(config: Config, settings: Settings = SETTINGS, every: int = 1, progre
     model, data = model_and_data(config)
     loss_fn = model_loss(model, data)
     full_loss = model_loss(model, data, probe=None, batch=None)
-    pull = resolve(config).pull
+    resolved = resolve(config)
+    pull, lr_spread = resolved.pull, resolved.lr_spread or 1.0
     rows = []
 
     def on_round(index: int, before: dict[str, torch.Tensor], info) -> None:
@@ -57,7 +59,7 @@ def record(config: Config, settings: Settings = SETTINGS, every: int = 1, progre
         weights = info.weights.detach().cpu().double().numpy()
         scores = info.scores.detach().cpu().double().numpy()
         for worker in range(len(weights)):
-            rows.append({"seed": config.seed, "pull": pull, "round": index, "worker": worker,
+            rows.append({"seed": config.seed, "pull": pull, "lr_spread": lr_spread, "round": index, "worker": worker,
                          "weight": float(weights[worker]), "score": float(scores[worker]),
                          "full_grad_norm": float(grad_norms[worker]),
                          "lambda_max": float(table["lambda_max"].iloc[worker])})
@@ -78,7 +80,8 @@ def study(seeds: int = 3, base: Config = BASE, settings: Settings = SETTINGS, ev
         cfg = dataclasses.replace(base, seed=s)
         path = None if cache is None else Path(cache) / f"{run_key(resolve(cfg))}-{key}.csv"
         frames.append(cached_csv(path, lambda cfg=cfg: record(cfg, settings, every)))
-    return pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames, ignore_index=True)
+    return table if "lr_spread" in table else table.assign(lr_spread=1.0)  # rows cached before the column
 
 
 def round_correlations(table: pd.DataFrame, x: str = "weight", y: str = "lambda_max") -> pd.DataFrame:
@@ -112,19 +115,20 @@ def _per_seed_interval(per_seed: pd.Series) -> tuple[float, float]:
 
 
 def reliability_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per design (``pull``): the observed rho(weight, lambda_max), the score's reliability r = rho(score,
-    full-batch gradient norm), the attenuation-corrected rho / sqrt(r), the largest visible |rho| = sqrt(r),
-    and how much the workers' lambda_max differ within a round (coefficient of variation), each the mean
-    over seeds with its 95 % half-width (seeds are the independent units)."""
+    """Per design (``pull``, ``lr_spread``): the observed rho(weight, lambda_max), the score's reliability
+    r = rho(score, full-batch gradient norm), the attenuation-corrected rho / sqrt(r), the largest visible
+    |rho| = sqrt(r), and how much the workers' lambda_max differ within a round (coefficient of variation),
+    each the mean over seeds with its 95 % half-width (seeds are the independent units)."""
     out = []
-    for pull, design in table.groupby("pull", sort=False):
+    table = table if "lr_spread" in table else table.assign(lr_spread=1.0)
+    for (pull, lr_spread), design in table.groupby(["pull", "lr_spread"], sort=False):
         observed = round_correlations(design, "weight", "lambda_max").groupby("seed")["rho"].mean()
         reliability = round_correlations(design, "score", "full_grad_norm").groupby("seed")["rho"].mean()
         spread = design.groupby(["seed", "round"])["lambda_max"].agg(lambda v: v.std() / v.mean())
         spread = spread.groupby("seed").mean()
         ceiling = np.sqrt(reliability.clip(lower=0))
         corrected = observed / ceiling.replace(0, np.nan)
-        row = {"pull": pull, "seeds": len(observed)}
+        row = {"pull": pull, "lr_spread": lr_spread, "seeds": len(observed)}
         for name, values in (("rho", observed), ("reliability", reliability), ("ceiling", ceiling),
                              ("corrected", corrected), ("lambda_cv", spread)):
             row[f"{name}_mean"], row[f"{name}_ci95"] = _per_seed_interval(values.dropna())

@@ -20,11 +20,19 @@ def _reference(ax, steps: np.ndarray, anchor: float, power: float, text: str, at
     ax.plot(t, anchor * (t / at) ** power, color="k", lw=1.0, ls=(0, (4, 3)), label=text)
 
 
+def _over_seeds(runs: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Per algorithm and step: the mean of ``value`` over seeds and its min and max (one seed: all three equal)."""
+    return (runs.groupby(["algorithm", "step"], sort=False)[value].agg(["mean", "min", "max"])
+            .reset_index().sort_values(["algorithm", "step"], kind="stable"))
+
+
 def convex_figure(study: pd.DataFrame, path: str | Path, title: str) -> Path:
     """Rows: M. Columns: F(x̄_t) − F* under each constant lr and under the decaying lr, then ‖x̄_t − x*‖
-    under the decaying lr; every algorithm, log-log, with t^-1 and t^-1/2 reference lines."""
+    under the decaying lr; every algorithm, log-log, with t^-1 and t^-1/2 reference lines. With several
+    seeds (a ``seed`` column) each curve is the mean over seeds with a shaded band from the min to the max."""
     schedules = list(dict.fromkeys(study.sort_values(["decaying", "lr"])["schedule"]))
     workers = sorted(study["workers"].unique())
+    seeds = study["seed"].nunique() if "seed" in study else 1
     cols = len(schedules) + 1
     fig, axes = plt.subplots(len(workers), cols, figsize=(3.6 * cols, 3.0 * len(workers)), squeeze=False,
                              sharex=True)
@@ -34,14 +42,20 @@ def convex_figure(study: pd.DataFrame, path: str | Path, title: str) -> Path:
         panels = [(s, "subopt") for s in schedules] + [(schedules[-1], "dist")]
         for ax, (schedule, value) in zip(axes[row], panels):
             runs = part[part["schedule"] == schedule]
-            for algorithm, g in runs.groupby("algorithm", sort=False):
-                g = g[g[value] > 0]
-                ax.plot(g["step"], g[value], color=COLORS.get(algorithm, "k"), ls=LINESTYLES.get(algorithm, "-"),
-                        lw=1.2, label=label(algorithm))
+            curves = _over_seeds(runs, value)
+            order = list(dict.fromkeys(runs["algorithm"]))
+            for algorithm in order:
+                g = curves[(curves["algorithm"] == algorithm) & (curves["mean"] > 0)]
+                color = COLORS.get(algorithm, "k")
+                ax.plot(g["step"], g["mean"], color=color, ls=LINESTYLES.get(algorithm, "-"), lw=1.2,
+                        label=label(algorithm))
+                if seeds > 1:
+                    low = g["min"].where(g["min"] > 0)  # log axes: no band below zero
+                    ax.fill_between(g["step"], low, g["max"], color=color, alpha=0.15, lw=0)
             if runs["decaying"].all() and len(runs):
                 steps = runs["step"].to_numpy(dtype=float)
-                tail = runs[runs["step"] >= np.sqrt(steps.min() * steps.max())]
-                anchor = float(tail.groupby("algorithm")[value].first().median())
+                tail = curves[curves["step"] >= np.sqrt(steps.min() * steps.max())]
+                anchor = float(tail.groupby("algorithm")["mean"].first().median())
                 power = -1.0 if value == "subopt" else -0.5
                 _reference(ax, steps, anchor, power, "O(1/t) and O(1/√t)")
             ax.set_xscale("log")
@@ -52,9 +66,13 @@ def convex_figure(study: pd.DataFrame, path: str | Path, title: str) -> Path:
             if row == len(workers) - 1:
                 ax.set_xlabel("local steps t")
         axes[row, 0].set_ylabel("F(x̄_t) − F*")
+    if seeds > 1:  # a legend entry for the bands
+        axes[0, 0].fill_between([], [], color="0.5", alpha=0.3, lw=0, label=f"min–max over {seeds} seeds")
     shared_legend(fig, axes)
+    curves = ("one seed per curve" if seeds == 1 else
+              f"each curve: mean over {seeds} seeds, shaded band: min to max over the seeds")
     fig.text(0.5, -0.03, f"{title}; x̄_t: each algorithm's evaluated model (uniform average; EASGD x~); "
-             "one seed per curve", ha="center", fontsize=8, color="0.3")
+             f"{curves}", ha="center", fontsize=8, color="0.3")
     out = save(fig, path)
     plt.close(fig)
     return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from grawa_sim.report.formatting import method_label
 from grawa_sim.report.tables import Column, Pivot, Rows, Table
 
 ACC = "{test_acc_mean:.3f} ± {test_acc_ci95:.3f}"
@@ -120,14 +119,16 @@ ALGORITHMS = ("dp", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa")
 
 def _rates(problem: str) -> Pivot:
     return Pivot("convergence_rates", "algorithm", "workers",
-                 "{reduction:e1} (slope {slope_subopt:.2f})", "algorithm", row_label="{value!m}",
+                 "{reduction:e1} (slope {slope_subopt:.2f} ± {slope_subopt_ci95:.2f})", "algorithm",
+                 row_label="{value!m}",
                  column_label="M = {value}", where={"problem": problem}, row_order=ALGORITHMS)
 
 
 CONVERGENCE = {
     "convergence_rates_lstsq": _rates("lstsq"),
     "convergence_rates_logistic": _rates("logistic"),
-    "convergence_floors": Pivot("convergence_floors", "algorithm", "lr", "{floor:e1}", "algorithm (logistic, M = 4)",
+    "convergence_floors": Pivot("convergence_floors", "algorithm", "lr", "{floor:e1} ± {floor_ci95:e1}",
+                                "algorithm (logistic, M = 4)",
                                 row_label="{value!m}", column_label="η = {value}",
                                 where={"problem": "logistic", "workers": 4}, row_order=ALGORITHMS),
     "convergence_nonconvex_mean": Pivot("convergence_nonconvex", "algorithm", "T",
@@ -193,12 +194,12 @@ MECHANISM = {
                                       "{wide:.2f} [{low:.2f}, {high:.2f}]", "d, lr·κ_sharp, method: model ends wide",
                                       row_label="{dim}-D, {product:g}, {method!m}", column_label="τ = {value}"),
     "mechanism_control_contrasts": Pivot("mechanism_control_contrasts", ("dim", "product", "contrast"), "tau",
-                                         "{difference:+.2f} ({only_a}:{only_b}, {p_holm:p})",
-                                         "d, lr·κ_sharp, contrast: difference (discordant runs, Holm p)",
+                                         "{difference:+.2f} ({only_a}:{only_b}, {p_holm:p}; {smallest_detectable:.2f})",
+                                         "d, lr·κ_sharp, contrast: difference (discordant runs, Holm p; detectable)",
                                          row_label="{dim}-D, {product:g}, {contrast!m}", column_label="τ = {value}",
                                          bold_if="significant_holm"),
     "weights_reliability": Rows("weights_reliability", (
-        Column("design (pull λ)", "{pull}"),
+        Column("design (pull λ, lr spread)", "λ = {pull}, {lr_spread:g}×"),
         Column("ρ(weight, λ_max)", "{rho_mean:+.3f} ± {rho_ci95:.3f}"),
         Column("p (t-test against 0)", "{p_rho:p}"),
         Column("score reliability r", "{reliability_mean:.2f} ± {reliability_ci95:.2f}"),
@@ -217,10 +218,9 @@ MECHANISM = {
 }
 
 NETS = {"cnn": "CNN", "cnn_bn": "BN CNN", "all": "both"}
-FLAT_METHODS = ("dp", "dp+sam", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa")
 
 
-def _flatness(csv: str) -> Rows:
+def _flatness(csv: str, train_loss: bool = False) -> Rows:
     return Rows(csv, (
         Column("net", "{net!m}"),
         Column("method", "{method!m}"),
@@ -229,20 +229,20 @@ def _flatness(csv: str) -> Rows:
         Column("Ritz sum", "{ritz_sum:.1f} ± {ritz_sum_ci95:.1f}"),
         Column("ε-sharpness (%)", "{eps_sharpness:.1f} ± {eps_sharpness_ci95:.1f}"),
         Column("test acc", "{test_acc:.3f} ± {test_acc_ci95:.3f}"),
+        *((Column("train loss", "{train_loss:.3f} ± {train_loss_ci95:.3f}"),) if train_loss else ()),
         Column("n", "{n}"),
     ))
 
 
-def _against_dp(metric: str) -> Pivot:
-    return Pivot(f"flatness_versus_{metric}", "method", "net", "{difference:+.1f} ({p:p})",
-                 f"{method_label(metric)}: − DP's (Welch p)", row_label="{value!m}", column_label="{value!m}",
-                 row_order=FLAT_METHODS, bold_if="significant")
+FLAT_CONTRASTS = (Column("net", "{net!m}"), Column("measure", "{measure!m}"), Column("contrast", "{contrast!m}"),
+                  Column("n", "{n}"), Column("difference [95 % CI]", "{difference:+.2f} [{low:+.2f}, {high:+.2f}]"),
+                  Column("p", "{p:p}"), Column("Holm p", "{p_holm:p}", bold_if="significant_holm"),
+                  Column("detectable", "{smallest_detectable:.2f}"))
 
 
 FLATNESS = {
-    "flatness_summary": _flatness("flatness_summary"),
-    "flatness_centers": _flatness("flatness_centers"),
-    **{f"flatness_versus_{m}": _against_dp(m) for m in ("lambda_max", "ritz_sum", "eps_sharpness")},
+    **{f"flatness_{part}": _flatness(f"flatness_{part}", train_loss=True) for part in ("summary", "half", "centers")},
+    "flatness_contrasts": Rows("flatness_contrasts", FLAT_CONTRASTS),
     "flatness_agreement": Rows("flatness_agreement", (
         Column("net", "{net!m}"), Column("measure", "{metric!m}"), Column("methods", "{methods}"),
         Column("Spearman ρ with the published table", "{spearman_rho:+.2f}"), Column("exact p", "{p:p}"),
@@ -304,11 +304,7 @@ MATCHED = {
         Column("simulated s", "{seconds_mean:.3f} ± {seconds_ci95:.3f}"),
         Column("train loss at the stop", "{train_loss_mean:.4f}"))),
     **{f"flatness_matched_{part}": _flatness(f"flatness_matched_{part}") for part in ("summary", "half", "centers")},
-    "flatness_matched_contrasts": Rows("flatness_matched_contrasts", (
-        Column("net", "{net!m}"), Column("measure", "{measure!m}"), Column("contrast", "{contrast!m}"),
-        Column("n", "{n}"), Column("difference [95 % CI]", "{difference:+.2f} [{low:+.2f}, {high:+.2f}]"),
-        Column("p", "{p:p}"), Column("Holm p", "{p_holm:p}", bold_if="significant_holm"),
-        Column("detectable", "{smallest_detectable:.2f}"))),
+    "flatness_matched_contrasts": Rows("flatness_matched_contrasts", FLAT_CONTRASTS),
     "flatness_matched_agreement": dataclasses.replace(FLATNESS["flatness_agreement"], csv="flatness_matched_agreement"),
 }
 
