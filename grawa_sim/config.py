@@ -418,7 +418,8 @@ def _check(c: Config, warn: bool = True) -> dict:
     if eval_every < 1:
         _fail("eval_every", "must be >= 1", eval_every)
     alpha = (DEFAULT_ALPHA if c.alpha is None else float(c.alpha)) if c.partition == "dirichlet" else None
-    lr_spread = None if c.lr_spread in (None, 1) else float(c.lr_spread)  # 1: every worker at lr, as unset
+    # 1 (or a single worker): every worker at lr, the same run as unset
+    lr_spread = None if c.lr_spread in (None, 1) or c.workers < 2 else float(c.lr_spread)
     resolved = dict(tau=tau, pull=float(pull), prox=float(prox), eval_every=eval_every,
                     eval_seconds=eval_seconds, lr_schedule=lr_schedule, augment=augment, alpha=alpha,
                     lr_spread=lr_spread)

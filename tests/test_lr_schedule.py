@@ -139,6 +139,7 @@ def test_worker_lr_factors_are_geometric_around_one():
     assert factors == pytest.approx([0.5, 1.0, 2.0])
     assert worker_factors(resolve(Config(algorithm="localsgd", workers=3))) is None
     assert resolve(Config(algorithm="localsgd", lr_spread=1.0)).lr_spread is None  # the same run as unset
+    assert resolve(Config(algorithm="localsgd", workers=1, lr_spread=4.0)).lr_spread is None  # one worker
 
 
 @pytest.mark.parametrize("value", [0.5, 0.0, float("nan"), "2"])
@@ -188,3 +189,11 @@ def test_a_worker_with_a_spread_lr_trains_as_a_run_at_that_lr(schedule):
         alone = before_first_round(dataclasses.replace(cfg, lr_spread=None, lr=0.05 * factor))
         for name, p in alone.items():
             torch.testing.assert_close(spread[name][worker], p[worker], rtol=0, atol=1e-12)
+
+
+def test_per_worker_lrs_under_the_asynchronous_schedule_match_the_loop():
+    """Asynchronous rounds step a subset of the workers at a time: each keeps its own lr (vmap against loop)."""
+    from tests.test_parity import BASE, _compare
+
+    _compare(dataclasses.replace(BASE, algorithm="localsgd", lr_spread=4.0, schedule="async", speed_spread=0.5,
+                                 steps=48, eval_every=24), 1e-5)

@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
 
 from grawa_sim.config import digest
 from grawa_sim.core.stats import holm, mcnemar, mcnemar_detectable
@@ -189,3 +190,19 @@ def test_designs_differing_in_lr_spread_are_summarised_apart():
     assert both.iloc[0]["reliability_mean"] == pytest.approx(1.0)
     assert both.iloc[1]["reliability_mean"] == pytest.approx(ws.reliability_summary(noisy).iloc[0]["reliability_mean"])
     assert ws.reliability_summary(exact).iloc[0]["lr_spread"] == 1.0  # rows without the column: every worker at lr
+
+
+def test_by_worker_averages_rounds_then_seeds_and_names_each_workers_lr_factor():
+    rows = []
+    for seed, shift in ((0, 0.0), (1, 2.0)):
+        for index in range(3):
+            rows += [{"seed": seed, "pull": 0.5, "lr_spread": 4.0, "round": index, "worker": w,
+                      "weight": 0.1 * w + index, "score": 1.0, "full_grad_norm": 1.0 + w,
+                      "lambda_max": shift + w + index} for w in range(3)]
+    out = ws.by_worker(pd.DataFrame(rows), workers=3).set_index("worker")
+    assert list(out["lr_factor"]) == pytest.approx([0.5, 1.0, 2.0])
+    assert out.loc[2, "lambda_max_mean"] == pytest.approx(np.mean([2 + 1, 2 + 2 + 1]))  # round mean 1, seeds 0/2
+    per_seed = [2 + 1, 4 + 1]
+    assert out.loc[2, "lambda_max_ci95"] == pytest.approx(
+        sps.t.ppf(0.975, 1) * np.std(per_seed, ddof=1) / np.sqrt(2))
+    assert out.loc[1, "weight_mean"] == pytest.approx(0.1 + 1) and (out["seeds"] == 2).all()

@@ -41,6 +41,15 @@ def test_cells_use_a_typographic_minus_and_a_dash_for_missing_values():
         render("{absent}", {"present": 1})
 
 
+def test_an_optional_missing_field_blanks_only_itself():
+    assert render("{a:+.2f} ({b?:.2f})", {"a": 0.02, "b": float("nan")}) == "+0.02 (—)"
+    assert render("{a:+.2f} ({b?:.2f})", {"a": 0.02, "b": 0.5}) == "+0.02 (0.50)"
+    assert render("{a:+.2f} ({b?:.2f})", {"a": float("nan"), "b": 0.5}) == "—"  # a required field still blanks all
+    assert render("{m?!m}", {"m": "dp"}) == "DP"
+    with pytest.raises(KeyError, match="b"):
+        render("{a} {b?}", {"a": 1})
+
+
 def _frame(tmp_path: Path) -> Path:
     frame = pd.DataFrame({
         "setting": ["a", "a", "b", "b"], "method": ["dp", "mgrawa", "dp", "mgrawa"],

@@ -70,7 +70,8 @@ def test_batch_norm_sam_and_slow_workers_in_an_ensemble(algorithm, change):
 
 
 @pytest.mark.parametrize("change, field", [({"workers": 4}, "workers"), ({"tau": 8}, "tau"),
-                                           ({"algorithm": "localsgd"}, "algorithm"), ({"steps": 24}, "steps")])
+                                           ({"algorithm": "localsgd"}, "algorithm"), ({"steps": 24}, "steps"),
+                                           ({"lr_spread": 2.0}, "lr_spread")])
 def test_incompatible_runs_are_refused_naming_the_field(change, field):
     configs = _configs("mgrawa")
     configs[1] = dataclasses.replace(configs[1], **change)

@@ -144,10 +144,11 @@ class SGDState:
         return [torch.zeros_like(p) for p in params.values()] if self.nesterov else []
 
     def apply(self, params: list[torch.Tensor], grads: list[torch.Tensor],
-              buffers: list[torch.Tensor] | None = None) -> None:
+              buffers: list[torch.Tensor] | None = None, workers: torch.Tensor | None = None) -> None:
         """g += wd x;  v <- mu v + g;  d = g + mu v (Nesterov) or g;  x <- x - lr d (in place).
 
-        ``buffers``: the momentum of a subset of workers (default: all of them).
+        ``buffers``: the momentum of the subset ``workers`` (indices; default: all of them), whose
+        per-worker rates are taken from the same rows.
         """
         buffers = self.buffers if buffers is None else buffers
         grads = own_layout(params, grads)
@@ -168,14 +169,16 @@ class SGDState:
                 torch._foreach_add_(grads, buffers, alpha=self.momentum)
             torch._foreach_add_(params, grads, alpha=-self.lr)
             return
+        lr, momentum, weight_decay = (v[workers] if workers is not None and isinstance(v, torch.Tensor) else v
+                                      for v in (self.lr, self.momentum, self.weight_decay))
         for i, (p, g) in enumerate(zip(params, grads)):  # one value per worker: the same update, row by row
             if self.decay:
-                _add_scaled(g, p, per_row(self.weight_decay, p))
+                _add_scaled(g, p, per_row(weight_decay, p))
             if self.nesterov:
-                mu = per_row(self.momentum, p)
+                mu = per_row(momentum, p)
                 buffers[i].mul_(mu).add_(g)
                 _add_scaled(g, buffers[i], mu)
-            _add_scaled(p, g, per_row(self.lr, p), value=-1.0)
+            _add_scaled(p, g, per_row(lr, p), value=-1.0)
 
 
 class VmapEngine:
@@ -245,7 +248,7 @@ class VmapEngine:
             grads = self._sam_grads(params, buffers, x, y, grads)
         names = list(params)
         grads = list(self.algorithm.reduce_grads(dict(zip(names, grads)), self.axis).values())
-        self.sgd.apply(list(params.values()), grads, momentum)
+        self.sgd.apply(list(params.values()), grads, momentum, workers)
         if self.prox_step is not None:  # x_i <- (1 - p/tau) x_i + (p/tau) z, in place
             center = self.algorithm.center(self.state)
             for n, p in params.items():

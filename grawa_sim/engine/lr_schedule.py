@@ -49,7 +49,6 @@ def worker_factors(cfg: Config) -> list[float] | None:
     return [spread ** (i / (m - 1) - 0.5) for i in range(m)]
 
 
-def engine_rates(rates: torch.Tensor, engine) -> torch.Tensor:
-    """Per-worker lrs in the dtype and on the device of ``engine``'s stacked parameters."""
-    like = next(iter(engine.stacked_params().values()))
-    return rates.to(dtype=like.dtype, device=like.device)
+def worker_lrs(lr: float, factors: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """lr x each worker's factor ([M]), in the dtype and on the device of ``like`` (a stacked parameter)."""
+    return (lr * factors).to(dtype=like.dtype, device=like.device)

@@ -149,16 +149,15 @@ def _run_many(cfgs: list[Config], progress, device) -> list[Result]:
     recorders = [Recorder(Problem(c, model, data, StackedAxis(m), RunView(engine, i, m), clock, stream))
                  for i, (c, (model, _), clock, stream) in enumerate(zip(cfgs, built, clocks, streams))]
 
-    spreads = [worker_factors(c) or [1.0] * m for c in cfgs] if any(map(worker_factors, cfgs)) else None
+    factors = worker_factors(base)  # lr_spread is shared by the runs of an ensemble (check_compatible)
 
     def update_lr(step: float, first: bool = False) -> None:
         lrs = [lr_at(c, step if c.lr_decay_unit == "steps" else clocks[0].totals.sim_time) for c in cfgs]
         if first or lrs != [rec.lr for rec in recorders]:
             for rec, lr in zip(recorders, lrs):
                 rec.lr = lr
-            engine.set_lr(per_worker(lrs, m, like) if spreads is None else
-                          torch.tensor([lr * f for lr, fs in zip(lrs, spreads) for f in fs],
-                                       dtype=like.dtype, device=like.device))
+            engine.set_lr(per_worker(lrs, m, like) if factors is None else
+                          torch.tensor([lr * f for lr in lrs for f in factors], dtype=like.dtype, device=like.device))
 
     def batch(draws: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.cat([x for x, _ in draws]), torch.cat([y for _, y in draws])

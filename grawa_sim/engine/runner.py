@@ -16,7 +16,7 @@ from grawa_sim.algorithms.grawa import DivergenceError
 from grawa_sim.config import Config, ConfigError
 from grawa_sim.core.collectives import Params, StackedAxis
 from grawa_sim.core.devices import resolve_device
-from grawa_sim.engine.lr_schedule import engine_rates, lr_at, worker_factors
+from grawa_sim.engine.lr_schedule import lr_at, worker_factors, worker_lrs
 from grawa_sim.engine.problem import build_problem, memory_errors, validate
 from grawa_sim.engine.recorder import Recorder, diverged, interactive, progress_bar
 from grawa_sim.engine.result import Result
@@ -83,7 +83,7 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round, on
         lr = lr_at(cfg, step if cfg.lr_decay_unit == "steps" else clock.totals.sim_time)
         if first or lr != recorder.lr:
             recorder.lr = lr
-            engine.set_lr(lr if scale is None else engine_rates(lr * scale, engine))
+            engine.set_lr(lr if scale is None else worker_lrs(lr, scale, next(iter(engine.stacked_params().values()))))
 
     bar = progress_bar(cfg, interactive() if progress is None else progress)
     update_lr(0, first=True)  # per-worker lrs take effect even when the lr never changes

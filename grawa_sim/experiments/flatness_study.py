@@ -40,7 +40,7 @@ METHODS = tuple((a, sam) for a in algorithms.COMPARED for sam in (False, True)
 NETS = ("cnn", "cnn_bn")
 METRICS = ("loss", "lambda_max", "trace", "lanczos", "eps_sharpness")
 SEEDS = 8
-STEPS = 1500  # the cosine horizon: the lr is 0 at the end (the train loss changes < 5 % over the last 250 steps)
+STEPS = 1500  # the cosine horizon: the lr is 0 at the end, where the train loss is still falling slowly
 MEASURES = ("lambda_max", "trace")
 CONTRASTS = tuple((g, other) for g in ("mgrawa", "lgrawa") for other in (f"{g}+uniform", "dp", "localsgd"))
 # light enough for three models of 128 runs: power iteration, 30 Hutchinson probes, 40-step Lanczos from one

@@ -119,7 +119,7 @@ ALGORITHMS = ("dp", "localsgd", "easgd", "lsgd", "mgrawa", "lgrawa")
 
 def _rates(problem: str) -> Pivot:
     return Pivot("convergence_rates", "algorithm", "workers",
-                 "{reduction:e1} (slope {slope_subopt:.2f} ± {slope_subopt_ci95:.2f})", "algorithm",
+                 "{reduction:e1} (slope {slope_subopt:.2f} ± {slope_subopt_ci95?:.2f})", "algorithm",
                  row_label="{value!m}",
                  column_label="M = {value}", where={"problem": problem}, row_order=ALGORITHMS)
 
@@ -127,7 +127,7 @@ def _rates(problem: str) -> Pivot:
 CONVERGENCE = {
     "convergence_rates_lstsq": _rates("lstsq"),
     "convergence_rates_logistic": _rates("logistic"),
-    "convergence_floors": Pivot("convergence_floors", "algorithm", "lr", "{floor:e1} ± {floor_ci95:e1}",
+    "convergence_floors": Pivot("convergence_floors", "algorithm", "lr", "{floor:e1} ± {floor_ci95?:e1}",
                                 "algorithm (logistic, M = 4)",
                                 row_label="{value!m}", column_label="η = {value}",
                                 where={"problem": "logistic", "workers": 4}, row_order=ALGORITHMS),
@@ -193,11 +193,11 @@ MECHANISM = {
     "mechanism_control_shares": Pivot("mechanism_control_shares", ("dim", "product", "method"), "tau",
                                       "{wide:.2f} [{low:.2f}, {high:.2f}]", "d, lr·κ_sharp, method: model ends wide",
                                       row_label="{dim}-D, {product:g}, {method!m}", column_label="τ = {value}"),
-    "mechanism_control_contrasts": Pivot("mechanism_control_contrasts", ("dim", "product", "contrast"), "tau",
-                                         "{difference:+.2f} ({only_a}:{only_b}, {p_holm:p}; {smallest_detectable:.2f})",
-                                         "d, lr·κ_sharp, contrast: difference (discordant runs, Holm p; detectable)",
-                                         row_label="{dim}-D, {product:g}, {contrast!m}", column_label="τ = {value}",
-                                         bold_if="significant_holm"),
+    "mechanism_control_contrasts": Pivot(
+        "mechanism_control_contrasts", ("dim", "product", "contrast"), "tau",
+        "{difference:+.2f} ({only_a}:{only_b}, {p_holm:p}; {smallest_detectable?:.2f})",
+        "d, lr·κ_sharp, contrast: difference (discordant runs, Holm p; detectable at 5 %)",
+        row_label="{dim}-D, {product:g}, {contrast!m}", column_label="τ = {value}", bold_if="significant_holm"),
     "weights_reliability": Rows("weights_reliability", (
         Column("design (pull λ, lr spread)", "λ = {pull}, {lr_spread:g}×"),
         Column("ρ(weight, λ_max)", "{rho_mean:+.3f} ± {rho_ci95:.3f}"),
@@ -206,6 +206,15 @@ MECHANISM = {
         Column("largest visible ρ, √r", "{ceiling_mean:.2f} ± {ceiling_ci95:.2f}"),
         Column("corrected ρ / √r", "{corrected_mean:+.3f} ± {corrected_ci95:.3f}"),
         Column("λ_max spread in a round (CV)", "{lambda_cv_mean:.3f} ± {lambda_cv_ci95:.3f}"),
+        Column("seeds", "{seeds}"),
+    )),
+    "weights_by_worker": Rows("weights_by_worker", (
+        Column("design (pull λ, lr spread)", "λ = {pull}, {lr_spread:g}×"),
+        Column("worker", "{worker}"),
+        Column("lr / 0.05", "{lr_factor:.2f}"),
+        Column("weight", "{weight_mean:.3f} ± {weight_ci95:.3f}"),
+        Column("full-batch ‖∇F‖", "{full_grad_norm_mean:.3f} ± {full_grad_norm_ci95:.3f}"),
+        Column("λ_max", "{lambda_max_mean:.2f} ± {lambda_max_ci95:.2f}"),
         Column("seeds", "{seeds}"),
     )),
     "weights_correlation": Rows("weights_correlation", (

@@ -84,12 +84,13 @@ FORMATTER = CellFormatter()
 
 
 def render(template: str, row: dict) -> str:
-    """``template`` filled from ``row``; a missing field anywhere makes the whole cell ``—``."""
+    """``template`` filled from ``row``; a missing field makes the whole cell ``—``, except an optional one
+    (its name ends in ``?``, e.g. ``{smallest_detectable?:.2f}``), which alone is written ``—``."""
     names = [field for _, field, _, _ in string.Formatter().parse(template) if field]
     for name in names:
         key = name.split(".")[0].split("[")[0]
-        if key not in row:
-            raise KeyError(key)
-        if is_missing(row[key]):
+        if key.rstrip("?") not in row:
+            raise KeyError(key.rstrip("?"))
+        if not key.endswith("?") and is_missing(row[key]):
             return MISSING
-    return FORMATTER.format(template, **row)
+    return FORMATTER.format(template.replace("?:", ":").replace("?}", "}").replace("?!", "!"), **row)
