@@ -141,3 +141,19 @@ def test_contention_times_a_run_alone_and_beside_its_twin():
     row = contention("mlp", workers=2, steps=40, threads=(1,), repeats=1, out=io.StringIO())[0]
     assert row["threads"] == 1 and row["alone_s"] > 0 and row["paired_s"] > 0
     assert row["slowdown"] == pytest.approx(row["paired_s"] / row["alone_s"], rel=0.02, abs=0.01)
+
+
+def test_contention_passes_the_passive_wait_policy_to_the_child_alone(monkeypatch):
+    from grawa_sim.bench import contention as bench
+
+    seen = []
+    monkeypatch.setattr(bench.subprocess, "Popen", lambda args, env, **kw: seen.append(env))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for setting in (bench.PASSIVE, 3, None):
+        bench._start("mlp", 2, 4, setting)
+    passive, three, default = seen
+    assert passive["OMP_WAIT_POLICY"] == "PASSIVE" and "OMP_NUM_THREADS" not in passive
+    assert three["OMP_NUM_THREADS"] == "3" and "OMP_WAIT_POLICY" not in three
+    assert "OMP_NUM_THREADS" not in default and "OMP_WAIT_POLICY" not in default
+    with pytest.raises(ValueError, match="^threads: "):
+        bench._start("mlp", 2, 4, "spin")

@@ -1,7 +1,9 @@
 """A run alone against the same run next to a second one (``bench --contention``).
 
 Each run is a fresh process (``python -m grawa_sim run``-like: `grawa_sim.run` of one config, its import
-and data included) with ``threads`` torch threads (None: torch's default, the machine's cores). Alone:
+and data included) with ``threads`` torch threads (None: torch's default, the machine's cores; "passive":
+the default count with ``OMP_WAIT_POLICY=PASSIVE``, so that idle OpenMP threads sleep instead of
+spinning while they wait for work). Alone:
 one process at a time; paired: two identical processes started together, each timed from its own start.
 The slowdown is paired wall over alone wall; a run gets its fair share of a machine it shares with one
 other job when the slowdown is at most 2. Alone and paired alternate repeat by repeat (medians).
@@ -20,12 +22,17 @@ CHILD = ("import time, torch; t = time.perf_counter(); from grawa_sim import Con
          "eval_every=100), progress=False); print(time.perf_counter() - t, torch.get_num_threads())")
 
 
-def _start(model: str, workers: int, steps: int, threads: int | None) -> subprocess.Popen:
-    env = dict(os.environ)
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env.pop(name, None)
-        if threads is not None:
-            env[name] = str(threads)
+PASSIVE = "passive"
+
+
+def _start(model: str, workers: int, steps: int, threads: int | str | None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
+    if isinstance(threads, int):
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    elif threads == PASSIVE:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    elif threads is not None:
+        raise ValueError(f"threads: a count, None (torch's default) or {PASSIVE!r} (got {threads!r})")
     code = CHILD.format(workers=workers, model=model, steps=steps)
     return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
 
@@ -42,9 +49,10 @@ def _wall(processes: list[subprocess.Popen]) -> list[tuple[float, int]]:
     return results
 
 
-def contention(model: str = "mlp", workers: int = 16, steps: int = 2000, threads: tuple[int | None, ...] = (None, 1),
-               repeats: int = 3, out=None) -> list[dict]:
-    """Wall seconds of a run alone and beside a twin, per thread setting; one JSON line each."""
+def contention(model: str = "mlp", workers: int = 16, steps: int = 2000,
+               threads: tuple[int | str | None, ...] = (None, PASSIVE, 1), repeats: int = 3, out=None) -> list[dict]:
+    """Wall seconds of a run alone and beside a twin, per thread setting (a count, None for torch's default,
+    or "passive" for the default with OMP_WAIT_POLICY=PASSIVE); one JSON line each."""
     out = out or sys.stdout
     rows = []
     for n in threads:
@@ -55,7 +63,8 @@ def contention(model: str = "mlp", workers: int = 16, steps: int = 2000, threads
             paired += [s for s, _ in _wall([_start(model, workers, steps, n) for _ in range(2)])]
         load = os.getloadavg()[0]
         row = {"model": model, "workers": workers, "steps": steps, "threads": used,
-               "threads_set": "default" if n is None else n, "cpus": os.cpu_count(),
+               "threads_set": "default" if n is None else (f"default, {n}" if n == PASSIVE else n),
+               "cpus": os.cpu_count(),
                "alone_s": round(statistics.median(alone), 2), "paired_s": round(statistics.median(paired), 2),
                "slowdown": round(statistics.median(paired) / statistics.median(alone), 2),
                "load_1min_at_end": round(load, 2)}

@@ -541,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
          "evaluation, Python) beside the plain loop's, at M = 1 and each --workers, instead (CPU, "
          "one thread)"),
         ("--contention", "a 2000-step run alone against the same run beside a second one, with torch's default "
-         "threads and with one, instead (fresh processes)"),
+         "threads, the default with OMP_WAIT_POLICY=PASSIVE, and one thread, instead (fresh processes)"),
         ("--compile", "the stacked step with torch.compile (inductor) against eager: compile time, recompiles, "
          "time per step over 2000 steps, instead (CPU; needs a C++ compiler)"),
     )
