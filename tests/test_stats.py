@@ -383,3 +383,13 @@ def test_spearman_exact_matches_the_permutation_test_and_the_tabled_critical_val
     assert spearman_exact(range(6), range(6)).p == pytest.approx(2 / 720)  # only the two extreme orderings
     with pytest.raises(ValueError, match="between 3 and 9"):
         spearman_exact(range(12), range(12))
+
+
+def test_means_with_ci_is_describe_for_several_columns():
+    frame = pd.DataFrame({"g": ["a", "a", "a", "b"], "x": [1.0, 2.0, 4.0, 5.0], "y": [0.0, 1.0, 1.0, 2.0]})
+    out = stats.means_with_ci(frame, ["g"], ["x", "y"], suffix="_mean", count="seeds").set_index("g")
+    assert list(out.columns) == ["seeds", "x_mean", "x_ci95", "y_mean", "y_ci95"]
+    one = stats.describe(frame, "g", "x")
+    assert out.loc["a", "x_mean"] == pytest.approx(one.loc["a", "mean"]) == pytest.approx(7 / 3)
+    assert out.loc["a", "x_ci95"] == pytest.approx(sps.t.ppf(0.975, 2) * np.std([1, 2, 4], ddof=1) / np.sqrt(3))
+    assert out.loc["a", "seeds"] == 3 and np.isnan(out.loc["b", "x_ci95"]) and out.loc["b", "y_mean"] == 2.0

@@ -128,6 +128,21 @@ def describe(frame: pd.DataFrame, by: str | list[str], value: str) -> pd.DataFra
     return pd.DataFrame(rows).set_index(by)
 
 
+def means_with_ci(frame: pd.DataFrame, by: list[str], values: list[str], suffix: str = "",
+                  count: str = "n") -> pd.DataFrame:
+    """Per group of ``by`` (one row each, groups in order of appearance): for each of ``values`` the mean
+    (column ``<value><suffix>``) and its 95 % t half-width (``<value>_ci95``, nan below 2 rows), and the
+    group's row count (``count``): a wide `describe` over several columns, the rows being the independent units."""
+    rows = []
+    for key, group in frame.groupby(by, sort=False):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,))) | {count: len(group)}
+        for value in values:
+            ci = interval(group[value])
+            row |= {f"{value}{suffix}": ci.mean, f"{value}_ci95": ci.half_width}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*by, count, *(c for v in values for c in (f"{v}{suffix}", f"{v}_ci95"))])
+
+
 def versus(frame: pd.DataFrame, by: str, value: str, reference=None, higher_is_better: bool = True) -> pd.DataFrame:
     """Welch's test of every group of ``by`` against ``reference`` (default: the group with the best mean):
     columns reference, difference (group − reference), t, p, significant (the reference row: False)."""

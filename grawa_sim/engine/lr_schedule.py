@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from grawa_sim.config import Config
 
 
@@ -48,7 +46,3 @@ def worker_factors(cfg: Config) -> list[float] | None:
         return None
     return [spread ** (i / (m - 1) - 0.5) for i in range(m)]
 
-
-def worker_lrs(lr: float, factors: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """lr x each worker's factor ([M]), in the dtype and on the device of ``like`` (a stacked parameter)."""
-    return (lr * factors).to(dtype=like.dtype, device=like.device)

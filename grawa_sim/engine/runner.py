@@ -16,7 +16,7 @@ from grawa_sim.algorithms.grawa import DivergenceError
 from grawa_sim.config import Config, ConfigError
 from grawa_sim.core.collectives import Params, StackedAxis
 from grawa_sim.core.devices import resolve_device
-from grawa_sim.engine.lr_schedule import lr_at, worker_factors, worker_lrs
+from grawa_sim.engine.lr_schedule import lr_at, worker_factors
 from grawa_sim.engine.problem import build_problem, memory_errors, validate
 from grawa_sim.engine.recorder import Recorder, diverged, interactive, progress_bar
 from grawa_sim.engine.result import Result
@@ -77,13 +77,15 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round, on
     periodic = not problem.communicates_every_step
 
     factors = worker_factors(cfg)
-    scale = None if factors is None else torch.tensor(factors, dtype=torch.float64)[mine]
+    like = next(iter(engine.stacked_params().values()))
+    # lr x factor in float64, then the parameters' dtype (as run_many's per-run rates)
+    scale = None if factors is None else torch.tensor(factors, dtype=torch.float64, device=like.device)[mine]
 
     def update_lr(step: float, first: bool = False) -> None:
         lr = lr_at(cfg, step if cfg.lr_decay_unit == "steps" else clock.totals.sim_time)
         if first or lr != recorder.lr:
             recorder.lr = lr
-            engine.set_lr(lr if scale is None else worker_lrs(lr, scale, next(iter(engine.stacked_params().values()))))
+            engine.set_lr(lr if scale is None else (lr * scale).to(like.dtype))
 
     bar = progress_bar(cfg, interactive() if progress is None else progress)
     update_lr(0, first=True)  # per-worker lrs take effect even when the lr never changes

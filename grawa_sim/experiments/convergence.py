@@ -142,19 +142,6 @@ def _runs(study: pd.DataFrame, keys: list[str]):
         yield dict(zip([*keys, "seed"], key)), g
 
 
-def _over_seeds(per_seed: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataFrame:
-    """Per ``keys``: the mean over seeds of each of ``values`` with its 95 % t half-width (``<value>_ci95``,
-    nan for one seed) and the number of seeds (``seeds``): the seeds are the independent units."""
-    rows = []
-    for key, g in per_seed.groupby(keys, sort=False):
-        row = dict(zip(keys, key)) | {"seeds": g["seed"].nunique()}
-        for value in values:
-            ci = stats.interval(g[value])
-            row |= {value: ci.mean, f"{value}_ci95": ci.half_width}
-        rows.append(row)
-    return pd.DataFrame(rows, columns=[*keys, "seeds", *(c for v in values for c in (v, f"{v}_ci95"))])
-
-
 def slopes(study: pd.DataFrame, start_fraction: float = 0.1, per_seed: bool = False) -> pd.DataFrame:
     """Fitted log-log slopes of subopt and dist over the last (1 - start_fraction) decade share of each
     decaying-lr run: steps in [start_fraction * T, T]. O(1/t) means -1 for subopt and -1/2 for dist.
@@ -166,7 +153,7 @@ def slopes(study: pd.DataFrame, start_fraction: float = 0.1, per_seed: bool = Fa
         rows.append(key | {"slope_subopt": loglog_slope(g["step"], g["subopt"], start_fraction * end, end),
                            "slope_dist": loglog_slope(g["step"], g["dist"], start_fraction * end, end)})
     table = pd.DataFrame(rows, columns=[*RUN, "seed", "slope_subopt", "slope_dist"])
-    return table if per_seed else _over_seeds(table, RUN, ["slope_subopt", "slope_dist"])
+    return table if per_seed else stats.means_with_ci(table, RUN, ["slope_subopt", "slope_dist"], count="seeds")
 
 
 def reductions(study: pd.DataFrame, per_seed: bool = False) -> pd.DataFrame:
@@ -178,7 +165,7 @@ def reductions(study: pd.DataFrame, per_seed: bool = False) -> pd.DataFrame:
         g = g.sort_values("step")
         rows.append(key | {"reduction": g["subopt"].iloc[-1] / g["subopt"].iloc[0], "final_dist": g["dist"].iloc[-1]})
     table = pd.DataFrame(rows, columns=[*RUN, "seed", "reduction", "final_dist"])
-    return table if per_seed else _over_seeds(table, RUN, ["reduction", "final_dist"])
+    return table if per_seed else stats.means_with_ci(table, RUN, ["reduction", "final_dist"], count="seeds")
 
 
 def plateaus(study: pd.DataFrame, tail: float = 0.25, per_seed: bool = False) -> pd.DataFrame:
@@ -190,7 +177,7 @@ def plateaus(study: pd.DataFrame, tail: float = 0.25, per_seed: bool = False) ->
         last = g[g["step"] >= (1 - tail) * g["step"].max()]
         rows.append(key | {"floor": float(last["subopt"].mean())})
     table = pd.DataFrame(rows, columns=[*RUN, "lr", "seed", "floor"])
-    return table if per_seed else _over_seeds(table, [*RUN, "lr"], ["floor"])
+    return table if per_seed else stats.means_with_ci(table, [*RUN, "lr"], ["floor"], count="seeds")
 
 
 NONCONVEX = Config(dataset="mnist1d", model="mlp", momentum=0.0, weight_decay=0.0, batch_size=32, tau=8)

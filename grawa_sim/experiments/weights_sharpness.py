@@ -143,15 +143,11 @@ def by_worker(table: pd.DataFrame, workers: int = BASE.workers) -> pd.DataFrame:
     table = table if "lr_spread" in table else table.assign(lr_spread=1.0)
     per_seed = table.groupby(["pull", "lr_spread", "worker", "seed"], sort=False)[
         ["weight", "full_grad_norm", "lambda_max"]].mean().reset_index()
-    rows = []
-    for (pull, lr_spread, worker), g in per_seed.groupby(["pull", "lr_spread", "worker"], sort=False):
-        row = {"pull": pull, "lr_spread": lr_spread, "worker": worker, "seeds": len(g),
-               "lr_factor": lr_spread ** (worker / (workers - 1) - 0.5) if workers > 1 else 1.0}
-        for name in ("weight", "full_grad_norm", "lambda_max"):
-            row[f"{name}_mean"], row[f"{name}_ci95"] = _per_seed_interval(g[name])
-        rows.append(row)
-    return pd.DataFrame(rows)
-
+    out = stats.means_with_ci(per_seed, ["pull", "lr_spread", "worker"], ["weight", "full_grad_norm", "lambda_max"],
+                              suffix="_mean", count="seeds")
+    factor = out["lr_spread"] ** (out["worker"] / (workers - 1) - 0.5) if workers > 1 else 1.0
+    out.insert(4, "lr_factor", factor)
+    return out
 
 __all__ = ["BASE", "SETTINGS", "SPREAD", "by_worker", "correlation_summary", "record", "reliability_summary",
            "round_correlations", "study"]
