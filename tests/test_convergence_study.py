@@ -193,3 +193,15 @@ def test_convergence_figures_write_png_and_pdf(tmp_path):
     table = pd.DataFrame({"algorithm": ["dp"] * 3, "workers": 4, "T": [10, 20, 40], "min_grad_sq": [1.0, 0.7, 0.5]})
     path = convergence_plots.nonconvex_figure(table, tmp_path / "n.png", "test")
     assert path.is_file() and path.with_suffix(".pdf").is_file()
+
+
+def test_convex_configs_take_grawas_twin_by_name_and_keep_the_others_keys():
+    from grawa_sim.engine.problem import validate
+    from grawa_sim.results.sweep import run_key
+
+    plain = cv.convex_configs("lstsq", 40, workers=(2,), algorithms=("mgrawa",))
+    both = cv.convex_configs("lstsq", 40, workers=(2,), algorithms=("mgrawa", "mgrawa+uniform"))
+    assert [run_key(validate(c)) for c in both[:len(plain)]] == [run_key(validate(c)) for c in plain]
+    twins = both[len(plain):]
+    assert {c.weighting for c in twins} == {"uniform"} and {c.algorithm for c in twins} == {"mgrawa"}
+    assert [(c.lr, c.lr_schedule, c.tau) for c in twins] == [(c.lr, c.lr_schedule, c.tau) for c in plain]

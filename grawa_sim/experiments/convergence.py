@@ -27,6 +27,7 @@ from grawa_sim.config import Config, resolve
 from grawa_sim.core import stats
 from grawa_sim.engine.runner import run
 from grawa_sim.experiments.objectives import Optimum, distance, grad_norm, gradient, objective, optimum
+from grawa_sim.experiments.presets import method_name
 from grawa_sim.results.storage import cached_csv
 from grawa_sim.results.sweep import run_key
 
@@ -78,15 +79,17 @@ def convex_configs(problem: str, steps: int, workers: tuple[int, ...] = (4, 16),
                    algorithms: tuple[str, ...] = COMPARED, seeds: int = 1, evaluations: int = 100) -> list[Config]:
     """Every seed x algorithm x M x schedule on a convex problem (plain SGD, momentum 0, tau of the problem,
     float64): constant lr at each of the problem's two ``lrs`` and the inverse decay lr0 / (1 + t / t0), for
-    seeds 0 .. ``seeds`` - 1 (seed 0's configs first); about ``evaluations`` evaluations per run."""
+    seeds 0 .. ``seeds`` - 1 (seed 0's configs first); about ``evaluations`` evaluations per run. A name
+    ``<grawa>+uniform`` in ``algorithms`` is GRAWA's uniform-weight twin."""
     spec = CONVEX_PROBLEMS[problem]
     tau = spec.base.tau
     base = dataclasses.replace(spec.base, momentum=0.0, steps=steps, dtype="float64",
                                eval_every=max(tau, steps // evaluations // tau * tau))
     configs = []
     for seed in range(seeds):
-        for algorithm in algorithms:
-            own = {"algorithm": algorithm, "seed": seed,
+        for name in algorithms:
+            algorithm, _, twin = name.partition("+")
+            own = {"algorithm": algorithm, "seed": seed, "weighting": "uniform" if twin == "uniform" else None,
                    "tau": None if algorithms_.get(algorithm).communicates_every_step else tau}
             for m in workers:
                 for lr in spec.lrs:
@@ -127,7 +130,8 @@ def convex_study(problem: str, configs: list[Config], cache: str | os.PathLike |
         trajectories = [future.result() for future in futures]
     else:
         trajectories = [_convex_one(cfg, best, cache) for cfg in tqdm(configs, desc=problem, disable=not progress)]
-    return pd.concat([frame.assign(problem=problem, algorithm=cfg.algorithm, workers=cfg.workers,
+    return pd.concat([frame.assign(problem=problem, algorithm=method_name(cfg.algorithm, False, cfg.weighting),
+                                   workers=cfg.workers,
                                    schedule=schedule_label(cfg), lr=cfg.lr, decaying=cfg.lr_schedule == "inverse",
                                    seed=cfg.seed) for cfg, frame in zip(configs, trajectories)], ignore_index=True)
 

@@ -121,7 +121,7 @@ def _rates(problem: str) -> Pivot:
     return Pivot("convergence_rates", "algorithm", "workers",
                  "{reduction:e1} (slope {slope_subopt:.2f} ± {slope_subopt_ci95?:.2f})", "algorithm",
                  row_label="{value!m}",
-                 column_label="M = {value}", where={"problem": problem}, row_order=ALGORITHMS)
+                 column_label="M = {value}", where={"problem": problem}, row_order=(*ALGORITHMS, "mgrawa+uniform"))
 
 
 CONVERGENCE = {
@@ -130,7 +130,8 @@ CONVERGENCE = {
     "convergence_floors": Pivot("convergence_floors", "algorithm", "lr", "{floor:e1} ± {floor_ci95?:e1}",
                                 "algorithm (logistic, M = 4)",
                                 row_label="{value!m}", column_label="η = {value}",
-                                where={"problem": "logistic", "workers": 4}, row_order=ALGORITHMS),
+                                where={"problem": "logistic", "workers": 4},
+                                row_order=(*ALGORITHMS, "mgrawa+uniform")),
     "convergence_nonconvex_mean": Pivot("convergence_nonconvex", "algorithm", "T",
                                         "{mean_grad_sq_mean:.4f} ± {mean_grad_sq_ci95:.4f}",
                                         "mean ‖∇F‖² over the run, by horizon", row_label="{value!m}",
