@@ -37,6 +37,7 @@ GROUPS = {
     "unit": ("test_algorithms", "test_augment", "test_batchnorm", "test_cli_help", "test_layers", "test_lr_schedule",
              "test_rounds", "test_clock", "test_shards", "test_stats", "test_plots", "test_experiments",
              "test_objectives", "test_flatness", "test_cifar", "test_ablations", "test_train_data", "test_stateless",
+             "test_batched",
              "test_protocol", "test_report", "test_mechanism_control"),
     "parity": ("test_parity", "test_distributed", "test_sharded", "test_deep_models", "test_devices",
                "test_invariants", "test_diloco", "test_mechanism", "test_run_many", "test_control", "test_targets"),

@@ -109,6 +109,7 @@ def test_end_to_end_and_the_step_profile_report_consistent_ratios():
     assert [(r["workers"], r["plain_batch"]) for r in rows] == [(2, 64), (1, 100)]
     for r in rows:
         assert r["run_over_plain"] == pytest.approx(r["run_s"] / r["plain_s"], rel=0.05)
+        assert r["run_vmap_over_plain"] == pytest.approx(r["run_vmap_s"] / r["plain_s"], rel=0.05)
     assert rows[0]["run_over_engine_m1"] > 0 and "run_over_engine_m1" not in rows[1]
     assert len(out.getvalue().splitlines()) == 2
     row = baselines.step_profile("mlp", 2, steps=40, eval_every=20, repeats=1, out=io.StringIO())
@@ -122,6 +123,16 @@ def test_end_to_end_and_the_step_profile_report_consistent_ratios():
     from grawa_sim.engine.ensemble import VmapEngine
 
     assert Clock.ticks.__qualname__ == "Clock.ticks" and VmapEngine.local_step.__qualname__ == "VmapEngine.local_step"
+
+
+def test_the_vmap_only_contender_turns_the_written_out_forward_off_and_back_on():
+    from grawa_sim.bench.baselines import vmap_only
+    from grawa_sim.engine import ensemble
+    from grawa_sim.models.registry import build
+
+    with vmap_only():
+        assert ensemble.batched(build("mlp", (40,), 10)) is None
+    assert ensemble.batched(build("mlp", (40,), 10)) is not None
 
 
 def test_compiled_steps_count_their_graphs_and_stay_within_float32_rounding():

@@ -3,7 +3,9 @@
 `end_to_end`: whole runs, ``grawa_sim.run`` (data, model, clock, recorder, an evaluation every
 ``eval_every`` steps) against a hand-written loop with the same evaluations: at M workers (LocalSGD,
 B = 32, tau = 32) against one plain model on the FLOP-equal batch M*B, and at M = 1 (DP) against a plain
-loop on the same batch. The engine at M = 1 on the batch M*B is a second column.
+loop on the same batch. The engine at M = 1 on the batch M*B is a second column, and the same run with
+every forward pass through ``torch.vmap`` (the engine before `grawa_sim.models.batched` wrote the known
+models' passes out) a third.
 
 `step_profile`: where a run's time per step goes, measured inside whole runs by timers around the
 run's own methods (forward/backward, the update, the rounds, data sampling, the simulated clock, the
@@ -23,12 +25,14 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
 from grawa_sim.bench.plain import PlainTrainer, plain_run
 from grawa_sim.config import Config
+from grawa_sim.engine import ensemble
 from grawa_sim.engine.recorder import Recorder
 from grawa_sim.engine.runner import run
 
@@ -50,6 +54,22 @@ def timer() -> Callable[[], float]:
     return time.process_time if torch.get_num_threads() == 1 else time.perf_counter
 
 
+@contextmanager
+def vmap_only() -> Iterator[None]:
+    """Inside the block, the engine runs every model's forward pass through ``torch.vmap`` (none written out)."""
+    saved = ensemble.batched
+    ensemble.batched = lambda module: None
+    try:
+        yield
+    finally:
+        ensemble.batched = saved
+
+
+def _run_vmapped(cfg: Config) -> None:
+    with vmap_only():
+        run(cfg, progress=False)
+
+
 def interleaved(contenders: dict[str, Callable[[], object]], repeats: int, warmup: bool = True) -> dict[str, float]:
     """Median seconds (`timer`) of each contender's call, the contenders alternating repeat by repeat."""
     if warmup:
@@ -68,14 +88,15 @@ def interleaved(contenders: dict[str, Callable[[], object]], repeats: int, warmu
 def end_to_end(cases: tuple[tuple[str, int, int], ...] = (("mlp", 16, 2000), ("mlp", 64, 1000), ("cnn", 16, 1000),
                                                            ("cnn", 64, 300), ("mlp", 1, 2000), ("cnn", 1, 1000)),
                eval_every: int = 100, repeats: int = 3, out=None, **fields) -> list[dict]:
-    """Seconds of ``run(config)`` against `plain_run` (and, for M > 1, the engine at M = 1 on the batch M*B),
-    per case (model, M, steps); ``fields`` go into every Config (e.g. ``compile=True``)."""
+    """Seconds of ``run(config)`` against `plain_run`, against the same run through ``torch.vmap`` only
+    (`vmap_only`) and, for M > 1, against the engine at M = 1 on the batch M*B, per case (model, M, steps); ``fields`` go into every Config (e.g. ``compile=True``)."""
     out = out or sys.stdout
     rows = []
     for model, m, steps in cases:
         cfg, batch = workload(model, m, steps, eval_every, **fields)
         contenders = {"run": lambda c=cfg: run(c, progress=False),
-                      "plain": lambda b=batch, s=steps, mo=model: plain_run(mo, b, s, eval_every)}
+                      "plain": lambda b=batch, s=steps, mo=model: plain_run(mo, b, s, eval_every),
+                      "run_vmap": lambda c=cfg: _run_vmapped(c)}
         if m > 1:
             single = dataclasses.replace(cfg, algorithm="dp", workers=1, batch_size=batch, tau=None)
             contenders["engine_m1"] = lambda c=single: run(c, progress=False)
@@ -83,7 +104,8 @@ def end_to_end(cases: tuple[tuple[str, int, int], ...] = (("mlp", 16, 2000), ("m
         row = {"model": model, "workers": m, "batch": cfg.batch_size, "plain_batch": batch, "steps": steps,
                "eval_every": eval_every, "threads": torch.get_num_threads(),
                **{f"{k}_s": round(v, 4) for k, v in wall.items()},
-               "run_over_plain": round(wall["run"] / wall["plain"], 3)}
+               "run_over_plain": round(wall["run"] / wall["plain"], 3),
+               "run_vmap_over_plain": round(wall["run_vmap"] / wall["plain"], 3)}
         if m > 1:
             row["run_over_engine_m1"] = round(wall["run"] / wall["engine_m1"], 3)
         print(json.dumps(row), file=out, flush=True)

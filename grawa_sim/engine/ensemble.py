@@ -2,7 +2,9 @@
 
 Forward passes run all workers at once with ``torch.vmap`` over
 the model called with the stacked tensors in place of its own (`grawa_sim.models.stateless`: what
-``torch.func.functional_call`` computes, with the slots looked up once) on a 'meta' copy of the model (or, for
+``torch.func.functional_call`` computes, with the slots looked up once) on a 'meta' copy of the model; for
+the models `grawa_sim.models.batched` knows, the same operations written out by hand (bitwise vmap's
+numbers without its dispatch cost). Or, for
 2-D convolutions on CPU where vmap's grouped convolutions are slow, one call per
 worker slice: ``execution="unrolled"``; ``"auto"`` picks per model and device,
 `grawa_sim.models.execution.choose_execution`). Gradients come from one backward of
@@ -21,6 +23,7 @@ from torch import nn
 from grawa_sim.algorithms import Algorithm, Params, RoundInfo
 from grawa_sim.algorithms.base import squeeze_worker
 from grawa_sim.core.collectives import StackedAxis
+from grawa_sim.models.batched import batched
 from grawa_sim.models.execution import choose_execution
 from grawa_sim.models.stateless import stateless
 
@@ -28,11 +31,13 @@ from grawa_sim.models.stateless import stateless
 class StackedModel:
     """A model template plus stacked per-worker forward passes."""
 
-    def __init__(self, model: nn.Module, execution: str):
+    def __init__(self, model: nn.Module, execution: str, by_hand: bool = True):
+        """``by_hand=False`` always calls ``torch.vmap`` (the reference `grawa_sim.models.batched` is
+        tested against); otherwise a known model's vmapped pass runs written out, with the same numbers."""
         self.meta = copy.deepcopy(model).to("meta")
         self.execution = choose_execution(model, execution, next(model.parameters()).device)
         self._single = stateless(self.meta)
-        self._vmapped = torch.vmap(self._single, randomness="different")
+        self._vmapped = (by_hand and batched(self.meta)) or torch.vmap(self._single, randomness="different")
 
     def forward(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
         """Outputs [M, B, ...] of every worker on its own inputs x [M, B, ...] (train mode).
