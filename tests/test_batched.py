@@ -112,7 +112,9 @@ TINY = Config(algorithm="mgrawa", workers=3, steps=24, tau=8, dataset="digits", 
 
 
 @pytest.mark.parametrize("changes", [{}, {"algorithm": "dp", "sam": True, "workers": 1},
-                                     {"model": "cnn_bn", "algorithm": "lgrawa", "steps": 16}])
+                                     {"model": "cnn_bn", "algorithm": "lgrawa", "steps": 16},
+                                     {"model": "cnn", "schedule": "async", "speeds": (1.0, 1.5, 2.0),
+                                      "straggler_prob": 0.2, "lr_spread": 4.0}])
 def test_whole_runs_equal_the_vmapped_engine_bitwise(monkeypatch, changes):
     cfg = dataclasses.replace(TINY, **changes)
     written = run(cfg, progress=False)

@@ -7,10 +7,11 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 
 from grawa_sim import Config, run
 from grawa_sim.config import ALGORITHMS
-from grawa_sim.engine.clock import Collective, collective_bytes, collective_time
+from grawa_sim.engine.clock import Clock, ClockModel, Collective, collective_bytes, collective_time
 
 BW, LAT = 1e9, 1e-5
 CLOCK = ["sim_time", "compute_time", "comm_time", "comm_bytes", "steps_min", "steps_mean", "steps_max"]
@@ -270,3 +271,23 @@ def test_eval_seconds_must_be_positive():
 
     with pytest.raises(ConfigError, match="eval_seconds: must be > 0"):
         resolve(dataclasses.replace(BASE, eval_seconds=0.0))
+
+
+@pytest.mark.parametrize("asynchronous,prob", [(False, 0.0), (False, 0.3), (True, 0.0), (True, 0.3)])
+def test_the_clock_counts_mean_steps_and_compute_as_the_per_worker_tensors_say(asynchronous, prob):
+    """`mean_step` is the mean of the per-worker step counts; the synchronous schedule without stragglers
+    (durations computed once) charges compute exactly as a step-by-step sum of its durations does."""
+    speeds = (1.0, 1.3, 1.7, 2.1)
+    clock = ClockModel(workers=4, step_time=0.01, speeds=speeds, straggler_prob=prob, straggler_slowdown=4.0,
+                       bandwidth=BW, latency=LAT, seed=5)
+    sched = Clock(clock, 3, every_step=False, asynchronous=asynchronous, collectives=[], probe=False)
+    compute = 0.0
+    for i, tick in enumerate(sched.ticks()):
+        assert sched.mean_step() == float(sched.steps.double().mean())
+        assert tick.everyone == (not asynchronous) and (not tick.everyone or bool(tick.stepping.all()))
+        if not asynchronous and prob == 0:
+            compute += float((0.01 * torch.tensor(speeds, dtype=torch.float64)).sum()) / 4
+            assert sched.totals.compute_time == compute
+        if i == 40:
+            break
+    assert sched.mean_step() > 0

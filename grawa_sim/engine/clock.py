@@ -69,10 +69,12 @@ class ClockModel:
 
 @dataclass
 class Tick:
-    """Workers ``stepping`` (bool [M]) each do one local step; then a round if ``round``."""
+    """Workers ``stepping`` (bool [M]) each do one local step; then a round if ``round``. ``everyone``: all
+    of them step (the synchronous schedule), which spares a reader looking at ``stepping``."""
 
     stepping: torch.Tensor
     round: bool
+    everyone: bool = False
 
 
 @dataclass
@@ -105,6 +107,7 @@ class Clock:
         self.speeds = torch.tensor(clock.speeds, dtype=torch.float64)
         self.time = torch.zeros(m, dtype=torch.float64)  # when each worker is free
         self.steps = torch.zeros(m, dtype=torch.long)
+        self._sync_steps = 0  # every worker's step count under the synchronous schedule (all the same)
         self.totals = ClockTotals()
         self._draws = torch.Generator().manual_seed(clock.seed * 7919 + 11)
 
@@ -141,19 +144,32 @@ class Clock:
         """Endless; the caller stops by steps or budget."""
         m = self.clock.workers
         everyone = torch.ones(m, dtype=torch.bool)
-        if not self.asynchronous:
-            while True:
-                d = self._durations(torch.arange(m))
-                self._compute(d)
-                self.time += d
-                self.steps += 1
-                self.totals.sim_time = float(self.time.max())
-                is_round = self.every_step or int(self.steps[0]) % self.tau == 0
-                if is_round:
-                    self._round()
-                yield Tick(everyone, is_round)
-        else:
+        if self.asynchronous:
             yield from self._async_ticks()
+            return
+        workers = torch.arange(m)
+        fixed = None if self.clock.straggler_prob > 0 else self._durations(workers)  # no draws: every step alike
+        share = None if fixed is None else float(fixed.sum()) / m  # what _compute adds for them
+        while True:
+            d = self._durations(workers) if fixed is None else fixed
+            if share is None:
+                self._compute(d)
+            else:
+                self.totals.compute_time += share
+            self.time += d
+            self.steps += 1
+            self._sync_steps += 1
+            self.totals.sim_time = float(self.time.max())
+            is_round = self.every_step or self._sync_steps % self.tau == 0
+            if is_round:
+                self._round()
+            yield Tick(everyone, is_round, everyone=True)
+
+    def mean_step(self) -> float:
+        """Local steps per worker so far, on average."""
+        if not self.asynchronous:
+            return float(self._sync_steps)
+        return float(self.steps.double().mean())
 
     def _async_ticks(self) -> Iterator[Tick]:
         """Grant-based rounds: exactly M·tau local steps between two rounds (see the class docstring)."""

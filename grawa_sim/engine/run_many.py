@@ -183,7 +183,7 @@ def _run_many(cfgs: list[Config], progress, device) -> list[Result]:
                 break
             live = [i for i, res in enumerate(results) if res is None]  # a run that reached its target is done
             losses = engine.local_step(*batch([s.batch() for s in streams]))
-            step = float(clocks[0].steps.double().mean())
+            step = clocks[0].mean_step()
             step = int(step) if step.is_integer() else round(step, 3)
             for i in live:
                 recorders[i].add_losses(step, losses[i * m:(i + 1) * m])

@@ -110,8 +110,8 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round, on
             tick_index += 1
             if on_step is not None:
                 on_step(tick_index)
-            losses = problem.step(tick.stepping[mine])
-            step = float(clock.steps.double().mean())
+            losses = problem.step(None if tick.everyone else tick.stepping[mine])
+            step = clock.mean_step()
             step = int(step) if step.is_integer() else round(step, 3)
             recorder.add_losses(step, losses)
             if (tick.round and periodic) or tick_index % DIVERGENCE_CHECK_EVERY == 0:
@@ -149,7 +149,7 @@ def _run(cfg: Config, progress, axis, device, on_step, on_evaluate, on_round, on
                 break
     except DivergenceError as e:
         if e.step is None:  # raised inside a round (GRAWA's scores): name the step
-            raise diverged(cfg, float(clock.steps.double().mean()), recorder.rows, "a gradient norm") from None
+            raise diverged(cfg, clock.mean_step(), recorder.rows, "a gradient norm") from None
         raise
     finally:
         bar.close()
