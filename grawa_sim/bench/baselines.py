@@ -89,7 +89,8 @@ def end_to_end(cases: tuple[tuple[str, int, int], ...] = (("mlp", 16, 2000), ("m
                                                            ("cnn", 64, 300), ("mlp", 1, 2000), ("cnn", 1, 1000)),
                eval_every: int = 100, repeats: int = 3, out=None, **fields) -> list[dict]:
     """Seconds of ``run(config)`` against `plain_run`, against the same run through ``torch.vmap`` only
-    (`vmap_only`) and, for M > 1, against the engine at M = 1 on the batch M*B, per case (model, M, steps); ``fields`` go into every Config (e.g. ``compile=True``)."""
+    (`vmap_only`) and, for M > 1, against the engine at M = 1 on the batch M*B, per case (model, M, steps);
+    ``fields`` go into every Config (e.g. ``compile=True``)."""
     out = out or sys.stdout
     rows = []
     for model, m, steps in cases:
