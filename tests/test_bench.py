@@ -125,6 +125,17 @@ def test_end_to_end_and_the_step_profile_report_consistent_ratios():
     assert Clock.ticks.__qualname__ == "Clock.ticks" and VmapEngine.local_step.__qualname__ == "VmapEngine.local_step"
 
 
+def test_the_forward_backward_floor_times_both_passes_and_reports_their_ratio():
+    from grawa_sim.bench import baselines
+
+    assert set(baselines._passes("cnn", 2, 4, calls=1)) == {"stacked", "plain"}
+    rows = baselines.forward_backward((("mlp", 2), ("cnn", 3)), batch_size=4, calls=2, repeats=1, out=io.StringIO())
+    assert [(r["model"], r["workers"]) for r in rows] == [("mlp", 2), ("cnn", 3)]
+    for r in rows:
+        assert r["stacked_ms"] > 0 and r["plain_MB_ms"] > 0
+        assert r["stacked_over_plain"] == pytest.approx(r["stacked_ms"] / r["plain_MB_ms"], rel=0.01)
+
+
 def test_the_vmap_only_contender_turns_the_written_out_forward_off_and_back_on():
     from grawa_sim.bench.baselines import vmap_only
     from grawa_sim.engine import ensemble

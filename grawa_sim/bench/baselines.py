@@ -114,6 +114,53 @@ def end_to_end(cases: tuple[tuple[str, int, int], ...] = (("mlp", 16, 2000), ("m
     return rows
 
 
+def _passes(model: str, m: int, batch_size: int, calls: int) -> dict[str, Callable[[], None]]:
+    """``calls`` forward and backward passes of M stacked models (the engine's forward, its per-sample loss
+    and mean per worker) and of one plain model on the batch M*B, as two contenders."""
+    from grawa_sim.models.losses import per_sample_loss
+    from grawa_sim.models.registry import build
+
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    net = build(model, (40,), 10)
+    stacked = ensemble.StackedModel(net, "vmap")
+    params = {n: p.detach().unsqueeze(0).repeat(m, *[1] * p.ndim).requires_grad_() for n, p in net.named_parameters()}
+    x = torch.randn(m, batch_size, 40, generator=gen)
+    y = torch.randint(0, 10, (m, batch_size), generator=gen)
+    loss = per_sample_loss(10)
+    plain = build(model, (40,), 10)
+    xs, ys, own = x.reshape(m * batch_size, 40), y.reshape(-1), list(plain.parameters())
+
+    def ours() -> None:
+        for _ in range(calls):
+            per_worker = loss(stacked.forward(params, {}, x), y).mean(dim=1)
+            torch.autograd.grad(per_worker.sum(), list(params.values()))
+
+    def theirs() -> None:
+        for _ in range(calls):
+            torch.autograd.grad(torch.nn.functional.cross_entropy(plain(xs), ys), own)
+
+    return {"stacked": ours, "plain": theirs}
+
+
+def forward_backward(cases: tuple[tuple[str, int], ...] = (("mlp", 16), ("mlp", 64), ("cnn", 16), ("cnn", 64)),
+                     batch_size: int = 32, calls: int = 50, repeats: int = 5, out=None) -> list[dict]:
+    """Milliseconds of one forward and backward pass of M stacked models against one plain model on the
+    batch M*B, per (model, M): what M workers' small products cost against one large one, without data,
+    update or bookkeeping (`_passes`)."""
+    out = out or sys.stdout
+    rows = []
+    for model, m in cases:
+        spent = interleaved(_passes(model, m, batch_size, calls), repeats)
+        row = {"what": "forward_backward", "model": model, "workers": m, "batch": batch_size,
+               "stacked_ms": round(1e3 * spent["stacked"] / calls, 4),
+               "plain_MB_ms": round(1e3 * spent["plain"] / calls, 4),
+               "stacked_over_plain": round(spent["stacked"] / spent["plain"], 3)}
+        print(json.dumps(row), file=out, flush=True)
+        rows.append(row)
+    return rows
+
+
 class _Timers:
     """Seconds (`timer`) spent inside chosen methods of classes, collected while a whole run goes on: each
     method is wrapped for the duration of a ``with`` block, and nested parts are told apart by their names."""

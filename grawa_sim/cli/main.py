@@ -279,6 +279,7 @@ def cmd_bench(args) -> None:
         torch.set_num_threads(1)  # the documented protocol: one thread, timed in CPU seconds (baselines.timer)
     if args.plain:
         baselines.end_to_end(repeats=args.repeats)
+        baselines.forward_backward()
         return
     if args.profile:
         for model in args.models.split(","):
