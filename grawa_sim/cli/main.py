@@ -537,7 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
          "processes on this machine (message sizes 4 kB to 4 MB) instead"),
         ("--memory", "peak CPU memory per worker (M = 64 and 1024, B = 3, each in a fresh process) instead"),
         ("--plain", "whole runs against plain PyTorch (one nn.Module, torch.optim.SGD) on the FLOP-equal batch "
-         "M*B, and at M = 1, an evaluation every 100 steps, instead (CPU, one thread)"),
+         "M*B, and at M = 1, an evaluation every 100 steps, beside the same runs through torch.vmap; then the "
+         "bare stacked forward/backward against one model on M*B, instead (CPU, one thread)"),
         ("--profile", "where a run's time per step goes (forward/backward, update, data, clock, recorder, "
          "evaluation, Python) beside the plain loop's, at M = 1 and each --workers, instead (CPU, "
          "one thread)"),
