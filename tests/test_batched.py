@@ -69,6 +69,27 @@ def test_outputs_gradients_running_statistics_and_layouts_equal_vmap_bitwise(nam
         assert run_b["features.1.num_batches_tracked"].tolist() == [1] * workers
 
 
+def test_strided_running_statistics_take_the_update_contiguous_ones_take():
+    """Buffers that are views with gaps (every other row of a larger tensor) get the running statistics
+    that contiguous buffers get under vmap. (torch.vmap itself leaves such strided buffers unchanged, on
+    torch 2.13; the engine's buffers are always contiguous, so the two never meet there.)"""
+    torch.manual_seed(0)
+    model = build("cnn_bn", (40,), 10)
+    meta = copy.deepcopy(model).to("meta")
+    params, buffers = _stacked(model, 3, torch.float32, False)
+    x = torch.randn(3, 6, 40)
+    y = torch.randint(0, 10, (3, 6))
+    _, _, reference = _pass(torch.vmap(stateless(meta)), params, buffers, x, y)
+    wide = {n: b.repeat_interleave(2, dim=0) for n, b in buffers.items()}
+    strided = {n: w[::2] for n, w in wide.items()}
+    assert not strided["features.1.running_mean"].is_contiguous()
+    by_hand = batched(meta)
+    _pass(lambda p, b, xs: by_hand(p, strided, xs), params, buffers, x, y)
+    assert all(torch.equal(wide[n][::2], reference[n]) for n in reference)
+    assert all(torch.equal(wide[n][1::2], buffers[n]) for n in buffers)  # the rows in the gaps untouched
+    assert not torch.equal(reference["features.1.running_var"], buffers["features.1.running_var"])
+
+
 def test_images_through_the_mlp_equal_vmap_bitwise():
     torch.manual_seed(0)
     model = build("mlp", (3, 4, 4), 10)

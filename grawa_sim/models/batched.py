@@ -68,7 +68,12 @@ def batch_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     flat = _channels_of_all(x)
     ones = torch.ones(m * channels, dtype=x.dtype, device=x.device)
     zeros = torch.zeros(m * channels, dtype=x.dtype, device=x.device)
-    y, _, _ = torch.native_batch_norm(flat, ones, zeros, mean.view(-1), var.view(-1), True, bn.momentum, bn.eps)
+    running = [t.contiguous() for t in (mean, var)]  # [M * C] views need contiguous memory
+    y, _, _ = torch.native_batch_norm(flat, ones, zeros, running[0].view(-1), running[1].view(-1), True,
+                                      bn.momentum, bn.eps)
+    for stacked, updated in zip((mean, var), running):
+        if updated is not stacked:  # a strided buffer: its update went into a copy
+            stacked.copy_(updated)
     y = y.transpose(0, 1).view(m, channels, *y.shape[:1], *y.shape[2:])
     shape = (m, channels) + (1,) * (y.ndim - 2)
     if weight is not None:
