@@ -108,9 +108,64 @@ def test_models_it_does_not_know_are_left_to_vmap():
     mlp = build("mlp", (40,), 10)
     mlp.net[1] = nn.Tanh()
     assert batched(mlp) is None
+    cnn = build("cnn", (40,), 10)
+    cnn.head = nn.Sequential(nn.Linear(125, 10), nn.Tanh())  # an unknown head, not only unknown features
+    assert batched(cnn) is None
+    logistic = build("logistic", (40,), 10)
+    logistic.linear = nn.Identity()
+    assert batched(logistic) is None
     frozen = build("cnn_bn", (40,), 10).eval()  # eval-mode batch norm: not written out
     assert batched(frozen) is None
+    for change in ({"momentum": None}, {"track_running_stats": False}):
+        bn = build("cnn_bn", (40,), 10)
+        for key, value in change.items():
+            setattr(bn.features[1], key, value)
+        assert batched(bn) is None, change
     assert batched(build("cnn_bn", (40,), 10)) is not None
+
+
+def test_subclasses_parametrizations_and_hooks_are_left_to_vmap():
+    class Wider(nn.Linear):
+        pass
+
+    mlp = build("mlp", (40,), 10)
+    mlp.net[4] = Wider(100, 10)
+    assert batched(mlp) is None
+    mlp = build("mlp", (40,), 10)
+    torch.nn.utils.parametrizations.weight_norm(mlp.net[0])
+    assert batched(mlp) is None
+    mlp = build("mlp", (40,), 10)
+    handle = mlp.net[2].register_forward_hook(lambda module, args, out: out * 2)
+    assert batched(mlp) is None
+    handle.remove()
+    assert batched(mlp) is not None
+    handle = mlp.register_forward_pre_hook(lambda module, args: None)
+    assert batched(mlp) is None
+    handle.remove()
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda module, args, out: out)
+    try:
+        assert batched(mlp) is None
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn_bn"])
+def test_one_sample_batches_strided_inputs_and_unscaled_batch_norm_equal_vmap_bitwise(name):
+    torch.manual_seed(0)
+    model = build(name, (40,), 10)
+    if name == "cnn_bn":  # batch norm without its affine weight and bias
+        for i in (1, 4, 7):
+            model.features[i] = nn.BatchNorm1d(25, affine=False)
+    meta = copy.deepcopy(model).to("meta")
+    params, buffers = _stacked(model, 2, torch.float32, False)
+    y = torch.randint(0, 10, (2, 3))
+    for x in (torch.randn(2, 1, 40), torch.randn(3, 2, 40).transpose(0, 1), torch.randn(2, 3, 80)[..., ::2]):
+        assert x.shape[2] == 40
+        yy = y[:, : x.shape[1]]
+        (out_a, grads_a, run_a), (out_b, grads_b, run_b) = (
+            _pass(f, params, buffers, x, yy) for f in (torch.vmap(stateless(meta)), batched(meta)))
+        assert torch.equal(out_a, out_b) and all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
+        assert all(torch.equal(run_a[n], run_b[n]) for n in run_a)
 
 
 def test_the_engine_writes_out_a_known_model_and_keeps_vmap_for_the_rest(monkeypatch):

@@ -114,31 +114,33 @@ def end_to_end(cases: tuple[tuple[str, int, int], ...] = (("mlp", 16, 2000), ("m
     return rows
 
 
-def _passes(model: str, m: int, batch_size: int, calls: int) -> dict[str, Callable[[], None]]:
-    """``calls`` forward and backward passes of M stacked models (the engine's forward, its per-sample loss
-    and mean per worker) and of one plain model on the batch M*B, as two contenders."""
+def _passes(model: str, m: int, batch_size: int, calls: int) -> dict[str, Callable[[], list[torch.Tensor]]]:
+    """``calls`` forward and backward passes of M stacked copies of one model (the engine's forward, its
+    per-sample loss and mean per worker) and of that model on the batch M*B, as two contenders; each
+    returns its last gradients (the stacked ones [M, ...])."""
     from grawa_sim.models.losses import per_sample_loss
     from grawa_sim.models.registry import build
 
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    net = build(model, (40,), 10)
-    stacked = ensemble.StackedModel(net, "vmap")
-    params = {n: p.detach().unsqueeze(0).repeat(m, *[1] * p.ndim).requires_grad_() for n, p in net.named_parameters()}
+    plain = build(model, (40,), 10)
+    stacked = ensemble.StackedModel(plain, "vmap")
+    params = {n: p.detach().unsqueeze(0).repeat(m, *[1] * p.ndim).requires_grad_() for n, p in plain.named_parameters()}
     x = torch.randn(m, batch_size, 40, generator=gen)
     y = torch.randint(0, 10, (m, batch_size), generator=gen)
     loss = per_sample_loss(10)
-    plain = build(model, (40,), 10)
     xs, ys, own = x.reshape(m * batch_size, 40), y.reshape(-1), list(plain.parameters())
 
-    def ours() -> None:
+    def ours() -> list[torch.Tensor]:
         for _ in range(calls):
             per_worker = loss(stacked.forward(params, {}, x), y).mean(dim=1)
-            torch.autograd.grad(per_worker.sum(), list(params.values()))
+            grads = torch.autograd.grad(per_worker.sum(), list(params.values()))
+        return list(grads)
 
-    def theirs() -> None:
+    def theirs() -> list[torch.Tensor]:
         for _ in range(calls):
-            torch.autograd.grad(torch.nn.functional.cross_entropy(plain(xs), ys), own)
+            grads = torch.autograd.grad(torch.nn.functional.cross_entropy(plain(xs), ys), own)
+        return list(grads)
 
     return {"stacked": ours, "plain": theirs}
 
