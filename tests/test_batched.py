@@ -16,7 +16,7 @@ from grawa_sim.models.batched import batched
 from grawa_sim.models.registry import build
 from grawa_sim.models.stateless import stateless
 
-KNOWN = ["logistic", "mlp", "cnn", "cnn_bn"]
+KNOWN = ["logistic", "mlp", "cnn", "cnn_bn", "resnet1d"]
 
 
 def _stacked(model: nn.Module, m: int, dtype: torch.dtype, transposed: bool) -> tuple[dict, dict]:
@@ -67,6 +67,26 @@ def test_outputs_gradients_running_statistics_and_layouts_equal_vmap_bitwise(nam
     if name == "cnn_bn":  # the running statistics did move, in place in the stacked buffers
         assert not torch.equal(run_b["features.1.running_mean"], buffers["features.1.running_mean"])
         assert run_b["features.1.num_batches_tracked"].tolist() == [1] * workers
+    if name == "resnet1d":
+        assert not torch.equal(run_b["blocks.2.bn2.running_var"], buffers["blocks.2.bn2.running_var"])
+
+
+def test_residual_blocks_with_identity_and_projected_shortcuts_equal_vmap_bitwise():
+    from grawa_sim.models.deep import BasicBlock
+
+    torch.manual_seed(0)
+    model = build("resnet1d", (40,), 10, width=8)
+    model.blocks[1] = BasicBlock(4, 8, 2, shortcut="B", dims=1)  # a 1x1 convolution and batch norm
+    model.blocks[2] = BasicBlock(8, 8, 1, dims=1)  # the identity
+    meta = copy.deepcopy(model).to("meta")
+    params, buffers = _stacked(model, 3, torch.float64, True)
+    x = torch.randn(3, 5, 40, dtype=torch.float64)
+    y = torch.randint(0, 10, (3, 5))
+    (out_a, grads_a, run_a), (out_b, grads_b, run_b) = (
+        _pass(f, params, buffers, x, y) for f in (torch.vmap(stateless(meta)), batched(meta)))
+    assert torch.equal(out_a, out_b) and all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
+    assert all(torch.equal(run_a[n], run_b[n]) for n in run_a)
+    assert "blocks.1.project.1.running_mean" in run_b
 
 
 def test_strided_running_statistics_take_the_update_contiguous_ones_take():
@@ -103,7 +123,7 @@ def test_images_through_the_mlp_equal_vmap_bitwise():
 
 
 def test_models_it_does_not_know_are_left_to_vmap():
-    assert batched(build("resnet1d", (40,), 10)) is None
+    assert batched(build("resnet20", (3, 8, 8), 10)) is None  # 2-D convolutions
     assert batched(nn.Sequential(nn.Linear(4, 4), nn.Tanh())) is None  # not one of the registry's models
     mlp = build("mlp", (40,), 10)
     mlp.net[1] = nn.Tanh()
@@ -131,6 +151,9 @@ def test_subclasses_parametrizations_and_hooks_are_left_to_vmap():
     mlp = build("mlp", (40,), 10)
     mlp.net[4] = Wider(100, 10)
     assert batched(mlp) is None
+    resnet = build("resnet1d", (40,), 10)
+    resnet.blocks[0].bn2 = nn.BatchNorm1d(16, momentum=None)  # a block with a layer it does not write out
+    assert batched(resnet) is None
     mlp = build("mlp", (40,), 10)
     torch.nn.utils.parametrizations.weight_norm(mlp.net[0])
     assert batched(mlp) is None
@@ -177,7 +200,7 @@ def test_the_engine_writes_out_a_known_model_and_keeps_vmap_for_the_rest(monkeyp
 
     monkeypatch.setattr(ensemble, "batched", spy)
     assert ensemble.StackedModel(build("mlp", (40,), 10), "vmap")._vmapped is made[0] is not None
-    deep = ensemble.StackedModel(build("resnet1d", (40,), 10), "vmap")
+    deep = ensemble.StackedModel(build("resnet20", (3, 8, 8), 10), "vmap")
     assert made[1] is None and callable(deep._vmapped)
     ensemble.StackedModel(build("mlp", (40,), 10), "vmap", by_hand=False)
     assert len(made) == 2  # the reference never asks
@@ -189,6 +212,7 @@ TINY = Config(algorithm="mgrawa", workers=3, steps=24, tau=8, dataset="digits", 
 
 @pytest.mark.parametrize("changes", [{}, {"algorithm": "dp", "sam": True, "workers": 1},
                                      {"model": "cnn_bn", "algorithm": "lgrawa", "steps": 16},
+                                     {"model": "resnet1d", "algorithm": "dp", "workers": 1, "steps": 16},
                                      {"model": "cnn", "schedule": "async", "speeds": (1.0, 1.5, 2.0),
                                       "straggler_prob": 0.2, "lr_spread": 4.0}])
 def test_whole_runs_equal_the_vmapped_engine_bitwise(monkeypatch, changes):

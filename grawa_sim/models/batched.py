@@ -14,9 +14,10 @@ The layers, for x [M, B, ...] and worker i's weights W_i, b_i:
   [B, M * C, L], then y_i += b_i;
 - batch norm (training mode): one ``native_batch_norm`` over channels [B, M * C, ...] with the stacked
   running statistics viewed as [M * C] (updated in place), then y_i = W_i * x̂_i + b_i;
-- ReLU elementwise.
-Known modules: the registry's logistic regression, MLP and 1-D CNNs (with or without batch norm), and
-``nn.Sequential`` of the layers above, each of exactly these classes (no subclass, parametrization or
+- ReLU elementwise; a residual block's shortcut (subsampling and zero channels, or a 1x1 convolution
+  and batch norm) on the stacked tensor as it is.
+Known modules: the registry's logistic regression, MLP, 1-D CNNs (with or without batch norm) and 1-D
+ResNet, and ``nn.Sequential`` of the layers above, each of exactly these classes (no subclass, parametrization or
 hook); anything else (the deep nets, other activations, a batch norm in eval mode or without running
 statistics) gives None and the caller keeps ``torch.vmap``. The module's structure and training mode
 are read once, when `batched` is called (the engine's 'meta' copy never changes).
@@ -33,6 +34,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from grawa_sim.models.deep import BasicBlock, ResNet1d, pad_shortcut
 from grawa_sim.models.small import MLP, CNN1d, LogisticRegression
 
 Tensors = dict[str, torch.Tensor]
@@ -117,6 +119,8 @@ def _layer(module: nn.Module, prefix: str) -> Layer | None:
     if kind is nn.BatchNorm1d and module.training and module.track_running_stats and module.momentum is not None:
         return lambda p, b, x: batch_norm(x, get(p, "weight"), get(p, "bias"), b[prefix + "running_mean"],
                                           b[prefix + "running_var"], get(b, "num_batches_tracked"), module)
+    if kind is BasicBlock and module.dims == 1:
+        return _block(module, prefix)
     if kind is nn.Sequential:
         layers = [_layer(sub, f"{prefix}{name}.") for name, sub in module.named_children()]
         if any(layer is None for layer in layers):
@@ -128,6 +132,25 @@ def _layer(module: nn.Module, prefix: str) -> Layer | None:
             return x
         return chain
     return None
+
+
+def _block(block: BasicBlock, prefix: str) -> Layer | None:
+    """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)) of a 1-D residual block, or None."""
+    conv1, bn1, conv2, bn2 = (_layer(getattr(block, n), f"{prefix}{n}.") for n in ("conv1", "bn1", "conv2", "bn2"))
+    project = None if block.project is None else _layer(block.project, f"{prefix}project.")
+    if None in (conv1, bn1, conv2, bn2) or (block.project is not None and project is None):
+        return None
+
+    def forward(p: Tensors, b: Tensors, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(bn1(p, b, conv1(p, b, x)))
+        if block.identity:
+            shortcut = x
+        elif project is None:
+            shortcut = pad_shortcut(x, block.out_channels, block.stride, dims=1)
+        else:
+            shortcut = project(p, b, x)
+        return torch.relu(bn2(p, b, conv2(p, b, h)) + shortcut)
+    return forward
 
 
 def batched(module: nn.Module) -> Layer | None:
@@ -147,4 +170,10 @@ def batched(module: nn.Module) -> Layer | None:
         if features is None or head is None:
             return None
         return lambda p, b, x: head(p, b, features(p, b, x.unsqueeze(-2)).flatten(-2))
+    if kind is ResNet1d:
+        stem = [_layer(getattr(module, n), f"{n}.") for n in ("conv", "bn", "blocks", "head")]
+        if None in stem:
+            return None
+        conv, bn, blocks, head = stem
+        return lambda p, b, x: head(p, b, blocks(p, b, torch.relu(bn(p, b, conv(p, b, x.unsqueeze(-2))))).mean(-1))
     return None
