@@ -210,9 +210,9 @@ TINY = Config(algorithm="mgrawa", workers=3, steps=24, tau=8, dataset="digits", 
               eval_every=8)
 
 
-@pytest.mark.parametrize("changes", [{}, {"algorithm": "dp", "sam": True, "workers": 1},
+@pytest.mark.parametrize("changes", [{}, {"algorithm": "dp", "sam": True, "workers": 1, "tau": None},
                                      {"model": "cnn_bn", "algorithm": "lgrawa", "steps": 16},
-                                     {"model": "resnet1d", "algorithm": "dp", "workers": 1, "steps": 16},
+                                     {"model": "resnet1d", "algorithm": "dp", "workers": 1, "steps": 16, "tau": None},
                                      {"model": "cnn", "schedule": "async", "speeds": (1.0, 1.5, 2.0),
                                       "straggler_prob": 0.2, "lr_spread": 4.0}])
 def test_whole_runs_equal_the_vmapped_engine_bitwise(monkeypatch, changes):
