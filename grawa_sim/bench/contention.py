@@ -65,7 +65,7 @@ def contention(model: str = "mlp", workers: int = 16, steps: int = 2000,
         row = {"model": model, "workers": workers, "steps": steps, "threads": used,
                "threads_set": "default" if n is None else (f"default, {n}" if n == PASSIVE else n),
                "cpus": os.cpu_count(),
-               "alone_s": round(statistics.median(alone), 2), "paired_s": round(statistics.median(paired), 2),
+               "alone_s": round(statistics.median(alone), 4), "paired_s": round(statistics.median(paired), 4),
                "slowdown": round(statistics.median(paired) / statistics.median(alone), 2),
                "load_1min_at_end": round(load, 2)}
         print(json.dumps(row), file=out, flush=True)
