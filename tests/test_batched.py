@@ -199,9 +199,9 @@ def test_the_engine_writes_out_a_known_model_and_keeps_vmap_for_the_rest(monkeyp
         return made[-1]
 
     monkeypatch.setattr(ensemble, "batched", spy)
-    assert ensemble.StackedModel(build("mlp", (40,), 10), "vmap")._vmapped is made[0] is not None
+    assert ensemble.StackedModel(build("mlp", (40,), 10), "vmap")._all_workers is made[0] is not None
     deep = ensemble.StackedModel(build("resnet20", (3, 8, 8), 10), "vmap")
-    assert made[1] is None and callable(deep._vmapped)
+    assert made[1] is None and callable(deep._all_workers)
     ensemble.StackedModel(build("mlp", (40,), 10), "vmap", by_hand=False)
     assert len(made) == 2  # the reference never asks
 

@@ -115,27 +115,24 @@ def end_to_end(cases: tuple[tuple[str, int, int], ...] = (("mlp", 16, 2000), ("m
 
 
 def _passes(model: str, m: int, batch_size: int, calls: int) -> dict[str, Callable[[], list[torch.Tensor]]]:
-    """``calls`` forward and backward passes of M stacked copies of one model (the engine's forward, its
-    per-sample loss and mean per worker) and of that model on the batch M*B, as two contenders; each
-    returns its last gradients (the stacked ones [M, ...])."""
-    from grawa_sim.models.losses import per_sample_loss
-    from grawa_sim.models.registry import build
+    """``calls`` forward and backward passes of a run's M stacked workers (the engine's own
+    `VmapEngine._losses_and_grads` on one minibatch of B per worker) and of the run's model on those M*B
+    samples (one ``nn.Module``, mean cross-entropy), as two contenders; each returns its last gradients
+    (the stacked ones [M, ...])."""
+    import copy
 
-    gen = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    plain = build(model, (40,), 10)
-    stacked = ensemble.StackedModel(plain, "vmap")
-    params = {n: p.detach().unsqueeze(0).repeat(m, *[1] * p.ndim).requires_grad_() for n, p in plain.named_parameters()}
-    x = torch.randn(m, batch_size, 40, generator=gen)
-    y = torch.randint(0, 10, (m, batch_size), generator=gen)
-    loss = per_sample_loss(10)
-    xs, ys, own = x.reshape(m * batch_size, 40), y.reshape(-1), list(plain.parameters())
+    from grawa_sim.engine.problem import build_problem
+
+    problem = build_problem(Config(algorithm="localsgd", workers=m, tau=32, model=model, batch_size=batch_size))
+    engine = problem.engine
+    x, y = problem.stream.batch()
+    plain = copy.deepcopy(problem.model)  # the workers' starting point
+    xs, ys, own = x.reshape(m * batch_size, *x.shape[2:]), y.reshape(-1), list(plain.parameters())
 
     def ours() -> list[torch.Tensor]:
         for _ in range(calls):
-            per_worker = loss(stacked.forward(params, {}, x), y).mean(dim=1)
-            grads = torch.autograd.grad(per_worker.sum(), list(params.values()))
-        return list(grads)
+            _, grads = engine._losses_and_grads(engine.params, engine.buffers, x, y)
+        return grads
 
     def theirs() -> list[torch.Tensor]:
         for _ in range(calls):

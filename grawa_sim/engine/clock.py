@@ -151,10 +151,11 @@ class Clock:
         fixed = None if self.clock.straggler_prob > 0 else self._durations(workers)  # no draws: every step alike
         share = None if fixed is None else float(fixed.sum()) / m  # what _compute adds for them
         while True:
-            d = self._durations(workers) if fixed is None else fixed
-            if share is None:
+            if fixed is None:
+                d = self._durations(workers)
                 self._compute(d)
             else:
+                d = fixed
                 self.totals.compute_time += share
             self.time += d
             self.steps += 1

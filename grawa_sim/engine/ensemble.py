@@ -37,7 +37,7 @@ class StackedModel:
         self.meta = copy.deepcopy(model).to("meta")
         self.execution = choose_execution(model, execution, next(model.parameters()).device)
         self._single = stateless(self.meta)
-        self._vmapped = (by_hand and batched(self.meta)) or torch.vmap(self._single, randomness="different")
+        self._all_workers = (by_hand and batched(self.meta)) or torch.vmap(self._single, randomness="different")
 
     def forward(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
         """Outputs [M, B, ...] of every worker on its own inputs x [M, B, ...] (train mode).
@@ -45,7 +45,7 @@ class StackedModel:
         Batch-norm running statistics in ``buffers`` are updated in place.
         """
         if self.execution == "vmap":
-            return self._vmapped(params, buffers, x)
+            return self._all_workers(params, buffers, x)
         outs = []
         for i in range(x.shape[0]):
             outs.append(self._single({n: p[i] for n, p in params.items()},

@@ -5,8 +5,8 @@ leading worker dim: params [M, ...], x [M, B, ...]), or None when the module is 
 issues the ATen operations that vmap's batching rules issue for the same model, on tensors of the same
 shapes and memory layouts, so outputs, gradients and batch-norm running statistics are bitwise those of
 ``torch.vmap(stateless(module))`` (tested against it for every model it knows). What it saves is
-functorch's per-operation wrapping and unwrapping: 0.18 of 0.42 ms for a forward and backward of the
-MLP at M = 1 on this CPU, 0.15-0.23 of about 1.1 ms at M = 16.
+functorch's per-operation wrapping and unwrapping (`python -m grawa_sim bench --plain` times whole runs
+both ways, side by side).
 
 The layers, for x [M, B, ...] and worker i's weights W_i, b_i:
 - linear:  y_i = x_i W_i^T + b_i, one batched matrix product (``bmm``) and a broadcast add;
@@ -104,21 +104,19 @@ def _hooked(module: nn.Module) -> bool:
 
 def _layer(module: nn.Module, prefix: str) -> Layer | None:
     """The stacked forward of one known layer (its tensors named ``prefix`` + name), or None."""
-    def get(tensors: Tensors, name: str) -> torch.Tensor | None:
-        return tensors.get(prefix + name)
-
+    weight, bias, mean, var, count = (prefix + n for n in ("weight", "bias", "running_mean", "running_var",
+                                                           "num_batches_tracked"))
     kind = type(module)
     if _hooked(module):
         return None
     if kind is nn.Linear:
-        return lambda p, b, x: linear(x, p[prefix + "weight"], get(p, "bias"))
+        return lambda p, b, x: linear(x, p[weight], p.get(bias))
     if kind is nn.Conv1d and module.padding_mode == "zeros" and not isinstance(module.padding, str):
-        return lambda p, b, x: conv1d(x, p[prefix + "weight"], get(p, "bias"), module)
+        return lambda p, b, x: conv1d(x, p[weight], p.get(bias), module)
     if kind is nn.ReLU:
         return lambda p, b, x: torch.relu(x)
     if kind is nn.BatchNorm1d and module.training and module.track_running_stats and module.momentum is not None:
-        return lambda p, b, x: batch_norm(x, get(p, "weight"), get(p, "bias"), b[prefix + "running_mean"],
-                                          b[prefix + "running_var"], get(b, "num_batches_tracked"), module)
+        return lambda p, b, x: batch_norm(x, p.get(weight), p.get(bias), b[mean], b[var], b.get(count), module)
     if kind is BasicBlock and module.dims == 1:
         return _block(module, prefix)
     if kind is nn.Sequential:
